@@ -1,0 +1,1 @@
+"""Runtime of purchase-stream: how data moves (Faust app, codecs, broker, CLI)."""

@@ -1,0 +1,77 @@
+"""Business metrics in one object on an injected prometheus-client registry.
+
+Label values come from bounded sets only (topic names, stage names, purposes, decision and
+reason codes); never a customer, card or household id. Durations are in seconds, as
+Prometheus conventions ask.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from topologies.records import StepResult
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "purchase_stream_events_in_total", "Records consumed, per input topic", ["topic"],
+            registry=r,
+        )
+        self.records_out = Counter(
+            "purchase_stream_records_out_total", "Records produced, per output topic", ["topic"],
+            registry=r,
+        )
+        self.routed = Counter(
+            "purchase_stream_line_items_routed_total",
+            "Line items per purpose and routing decision (allowed, consent_off, "
+            "consent_unknown, consent_lapsed, total_only_chain, anonymous)",
+            ["purpose", "decision"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "purchase_stream_dead_letters_total", "Dead letters per stage and reason code",
+            ["stage", "reason"], registry=r,
+        )
+        self.stage_events = Counter(
+            "purchase_stream_stage_events_total",
+            "Stage events (duplicate, parked, released, identified, anonymous, purge_*, ...)",
+            ["stage", "event"],
+            registry=r,
+        )
+        self.processing = Histogram(
+            "purchase_stream_processing_seconds", "Time to process one record in a stage",
+            ["stage"], buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.event_time_lag = Histogram(
+            "purchase_stream_receipt_event_time_lag_seconds",
+            "Processing clock minus purchase time of receipts entering stage 1",
+            buckets=LAG_BUCKETS_S, registry=r,
+        )
+        self.parked = Gauge(
+            "purchase_stream_parked_receipts",
+            "Receipts waiting for their card, in the partitions this process owns",
+            registry=r,
+        )
+        self.processing_errors = Counter(
+            "purchase_stream_processing_errors_total",
+            "Unexpected exceptions while processing a record (the record is dead-lettered)",
+            ["stage"], registry=r,
+        )
+
+    def observe(self, stage: str, result: StepResult) -> None:
+        for (purpose, decision), n in result.routed.items():
+            if n:
+                self.routed.labels(purpose, decision).inc(n)
+        for event, n in result.events.items():
+            self.stage_events.labels(stage, event).inc(n)
+        if stage == "card_join":
+            delta = result.events.get("parked", 0) - result.events.get("released", 0)
+            delta -= sum(1 for r in result.rejects if r.code == "card_unknown_timeout")
+            if delta:
+                self.parked.inc(delta)

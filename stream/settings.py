@@ -1,0 +1,93 @@
+"""The one typed settings object: config/settings.toml, overridden by PURCHASE_STREAM_* env vars.
+
+Read once (``load_settings()``) at the edge (CLI, worker start) and passed down; no module
+calls ``os.getenv`` on its own. Business rules (chains, windows) come from
+config/pipeline.toml as :class:`topologies.rules.Rules`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from topologies.rules import Rules
+
+ENV_PREFIX = "PURCHASE_STREAM_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = Path(os.environ.get(ENV_PREFIX + "CONFIG_DIR", REPO_ROOT / "config"))
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has the wrong type; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "127.0.0.1:19200"
+    schema_registry_url: str = "http://127.0.0.1:18081"
+    state_dir: str = ".state/worker"
+    partitions: int = 4
+    replication_factor: int = 1
+    app_id: str = "purchase-stream"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
+    broker_session_timeout_s: float = 10.0
+    stream_buffer_maxsize: int = 4096
+    embedded_data_dir: str = ".noida"
+    log_level: str = "info"
+
+    def with_overrides(self, **kwargs: Any) -> Settings:
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _coerce(name: str, typ: Any, raw: Any) -> Any:
+    typ_name = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    try:
+        if typ_name == "int":
+            return int(raw)
+        if typ_name == "float":
+            return float(raw)
+        if typ_name == "bool":
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        return str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"setting {name!r} must be {typ_name}, got {raw!r}") from None
+
+
+def load_settings(
+    path: Path | None = None, env: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Defaults < config/settings.toml < environment < explicit overrides (CLI flags)."""
+    env = dict(os.environ) if env is None else env
+    path = path or CONFIG_DIR / "settings.toml"
+    file_values: dict[str, Any] = {}
+    if path.exists():
+        with path.open("rb") as f:
+            file_values = tomllib.load(f)
+    known = {f.name: f.type for f in fields(Settings)}
+    unknown = set(file_values) - set(known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) in {path}: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, typ in known.items():
+        raw = file_values.get(name)
+        env_raw = env.get(ENV_PREFIX + name.upper())
+        if env_raw is not None:
+            raw = env_raw
+        if overrides.get(name) is not None:
+            raw = overrides[name]
+        if raw is not None:
+            values[name] = _coerce(name, typ, raw)
+    return Settings(**values)
+
+
+def load_rules(path: Path | None = None) -> Rules:
+    path = path or CONFIG_DIR / "pipeline.toml"
+    with path.open("rb") as f:
+        return Rules.from_dict(tomllib.load(f))

@@ -1,0 +1,142 @@
+"""The Faust worker: one agent and one RocksDB-backed table per stage of topologies.pipeline.
+
+Agents are thin adapters: each raw record (bytes in, bytes out) goes through
+:class:`stream.runner.Runner` — the same code ``replay`` runs — with the stage's table
+partition as state, and the records it returns are sent. Faust flushes the producer
+before it commits offsets, so delivery is at-least-once; every stage is idempotent by
+receipt id (see the topology modules), which makes the effect exactly-once.
+
+Facts that shape this (faust-streaming 0.15.x, see DESIGN.md):
+- ``kafka://`` (aiokafka) transport; ``confluent://`` skips Faust's partition assignor.
+- agent ``concurrency=1``: offsets must not be committed past in-flight events.
+- ``web_tables_enabled=False``: the built-in ``/table/`` pages would serve personal data.
+- ``rocksdb://`` tables open one database per partition: the block cache is set explicitly
+  (Faust's default is 2 GiB each).
+- the catalogue is a GlobalTable (every worker needs every GTIN); other tables are
+  partitioned like their input topics, which are co-partitioned by key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from stream.codec import Codec
+from stream.metrics import Metrics
+from stream.runner import RawRecord, Runner
+from stream.schema_registry import registry_from_url
+from stream.settings import Settings
+from stream.state import GlobalTableReader, TableState
+from stream.topics import TOPICS
+from topologies import catalog as catalog_topology
+from topologies.pipeline import STAGES, Stage
+from topologies.rules import Rules
+
+log = logging.getLogger(__name__)
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def table_name(stage: Stage) -> str:
+    return f"{stage.name}-store"
+
+
+def create_app(
+    settings: Settings,
+    rules: Rules,
+    registry: CollectorRegistry | None = None,
+    codec: Codec | None = None,
+) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.broker}",
+        store="rocksdb://",
+        datadir=settings.state_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,  # Faust declares its own changelog topics
+        topic_disable_leader=True,  # no leader election needed: no timers with on_leader
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.broker_session_timeout_s,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_router_enabled=False,
+    )
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = Metrics(registry)
+    codec = codec or Codec(registry_from_url(settings.schema_registry_url))
+    options = {"block_cache_size": settings.rocksdb_block_cache_bytes}
+
+    tables: dict[str, Any] = {}
+    for stage in STAGES:
+        factory = app.GlobalTable if stage.is_global else app.Table
+        tables[stage.name] = factory(
+            table_name(stage),
+            partitions=settings.partitions,
+            options=options,
+            help=f"state of stage {stage.name}",
+            **RAW,
+        )
+    catalog_view = GlobalTableReader(tables[catalog_topology.STAGE])
+    runner = Runner(
+        codec, rules, metrics,
+        catalog=lambda gtin: catalog_view.get(catalog_topology.key(gtin)),
+    )
+    out_topics = {name: app.topic(name, **RAW) for name in TOPICS}
+
+    for stage in STAGES:
+        _bind_agent(app, stage, tables[stage.name], runner, out_topics)
+
+    from faust.sensors.prometheus import setup_prometheus_sensors
+
+    setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "time_ms": int(time.time() * 1000)})
+
+    app.purchase_stream = {"metrics": metrics, "codec": codec, "tables": tables}  # type: ignore[attr-defined]
+    return app
+
+
+def _bind_agent(
+    app: faust.App, stage: Stage, table: Any, runner: Runner, out_topics: dict[str, Any]
+) -> None:
+    source = app.topic(*stage.inputs, **RAW)
+    states: dict[int, TableState] = {}
+
+    async def run_stage(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            state = states.get(msg.partition)
+            if state is None:
+                state = states[msg.partition] = TableState(table, msg.partition)
+            rec = RawRecord(
+                msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000),
+                msg.key, msg.value,
+            )
+            for out in runner.process(stage, state, rec):
+                await out_topics[out.topic].send(key=out.key, value=out.value)
+
+    run_stage.__name__ = stage.name
+    app.agent(source, name=stage.name, concurrency=1)(run_stage)
+
+
+def run_worker(settings: Settings, rules: Rules) -> None:
+    """Start the worker in the foreground (blocks until stopped by a signal)."""
+    from faust.worker import Worker
+
+    app = create_app(settings, rules)
+    Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()

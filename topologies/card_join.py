@@ -1,0 +1,211 @@
+"""Stage 1, keyed by card number: join each receipt with the card register.
+
+Inputs: ``pos.receipts`` and ``customer.cards`` (both keyed by card number, co-partitioned).
+
+- A valid receipt with no card is anonymous: it only feeds the anonymous group aggregates.
+- A receipt whose card is known is forwarded, with its card, to ``receipts.identified``
+  keyed by customer id (the repartition that co-locates it with the customer's consent).
+- A receipt whose card is not known yet is parked under ``park|<card>|<receipt>`` and
+  released when the card arrives; after ``rules.park_window_ms`` of processing time it is
+  dead-lettered with its original bytes (``card_unknown_timeout``). Nothing is lost.
+- A closed card (tombstone on ``customer.cards``) makes later receipts anonymous.
+- Line items of total-only chains are dropped here, before anything is stored (DOMAIN §1).
+
+Stage 1 keeps no dedupe state: redeliveries are forwarded and every downstream stage drops
+them by receipt id, so a crash between forwarding and committing cannot lose a receipt.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from topologies.catalog import group_totals
+from topologies.context import Context
+from topologies.records import Emit, Origin, Reject, StepResult
+from topologies.state import State
+from topologies.validation import check_receipt
+
+STAGE = "card_join"
+INPUTS = ("pos.receipts", "customer.cards")
+PURPOSES = ("personal", "marketing", "ereceipt", "recall")
+SWEEP_KEY = "meta|park_sweep_at"
+
+
+def card_key(card_number: str) -> str:
+    return f"card|{card_number}"
+
+
+def park_key(card_number: str, receipt_id: str) -> str:
+    return f"park|{card_number}|{receipt_id}"
+
+
+def step(
+    ctx: Context, state: State, topic: str, key: str | None, value: dict[str, Any] | None
+) -> StepResult:
+    if topic == "customer.cards":
+        result = _on_card(ctx, state, key, value)
+    else:
+        result = _on_receipt(ctx, state, key, value)
+    _maybe_sweep(ctx, state, result)
+    return result
+
+
+def _on_card(ctx: Context, state: State, key: str | None, card: dict[str, Any] | None) -> StepResult:
+    result = StepResult()
+    if key is None:
+        result.rejects.append(Reject("missing_key", "customer.cards record without a card key"))
+        return result
+    if card is None:
+        # Closed card: remember that it is closed, so its receipts are not parked forever.
+        state.set(card_key(key), {"closed": True})
+        result.events["card_closed"] += 1
+        return result
+    if card["card_number"] != key:
+        result.rejects.append(Reject("key_mismatch", "record key is not the record's card_number"))
+        return result
+    if "|" in key or "|" in card["customer_id"] or "|" in card["household_id"]:
+        # "|" separates the segments of state keys; an id containing it could read or
+        # purge another person's keys.
+        result.rejects.append(Reject("bad_identifier", "identifiers must not contain '|'"))
+        return result
+    if card["role"] not in ("MAIN_MEMBER", "MEMBER"):
+        result.rejects.append(Reject("bad_role", f"role {card['role']!r}"))
+        return result
+    link = {
+        "card_number": key,
+        "customer_id": card["customer_id"],
+        "household_id": card["household_id"],
+        "role": card["role"],
+    }
+    state.set(card_key(key), link)
+    result.events["card_updated"] += 1
+    for pkey, parked in list(state.items(f"park|{key}|")):
+        state.delete(pkey)
+        result.events["released"] += 1
+        _route(ctx, parked["receipt"], link, result)
+    return result
+
+
+def _on_receipt(
+    ctx: Context, state: State, key: str | None, receipt: dict[str, Any] | None
+) -> StepResult:
+    result = StepResult()
+    if receipt is None:
+        result.rejects.append(Reject("tombstone", "pos.receipts does not accept null values"))
+        return result
+    product_level = ctx.rules.is_product_level(receipt["chain"])
+    problem = check_receipt(receipt, product_level=product_level)
+    if problem is not None:
+        result.rejects.append(problem)
+        return result
+    card_number = receipt["card_number"]
+    if card_number is None:
+        _route(ctx, receipt, None, result)
+        return result
+    if key != card_number:
+        # The partition (and so the card lookup) follows the key: a wrong key would make a
+        # known card look unknown.
+        result.rejects.append(Reject("key_mismatch", "carded receipt not keyed by its card"))
+        return result
+    link = state.get(card_key(card_number))
+    if link is None:
+        state.set(
+            park_key(card_number, receipt["receipt_id"]),
+            {
+                "receipt": receipt,
+                "parked_at": ctx.now_ms,
+                "topic": ctx.topic,
+                "partition": ctx.partition,
+                "offset": ctx.offset,
+                "raw_key": _b64(ctx.raw_key),
+                "raw_value": _b64(ctx.raw_value),
+            },
+        )
+        result.events["parked"] += 1
+        return result
+    if link.get("closed"):
+        result.events["closed_card"] += 1
+        link = None
+    _route(ctx, receipt, link, result)
+    return result
+
+
+def _route(
+    ctx: Context, receipt: dict[str, Any], link: dict[str, Any] | None, result: StepResult
+) -> None:
+    product_level = ctx.rules.is_product_level(receipt["chain"])
+    if not product_level and receipt["lines"]:
+        for purpose in PURPOSES:
+            result.routed[(purpose, "total_only_chain")] += len(receipt["lines"])
+        receipt = {**receipt, "lines": []}
+    lines = receipt["lines"]
+    result.emits.append(
+        Emit(
+            "aggregates.contributions",
+            receipt["store_id"],
+            {
+                "receipt_id": receipt["receipt_id"],
+                "store_id": receipt["store_id"],
+                "chain": receipt["chain"],
+                "date": ctx.rules.local_date(receipt["purchased_at"]),
+                "total_cents": receipt["total_cents"],
+                "groups": group_totals(ctx, lines),
+            },
+        )
+    )
+    if link is None:
+        result.events["anonymous"] += 1
+        if lines:
+            for purpose in PURPOSES:
+                result.routed[(purpose, "anonymous")] += len(lines)
+        return
+    result.emits.append(
+        Emit("receipts.identified", link["customer_id"], {"receipt": receipt, "card": link})
+    )
+    result.events["identified"] += 1
+
+
+def _maybe_sweep(ctx: Context, state: State, result: StepResult) -> None:
+    """Dead-letter parked receipts whose card did not arrive within the window."""
+    due = state.get(SWEEP_KEY)
+    if due is not None and ctx.now_ms < due:
+        return
+    state.set(SWEEP_KEY, ctx.now_ms + ctx.rules.park_sweep_interval_ms)
+    cutoff = ctx.now_ms - ctx.rules.park_window_ms
+    for pkey, parked in list(state.items("park|")):
+        if parked["parked_at"] <= cutoff:
+            state.delete(pkey)
+            result.rejects.append(
+                Reject(
+                    "card_unknown_timeout",
+                    "card not in the register within the parking window",
+                    origin=Origin(
+                        parked["topic"],
+                        parked["partition"],
+                        parked["offset"],
+                        _unb64(parked["raw_key"]),
+                        _unb64(parked["raw_value"]),
+                    ),
+                )
+            )
+
+
+def parked_count(state: State) -> int:
+    return sum(1 for _ in state.items("park|"))
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def tick(ctx: Context, state: State) -> StepResult:
+    """Sweep now, whatever the schedule (the clock moved without a record)."""
+    result = StepResult()
+    state.delete(SWEEP_KEY)
+    _maybe_sweep(ctx, state, result)
+    return result

@@ -1,0 +1,72 @@
+"""The product catalogue table: GTIN -> product, from the compacted ``product.catalog`` topic.
+
+Every worker holds the whole catalogue (a global table) because receipts are partitioned by
+card and customer, never by GTIN. A catalogue entry applies from when it is processed on;
+it never rewrites what was already routed (DOMAIN.md §6).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topologies.context import CatalogLookup, Context
+from topologies.records import Reject, StepResult
+from topologies.state import State
+
+STAGE = "catalog"
+INPUTS = ("product.catalog",)
+UNKNOWN_GROUP = "UNKNOWN"
+
+
+def key(gtin: str) -> str:
+    return f"product|{gtin}"
+
+
+def step(
+    ctx: Context, state: State, topic: str, rkey: str | None, value: dict[str, Any] | None
+) -> StepResult:
+    result = StepResult()
+    if rkey is None:
+        result.rejects.append(Reject("missing_key", "product.catalog record without a GTIN key"))
+        return result
+    if value is None:
+        state.delete(key(rkey))
+        result.events["catalog_deleted"] += 1
+        return result
+    if value["gtin"] != rkey:
+        result.rejects.append(Reject("key_mismatch", "record key is not the record's gtin"))
+        return result
+    state.set(key(rkey), value)
+    result.events["catalog_updated"] += 1
+    return result
+
+
+def lookup_in(state: State) -> CatalogLookup:
+    def lookup(gtin: str) -> dict[str, Any] | None:
+        return state.get(key(gtin))
+
+    return lookup
+
+
+def product_group(ctx: Context, gtin: str) -> str:
+    product = ctx.catalog(gtin)
+    return product["product_group"] if product else UNKNOWN_GROUP
+
+
+def group_totals(ctx: Context, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lines summed per product group, sorted by group (deterministic output)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        group = product_group(ctx, line["gtin"])
+        g = groups.get(group)
+        if g is None:
+            g = groups[group] = {
+                "product_group": group,
+                "amount_cents": 0,
+                "quantity_milli": 0,
+                "line_count": 0,
+            }
+        g["amount_cents"] += line["amount_cents"]
+        g["quantity_milli"] += line["quantity_milli"]
+        g["line_count"] += 1
+    return [groups[k] for k in sorted(groups)]

@@ -1,0 +1,87 @@
+"""A person's consent: versioned updates and the "on without a break" decision (DOMAIN.md §2-3).
+
+For each flag we keep ``on_since``: the earliest ``effective_at`` among the accepted records
+of the current unbroken run of records with the flag on (``None`` while it is off). A line
+item purchased at ``t`` may enter the flag's store iff ``on_since is not None and
+t >= on_since``. This is exactly "on in the consent in effect at the purchase time and on in
+every accepted change since", in O(1) per flag and without keeping the whole history:
+
+- the record in effect at ``t`` is the highest version with ``effective_at <= t``; if
+  ``t >= on_since`` that record belongs to the current run (whose records have the highest
+  versions), so it is on, and so is every later one;
+- if ``t < on_since`` the record in effect at ``t`` (if any) precedes the run, so a later
+  record switched the flag off (a break) or it was never on: not consented.
+
+A record with a version not above the one held is ignored (out-of-order delivery,
+redelivery). An unknown customer has every flag off (fail closed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FLAGS = (
+    "product_level_services",
+    "marketing_targeting",
+    "external_audiences",
+    "direct_marketing",
+    "e_receipts",
+)
+
+# Decision reasons: a bounded set, used as metric labels.
+ALLOWED = "allowed"
+CONSENT_OFF = "consent_off"
+CONSENT_UNKNOWN = "consent_unknown"
+CONSENT_LAPSED = "consent_lapsed"  # on now, but not without a break since the purchase
+
+
+def key(customer_id: str) -> str:
+    return f"consent|{customer_id}"
+
+
+def apply(held: dict[str, Any] | None, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """Apply a consent record to the held state.
+
+    Returns ``(new_state, revoked_flags)``; ``new_state`` is ``None`` when the record is
+    stale (version not above the held one) and must be ignored.
+    """
+    version = int(record["version"])
+    effective_at = int(record["effective_at"])
+    if held is not None and version <= held["version"]:
+        return None, []
+    held_flags: dict[str, bool] = held["flags"] if held else {}
+    held_since: dict[str, int | None] = held["on_since"] if held else {}
+    flags: dict[str, bool] = {}
+    on_since: dict[str, int | None] = {}
+    revoked: list[str] = []
+    for flag in FLAGS:
+        on = bool(record[flag])
+        flags[flag] = on
+        since = held_since.get(flag)
+        if on:
+            on_since[flag] = effective_at if since is None else min(since, effective_at)
+        else:
+            on_since[flag] = None
+            if held_flags.get(flag):
+                revoked.append(flag)
+    state = {
+        "customer_id": record["customer_id"],
+        "version": version,
+        "effective_at": effective_at,
+        "source": record.get("source", ""),
+        "flags": flags,
+        "on_since": on_since,
+    }
+    return state, revoked
+
+
+def decide(held: dict[str, Any] | None, flag: str, purchased_at: int) -> str:
+    """May a line item purchased at ``purchased_at`` enter the store gated by ``flag``?"""
+    if held is None:
+        return CONSENT_UNKNOWN
+    since = held["on_since"].get(flag)
+    if since is None:
+        return CONSENT_OFF
+    if purchased_at < since:
+        return CONSENT_LAPSED
+    return ALLOWED

@@ -1,0 +1,99 @@
+"""Stage 3, keyed by store id: anonymous store x day x product-group aggregates.
+
+Input: ``aggregates.contributions`` (per-receipt product-group sums from stage 1, no person
+identifiers). Business development analyses these, never per person (DOMAIN.md §3.5).
+
+State: ``agg|<store>|<date>`` -> the day's totals per product group; ``seen|<receipt>`` ->
+processing time, and ``seenx|<day bucket>|<receipt>``, a time index that lets the sweep
+drop dedupe marks older than ``rules.aggregate_dedupe_window_ms`` without a full scan.
+The aggregate is written before the dedupe mark (same changelog partition, so a surviving
+mark implies a surviving aggregate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topologies.context import Context
+from topologies.records import Emit, Reject, StepResult
+from topologies.rules import DAY_MS
+from topologies.state import State
+
+STAGE = "group_aggregates"
+INPUTS = ("aggregates.contributions",)
+SWEEP_KEY = "meta|seen_sweep_at"
+
+
+def agg_key(store_id: str, date: str) -> str:
+    return f"agg|{store_id}|{date}"
+
+
+def step(
+    ctx: Context, state: State, topic: str, key: str | None, value: dict[str, Any] | None
+) -> StepResult:
+    result = StepResult()
+    if value is None:
+        result.rejects.append(Reject("missing_value", "aggregates.contributions needs a value"))
+        return result
+    rid = value["receipt_id"]
+    akey = agg_key(value["store_id"], value["date"])
+    if state.get(f"seen|{rid}") is not None:
+        result.events["duplicate"] += 1
+        current = state.get(akey)
+        if current is not None:  # re-send in case the first emit was lost in a crash
+            result.emits.append(_emit(current))
+        return result
+    agg = state.get(akey) or {
+        "store_id": value["store_id"],
+        "date": value["date"],
+        "chain": value["chain"],
+        "receipt_count": 0,
+        "total_cents": 0,
+        "groups": {},
+    }
+    agg["receipt_count"] += 1
+    agg["total_cents"] += value["total_cents"]
+    groups = agg["groups"]
+    for g in value["groups"]:
+        cur = groups.get(g["product_group"])
+        if cur is None:
+            groups[g["product_group"]] = dict(g)
+        else:
+            cur["amount_cents"] += g["amount_cents"]
+            cur["quantity_milli"] += g["quantity_milli"]
+            cur["line_count"] += g["line_count"]
+    state.set(akey, agg)
+    state.set(f"seen|{rid}", ctx.now_ms)
+    state.set(f"seenx|{ctx.now_ms // DAY_MS:08d}|{rid}", 1)
+    result.emits.append(_emit(agg))
+    result.events["aggregated"] += 1
+    _maybe_sweep(ctx, state, result)
+    return result
+
+
+def _emit(agg: dict[str, Any]) -> Emit:
+    record = {**agg, "groups": [agg["groups"][k] for k in sorted(agg["groups"])]}
+    return Emit("aggregates.group", f"{agg['store_id']}|{agg['date']}", record)
+
+
+def _maybe_sweep(ctx: Context, state: State, result: StepResult) -> None:
+    due = state.get(SWEEP_KEY)
+    if due is not None and ctx.now_ms < due:
+        return
+    state.set(SWEEP_KEY, ctx.now_ms + ctx.rules.park_sweep_interval_ms)
+    cutoff_bucket = (ctx.now_ms - ctx.rules.aggregate_dedupe_window_ms) // DAY_MS
+    for xkey, _ in list(state.items("seenx|")):
+        bucket = int(xkey.split("|", 2)[1])
+        if bucket >= cutoff_bucket:
+            break  # keys are in bucket order: the rest are younger
+        state.delete(xkey)
+        state.delete(f"seen|{xkey.split('|', 2)[2]}")
+        result.events["dedupe_expired"] += 1
+
+
+def tick(ctx: Context, state: State) -> StepResult:
+    """Sweep now, whatever the schedule (the clock moved without a record)."""
+    result = StepResult()
+    state.delete(SWEEP_KEY)
+    _maybe_sweep(ctx, state, result)
+    return result

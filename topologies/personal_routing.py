@@ -1,0 +1,262 @@
+"""Stage 2, keyed by customer id: the consent join and the routing of each line item by purpose.
+
+Inputs: ``receipts.identified`` (from stage 1) and ``customer.consents`` (both keyed by
+customer id, co-partitioned). Stores (prefix of the state key; DOMAIN.md §3):
+
+==========  ====================================  =========================================
+``rt|``     receipt total records (always)        ``receipts.totals`` keyed by household
+``pl|``     product-level personal store          ``personal.line_items`` (compacted)
+``ms|``     marketing signals (product groups)    ``marketing.signals`` (compacted)
+``er|``     e-receipt archive                     ``ereceipts.archive`` (compacted)
+``rc|``     recall index by Helsinki date         none: only ``purchase-stream recall`` reads it
+``consent|`` the person's consent state           none
+==========  ====================================  =========================================
+
+Consent-gated stores take a line item only if the flag has been on without a break since
+its purchase time (:func:`topologies.consent.decide`). The total record is written *last*
+and doubles as the dedupe mark: the state store has one changelog partition per customer
+partition, so when the mark survives a crash, everything written before it survived too.
+A redelivered receipt re-emits what is stored for it (so outputs lost in a crash are sent
+again under the same keys) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from topologies import consent as consent_rules
+from topologies.catalog import group_totals, product_group
+from topologies.context import Context
+from topologies.records import Emit, Reject, StepResult
+from topologies.state import State
+
+STAGE = "personal_routing"
+INPUTS = ("receipts.identified", "customer.consents")
+
+# store prefix -> (output topic, purpose label, gating consent flag)
+GATED = {
+    "pl": ("personal.line_items", "personal", "product_level_services"),
+    "ms": ("marketing.signals", "marketing", "marketing_targeting"),
+    "er": ("ereceipts.archive", "ereceipt", "e_receipts"),
+}
+FLAG_STORE = {flag: prefix for prefix, (_t, _p, flag) in GATED.items()}
+ACTOR = "purchase-stream"
+
+
+def step(
+    ctx: Context, state: State, topic: str, key: str | None, value: dict[str, Any] | None
+) -> StepResult:
+    if topic == "customer.consents":
+        return _on_consent(ctx, state, key, value)
+    return _on_receipt(ctx, state, key, value)
+
+
+def output_key(customer_id: str, receipt_id: str) -> str:
+    return f"{customer_id}/{receipt_id}"
+
+
+def recall_key(date: str, customer_id: str, receipt_id: str) -> str:
+    return f"rc|{date}|{customer_id}|{receipt_id}"
+
+
+# --- receipts ----------------------------------------------------------------------------
+
+
+def _on_receipt(
+    ctx: Context, state: State, key: str | None, value: dict[str, Any] | None
+) -> StepResult:
+    result = StepResult()
+    if value is None or key is None:
+        result.rejects.append(Reject("missing_value", "receipts.identified needs key and value"))
+        return result
+    receipt, card = value["receipt"], value["card"]
+    cid, rid = card["customer_id"], receipt["receipt_id"]
+    if key != cid:
+        result.rejects.append(Reject("key_mismatch", "identified receipt not keyed by customer"))
+        return result
+    rt_key = f"rt|{cid}|{rid}"
+    stored_total = state.get(rt_key)
+    if stored_total is not None:
+        result.events["duplicate"] += 1
+        _reemit(state, cid, rid, stored_total, result)
+        return result
+
+    held = state.get(consent_rules.key(cid))
+    t = receipt["purchased_at"]
+    product_level = ctx.rules.is_product_level(receipt["chain"])
+    lines = receipt["lines"] if product_level else []
+    n = len(lines)
+    okey = output_key(cid, rid)
+
+    # Product-level personal store (purchaser only).
+    # Lines of total-only chains were dropped (and counted) in stage 1, so n == 0 there.
+    reason = consent_rules.decide(held, "product_level_services", t)
+    result.routed[("personal", reason)] += n
+    if product_level and reason == consent_rules.ALLOWED and n:
+        record = {
+            "customer_id": cid,
+            "receipt_id": rid,
+            "store_id": receipt["store_id"],
+            "chain": receipt["chain"],
+            "purchased_at": t,
+            "lines": [{**line, "product_group": product_group(ctx, line["gtin"])} for line in lines],
+        }
+        state.set(f"pl|{cid}|{rid}", record)
+        result.emits.append(Emit("personal.line_items", okey, record))
+
+    # Marketing signals: nothing finer than product groups, and only with consent.
+    reason = consent_rules.decide(held, "marketing_targeting", t)
+    result.routed[("marketing", reason)] += n
+    if product_level and reason == consent_rules.ALLOWED and n:
+        signal = {
+            "customer_id": cid,
+            "receipt_id": rid,
+            "purchased_at": t,
+            "month": ctx.rules.local_month(t),
+            "groups": group_totals(ctx, lines),
+        }
+        state.set(f"ms|{cid}|{rid}", signal)
+        result.emits.append(Emit("marketing.signals", okey, signal))
+
+    # E-receipt archive: the whole receipt as stored (total-only chains: no lines).
+    reason = consent_rules.decide(held, "e_receipts", t)
+    result.routed[("ereceipt", reason)] += n
+    if reason == consent_rules.ALLOWED:
+        archived = {"customer_id": cid, "receipt": {**receipt, "lines": lines}}
+        state.set(f"er|{cid}|{rid}", archived)
+        result.emits.append(Emit("ereceipts.archive", okey, archived))
+
+    # Recall index: legal duty, whatever the consent; product-level chains only.
+    if product_level and n:
+        state.set(
+            recall_key(ctx.rules.local_date(t), cid, rid),
+            {
+                "card_number": card["card_number"],
+                "customer_id": cid,
+                "receipt_id": rid,
+                "purchased_at": t,
+                "gtins": sorted({line["gtin"] for line in lines}),
+            },
+        )
+        result.routed[("recall", consent_rules.ALLOWED)] += n
+
+    # The total record, last: it is the dedupe mark (see module docstring).
+    total = {
+        "receipt_id": rid,
+        "card_number": card["card_number"],
+        "customer_id": cid,
+        "household_id": card["household_id"],
+        "role": card["role"],
+        "store_id": receipt["store_id"],
+        "chain": receipt["chain"],
+        "purchased_at": t,
+        "total_cents": receipt["total_cents"],
+        "bonus_eligible_cents": receipt["bonus_eligible_cents"],
+        "payment_method": receipt["payment_method"],
+        "original_receipt_id": receipt.get("original_receipt_id"),
+    }
+    state.set(rt_key, total)
+    result.emits.append(Emit("receipts.totals", card["household_id"], total))
+    result.events["routed"] += 1
+    return result
+
+
+def _reemit(
+    state: State, cid: str, rid: str, total: dict[str, Any], result: StepResult
+) -> None:
+    okey = output_key(cid, rid)
+    for prefix, (topic, _purpose, _flag) in GATED.items():
+        stored = state.get(f"{prefix}|{cid}|{rid}")
+        if stored is not None:
+            result.emits.append(Emit(topic, okey, stored))
+    result.emits.append(Emit("receipts.totals", total["household_id"], total))
+
+
+# --- consents ----------------------------------------------------------------------------
+
+
+def _on_consent(
+    ctx: Context, state: State, key: str | None, value: dict[str, Any] | None
+) -> StepResult:
+    result = StepResult()
+    if key is None:
+        result.rejects.append(Reject("missing_key", "customer.consents record without a key"))
+        return result
+    if "|" in key:
+        result.rejects.append(Reject("bad_identifier", "customer_id must not contain '|'"))
+        return result
+    if value is None:
+        erase(ctx, state, key, result)
+        return result
+    if value["customer_id"] != key:
+        result.rejects.append(Reject("key_mismatch", "record key is not the record's customer_id"))
+        return result
+    held = state.get(consent_rules.key(key))
+    new, revoked = consent_rules.apply(held, value)
+    if new is None:
+        result.events["stale_consent"] += 1
+        return result
+    state.set(consent_rules.key(key), new)
+    result.events["consent_updated"] += 1
+    for flag in revoked:
+        prefix = FLAG_STORE.get(flag)
+        if prefix is None:
+            continue  # flags with no store of ours (external audiences, direct marketing)
+        deleted = _purge(state, prefix, key, result)
+        result.events[f"purge_{GATED[prefix][1]}"] += 1
+        result.emits.append(
+            _audit(ctx, "revocation_purge", key, flag, {"store": GATED[prefix][0], "deleted": deleted})
+        )
+    return result
+
+
+def _purge(state: State, prefix: str, cid: str, result: StepResult) -> int:
+    topic = GATED[prefix][0]
+    deleted = 0
+    for skey, _ in list(state.items(f"{prefix}|{cid}|")):
+        state.delete(skey)
+        rid = skey[len(prefix) + len(cid) + 2 :]
+        result.emits.append(Emit(topic, output_key(cid, rid), None))
+        deleted += 1
+    return deleted
+
+
+def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
+    """Consent tombstone: the person is erased from every store of this stage.
+
+    Receipt totals already sent to the household Bonus ledger stay there at household level
+    (``receipts.totals`` is an event stream; the ledger keeps what the Bonus needs).
+    """
+    counts: dict[str, int] = {}
+    for prefix in GATED:
+        counts[GATED[prefix][0]] = _purge(state, prefix, cid, result)
+    recall = totals = 0
+    for skey, total in list(state.items(f"rt|{cid}|")):
+        rkey = recall_key(ctx.rules.local_date(total["purchased_at"]), cid, total["receipt_id"])
+        if state.get(rkey) is not None:
+            state.delete(rkey)
+            recall += 1
+        state.delete(skey)
+        totals += 1
+    counts["recall_index"] = recall
+    counts["receipt_totals"] = totals
+    state.delete(consent_rules.key(cid))
+    result.events["erasure"] += 1
+    result.emits.append(_audit(ctx, "erasure", cid, "customer_erased", counts))
+
+
+def _audit(ctx: Context, action: str, cid: str, purpose: str, detail: dict[str, Any]) -> Emit:
+    return Emit(
+        "audit.log",
+        None,
+        {
+            "at": ctx.now_ms,
+            "actor": ACTOR,
+            "action": action,
+            "subject_customer_id": cid,
+            "purpose": purpose,
+            "outcome": "ok",
+            "detail": json.dumps(detail, sort_keys=True),
+        },
+    )

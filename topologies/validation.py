@@ -1,0 +1,62 @@
+"""Rule checks on a decoded receipt; a failure names a bounded reason code for the dead letter.
+
+Schema-level problems are caught by the codec; these are the domain rules the schema cannot
+express (DOMAIN.md §1, §4 and the receipt contract in the README).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topologies.records import Reject
+
+UNITS = frozenset({"PCS", "KG"})
+PAYMENT_METHODS = frozenset({"S_ETUKORTTI_PAYMENT", "OTHER_CARD", "CASH", "MOBILE", "GIFT_CARD"})
+
+
+def check_receipt(receipt: dict[str, Any], *, product_level: bool) -> Reject | None:
+    if not receipt["receipt_id"]:
+        return Reject("missing_receipt_id", "receipt_id is empty")
+    if not receipt["store_id"]:
+        return Reject("missing_store_id", "store_id is empty")
+    for field in ("receipt_id", "store_id", "card_number"):
+        if "|" in (receipt.get(field) or ""):
+            # "|" separates state-key segments (topologies/state.py).
+            return Reject("bad_identifier", f"{field} must not contain '|'")
+    if receipt["payment_method"] not in PAYMENT_METHODS:
+        return Reject("bad_payment_method", f"payment_method {receipt['payment_method']!r}")
+    total = receipt["total_cents"]
+    eligible = receipt["bonus_eligible_cents"]
+    # Eligible is a part of the total, with the same sign (returns are negative throughout).
+    if (total >= 0 and not 0 <= eligible <= total) or (total < 0 and not total <= eligible <= 0):
+        return Reject("eligible_exceeds_total", f"bonus_eligible_cents {eligible} vs total {total}")
+    if total < 0 and not receipt.get("original_receipt_id"):
+        return Reject("return_without_original", "negative total without original_receipt_id")
+    if receipt["purchased_at"] <= 0:
+        return Reject("bad_timestamp", "purchased_at must be positive epoch millis")
+    lines = receipt["lines"]
+    seen: set[int] = set()
+    line_sum = 0
+    eligible_sum = 0
+    for line in lines:
+        if line["unit"] not in UNITS:
+            return Reject("bad_unit", f"line {line['line_no']}: unit {line['unit']!r}")
+        if line["line_no"] in seen:
+            return Reject("duplicate_line_no", f"line_no {line['line_no']} repeats")
+        seen.add(line["line_no"])
+        if not line["gtin"]:
+            return Reject("missing_gtin", f"line {line['line_no']}: empty gtin")
+        line_sum += line["amount_cents"]
+        if line["bonus_eligible"]:
+            eligible_sum += line["amount_cents"]
+    # Only product-level chains are held to their lines: a total-only till's stray lines are
+    # dropped unread (DOMAIN.md §1), so they cannot make the receipt invalid.
+    if product_level:
+        if line_sum != total:
+            return Reject("lines_total_mismatch", f"lines sum {line_sum} != total_cents {total}")
+        if eligible_sum != eligible:
+            return Reject(
+                "lines_eligible_mismatch",
+                f"eligible lines sum {eligible_sum} != bonus_eligible_cents {eligible}",
+            )
+    return None

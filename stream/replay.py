@@ -210,15 +210,40 @@ def _report(progress: IO[str] | None, lineno: int, code: str, detail: str) -> No
     print(f"line {lineno}: {code}: {detail[:300]}", file=progress or sys.stderr)
 
 
+def decoded_output(codec: Codec, out: Outgoing) -> dict[str, Any]:
+    """An output record as plain JSON-able data (bytes fields as base64), for files and tests."""
+    value = codec.decode(out.topic, out.value)
+    if value is not None and out.topic == DLQ_TOPIC:
+        value = {
+            **value,
+            "key": _b64(value["key"]),
+            "value": _b64(value["value"]),
+        }
+    return {"topic": out.topic, "key": out.key.decode() if out.key else None, "value": value}
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
 def replay_file(
     path: str | Path,
     rules: Rules,
     state_dir: str | Path | None,
     now_ms: int | None = None,
-    sink: OutputSink | None = None,
+    out_path: str | Path | None = None,
     progress: IO[str] | None = None,
 ) -> Summary:
-    driver = Driver(rules, state_dir, sink=sink)
+    """Replay a JSONL file; with ``out_path``, write every output record (decoded) as JSONL."""
+    out_file = open(out_path, "wb") if out_path else None  # noqa: SIM115 - closed below
+    driver = Driver(rules, state_dir)
+    if out_file is not None:
+        codec = driver.codec
+
+        def sink(out: Outgoing) -> None:
+            out_file.write(orjson.dumps(decoded_output(codec, out)) + b"\n")
+
+        driver.sink = sink
     try:
         with open(path, "rb") as f:
             summary = replay_events(driver, f, progress=progress)
@@ -227,6 +252,8 @@ def replay_file(
         return summary
     finally:
         driver.close()
+        if out_file is not None:
+            out_file.close()
 
 
 __all__ = ["Driver", "Summary", "replay_events", "replay_file", "encode_event", "TOPICS"]

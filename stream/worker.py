@@ -87,7 +87,7 @@ def create_app(
             partitions=settings.partitions,
             options=options,
             help=f"state of stage {stage.name}",
-            **RAW,
+            schema=faust.Schema(**RAW),
         )
     catalog_view = GlobalTableReader(tables[catalog_topology.STAGE])
     runner = Runner(

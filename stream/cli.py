@@ -1,0 +1,269 @@
+"""``purchase-stream`` command line: worker, broker, topics, pos, demo, replay, extract."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from stream.settings import Settings, SettingsError, load_rules, load_settings
+
+
+def _iso_to_ms(text: str) -> int:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if dt.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z or {text}+02:00")
+    return int(dt.timestamp() * 1000)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        broker=getattr(args, "broker", None),
+        schema_registry_url=getattr(args, "registry", None),
+        state_dir=getattr(args, "worker_state_dir", None),
+        web_port=getattr(args, "web_port", None),
+        partitions=getattr(args, "partitions", None),
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stream.broker import is_reachable
+    from stream.worker import run_worker
+
+    settings = _settings(args)
+    if not is_reachable(settings.broker, timeout=5):
+        print(
+            f"error: no Kafka broker at {settings.broker}. Start one with "
+            "`purchase-stream broker` (embedded) or set PURCHASE_STREAM_BROKER.",
+            file=sys.stderr,
+        )
+        return 2
+    sys.argv = [sys.argv[0], "worker"]  # Faust's Worker parses argv; keep ours out of it
+    run_worker(settings, load_rules())
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Embedded broker + schema registry in the foreground, topics created; Ctrl-C stops."""
+    from stream.admin import create_topics
+    from stream.broker import EmbeddedBroker
+    from stream.schema_registry import EmbeddedRegistryServer
+
+    settings = _settings(args)
+    data_dir = Path(args.data_dir or settings.embedded_data_dir)
+    port = int(settings.broker.rsplit(":", 1)[1]) if args.port is None else args.port
+    broker = EmbeddedBroker(data_dir / "broker", port=port).start()
+    reg_port = args.registry_port or int(settings.schema_registry_url.rsplit(":", 1)[1])
+    registry = EmbeddedRegistryServer("127.0.0.1", reg_port, data_dir / "schemas.json")
+    registry.start()
+    try:
+        created = create_topics(broker.bootstrap, settings.partitions, 1)
+        print(f"broker   {broker.bootstrap}  (noida-db, data in {data_dir / 'broker'})")
+        print(f"registry {registry.url}")
+        print(
+            f"topics   {sum(v == 'created' for v in created.values())} created, "
+            f"{sum(v == 'exists' for v in created.values())} existed"
+        )
+        print("Ctrl-C to stop.", flush=True)
+        _wait_for_signal()
+    finally:
+        registry.stop()
+        broker.stop()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = {"flag": False}
+
+    def handler(_sig: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop["flag"]:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from stream.admin import create_topics
+
+    settings = _settings(args)
+    result = create_topics(settings.broker, settings.partitions, settings.replication_factor)
+    for name, status in sorted(result.items()):
+        print(f"{status:8} {name}")
+    return 0
+
+
+def _sim_config(args: argparse.Namespace) -> Any:
+    from stream.simulator import SimConfig
+
+    kwargs: dict[str, Any] = {
+        "seed": args.seed,
+        "households": args.households,
+        "receipts": args.receipts,
+    }
+    return SimConfig(**kwargs)
+
+
+def cmd_pos(args: argparse.Namespace) -> int:
+    from stream import simulator
+
+    cfg = _sim_config(args)
+    events = simulator.generate(cfg)
+    if args.out:
+        n = simulator.write_jsonl(events, args.out, progress=sys.stderr)
+        print(f"wrote {n} events to {args.out}", file=sys.stderr)
+        return 0
+    from stream.codec import Codec
+    from stream.pos import produce
+    from stream.schema_registry import registry_from_url
+
+    settings = _settings(args)
+    codec = Codec(registry_from_url(settings.schema_registry_url))
+    stats = produce(
+        events,
+        bootstrap=settings.broker,
+        codec=codec,
+        rate=args.rate,
+        progress=True,
+        bad_bytes=simulator.bad_bytes_events(cfg) if args.bad_bytes else (),
+    )
+    print(json.dumps(stats, indent=2, default=str), file=sys.stderr)
+    return 0 if not stats.get("delivery_errors") else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(
+        _settings(args),
+        duration=args.duration,
+        rate=args.rate,
+        households=args.households,
+        receipts=args.receipts,
+        seed=args.seed,
+        keep=args.keep,
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream.replay import replay_file
+
+    if not Path(args.events).is_file():
+        print(f"error: no such events file: {args.events}", file=sys.stderr)
+        return 2
+    summary = replay_file(
+        args.events,
+        load_rules(),
+        args.state_dir,
+        now_ms=args.now,
+        out_path=args.out,
+        progress=sys.stderr,
+    )
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from stream.extract import ExtractError, extract
+
+    try:
+        data = extract(args.state_dir, args.customer)
+    except ExtractError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="purchase-stream",
+        description="Consent-aware purchase event processing (see README.md).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def infra(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--broker", help="Kafka bootstrap servers (default: settings)")
+        sp.add_argument("--registry", help="schema registry URL (default: settings)")
+        sp.add_argument("--partitions", type=int, help="partitions per topic (default: settings)")
+
+    def sim(sp: argparse.ArgumentParser, receipts: int) -> None:
+        sp.add_argument("--seed", type=int, default=7)
+        sp.add_argument("--households", type=int, default=2000)
+        sp.add_argument("--receipts", type=int, default=receipts)
+
+    w = sub.add_parser("worker", help="run the Faust worker")
+    infra(w)
+    w.add_argument("--state-dir", dest="worker_state_dir", help="RocksDB state directory")
+    w.add_argument("--web-port", type=int, help="HTTP port (metrics at /metrics)")
+    w.set_defaults(func=cmd_worker)
+
+    b = sub.add_parser("broker", help="run the embedded broker + schema registry (local)")
+    infra(b)
+    b.add_argument("--port", type=int, help="Kafka port (default: the port in settings.broker)")
+    b.add_argument("--registry-port", type=int)
+    b.add_argument("--data-dir", help="where the broker keeps its data")
+    b.set_defaults(func=cmd_broker)
+
+    t = sub.add_parser("topics", help="create every topic of the registry (idempotent)")
+    infra(t)
+    t.set_defaults(func=cmd_topics)
+
+    pos = sub.add_parser("pos", help="POS gateway: simulate receipts and produce them")
+    infra(pos)
+    sim(pos, 100_000)
+    pos.add_argument(
+        "--rate", type=float, help="receipts per second (default: as fast as possible)"
+    )
+    pos.add_argument("--out", help="write a replay JSONL file instead of producing")
+    pos.add_argument("--bad-bytes", action="store_true", help="also send undecodable records")
+    pos.set_defaults(func=cmd_pos)
+
+    d = sub.add_parser("demo", help="broker, topics, worker and simulator with a live summary")
+    sim(d, 2_000_000)
+    d.add_argument("--rate", type=float, default=200.0, help="receipts per second")
+    d.add_argument("--duration", type=float, help="stop after this many seconds (exit 0)")
+    d.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    d.add_argument("--partitions", type=int)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("replay", help="run a JSONL event file through the topology in-process")
+    r.add_argument("events", help="JSONL file: {topic, key, value, timestamp} per line")
+    r.add_argument("--state-dir", required=True, help="RocksDB state directory (created)")
+    r.add_argument("--now", type=_iso_to_ms, help="move the processing clock here at the end")
+    r.add_argument("--out", help="also write every output record (decoded) to this JSONL file")
+    r.set_defaults(func=cmd_replay)
+
+    e = sub.add_parser("extract", help="register extract of one customer (JSON)")
+    e.add_argument("--state-dir", required=True)
+    e.add_argument("--customer", required=True, help="customer id")
+    e.set_defaults(func=cmd_extract)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""``purchase-stream demo``: embedded broker, schema registry, topics, worker and POS simulator.
+
+Everything runs locally with nothing installed but the Python packages: noida-db as the
+Kafka-protocol broker, the embedded schema registry, one Faust worker (a child process, as
+in production) and the simulator producing at ``--rate`` receipts/s. A live summary reads
+the worker's own ``/metrics`` page and the consumer lag, every two seconds. Ctrl-C (or
+``--duration``) stops the producer, then the worker (SIGTERM: Faust commits and flushes),
+then the registry and the broker (SIGINT: it saves its data), and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.settings import Settings
+
+INPUTS = ("pos.receipts", "customer.cards", "customer.consents", "product.catalog")
+
+
+def scrape(url: str, timeout: float = 1.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples of a Prometheus text page: (name, sorted labels) -> value."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL
+        text = resp.read().decode()
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _sum(samples: dict[Any, float], name: str, **match: str) -> float:
+    total = 0.0
+    for (n, labels), v in samples.items():
+        if n != name:
+            continue
+        ld = dict(labels)
+        if all(ld.get(k) == val for k, val in match.items()):
+            total += v
+    return total
+
+
+class _Stoppable:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def wrap(self, events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for e in events:
+            if self.event.is_set():
+                return
+            yield e
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    duration: float | None,
+    rate: float,
+    households: int,
+    receipts: int,
+    seed: int,
+    keep: bool = False,
+) -> int:
+    from stream.admin import create_topics, lag
+    from stream.broker import EmbeddedBroker, free_port
+    from stream.codec import Codec
+    from stream.pos import produce
+    from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+    from stream.simulator import SimConfig, generate
+
+    root = Path(tempfile.mkdtemp(prefix="purchase-stream-demo-"))
+    say = _printer()
+    say(f"demo data in {root}")
+    broker = EmbeddedBroker(root / "broker")
+    registry = EmbeddedRegistryServer("127.0.0.1", 0, root / "schemas.json")
+    worker: subprocess.Popen[bytes] | None = None
+    producer: threading.Thread | None = None
+    stopper = _Stoppable()
+    stop_requested = threading.Event()
+
+    def on_signal(_sig: int, _frame: Any) -> None:
+        stop_requested.set()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    stats: dict[str, Any] = {}
+    try:
+        broker.start()
+        say(f"broker   noida-db on {broker.bootstrap}")
+        registry.start()
+        say(f"registry {registry.url}")
+        create_topics(broker.bootstrap, settings.partitions, 1)
+        say(f"topics   created ({settings.partitions} partitions each)")
+        web_port = free_port()
+        env = {
+            **os.environ,
+            "PURCHASE_STREAM_BROKER": broker.bootstrap,
+            "PURCHASE_STREAM_SCHEMA_REGISTRY_URL": registry.url,
+            "PURCHASE_STREAM_STATE_DIR": str(root / "worker-state"),
+            "PURCHASE_STREAM_WEB_PORT": str(web_port),
+            "PURCHASE_STREAM_PARTITIONS": str(settings.partitions),
+            "PURCHASE_STREAM_APP_ID": settings.app_id,
+        }
+        log = open(root / "worker.log", "wb")  # noqa: SIM115 - lives as long as the worker
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        say(
+            f"worker   pid {worker.pid}, metrics http://127.0.0.1:{web_port}/metrics, "
+            f"log {root / 'worker.log'}"
+        )
+        cfg = SimConfig(seed=seed, households=households, receipts=receipts)
+        codec = Codec(HttpRegistryClient(registry.url))
+
+        def run_producer() -> None:
+            stats.update(
+                produce(
+                    stopper.wrap(generate(cfg)),
+                    bootstrap=broker.bootstrap,
+                    codec=codec,
+                    rate=rate,
+                    progress=False,
+                )
+            )
+
+        producer = threading.Thread(target=run_producer, name="pos", daemon=True)
+        producer.start()
+        say(
+            f"pos      simulator producing {rate:g} receipts/s "
+            f"({households} households); Ctrl-C stops"
+        )
+        started = time.monotonic()
+        metrics_url = f"http://127.0.0.1:{web_port}/metrics"
+        prev_in, prev_t = 0.0, started
+        while not stop_requested.is_set():
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            if worker.poll() is not None:
+                say(f"worker exited with {worker.returncode}; see {root / 'worker.log'}")
+                return 1
+            stop_requested.wait(2.0)
+            try:
+                samples = scrape(metrics_url)
+            except OSError:
+                say("waiting for the worker to start ...")
+                continue
+            now = time.monotonic()
+            receipts_in = _sum(samples, "purchase_stream_events_in_total", topic="pos.receipts")
+            rate_now = (receipts_in - prev_in) / max(now - prev_t, 1e-6)
+            prev_in, prev_t = receipts_in, now
+            try:
+                lag_total = sum(
+                    sum(lag(broker.bootstrap, settings.app_id, t, timeout=2).values())
+                    for t in INPUTS
+                )
+            except Exception:  # noqa: BLE001 - the summary must not kill the demo
+                lag_total = -1
+            routed = {
+                p: int(
+                    _sum(
+                        samples,
+                        "purchase_stream_line_items_routed_total",
+                        purpose=p,
+                        decision="allowed",
+                    )
+                )
+                for p in ("personal", "marketing", "ereceipt", "recall")
+            }
+            withheld = int(_sum(samples, "purchase_stream_line_items_routed_total")) - sum(
+                routed.values()
+            )
+            say(
+                f"t={now - started:5.0f}s receipts in {int(receipts_in):>7} ({rate_now:5.0f}/s) | "
+                f"lines to personal {routed['personal']:>7} marketing {routed['marketing']:>6} "
+                f"e-receipt {routed['ereceipt']:>6} recall {routed['recall']:>7} "
+                f"withheld {withheld:>7} | dead letters "
+                f"{int(_sum(samples, 'purchase_stream_dead_letters_total')):>4} | lag {lag_total}"
+            )
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        say("stopping: producer")
+        stopper.event.set()
+        if producer is not None:
+            producer.join(timeout=30)
+        if worker is not None and worker.poll() is None:
+            say("stopping: worker")
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        say("stopping: registry, broker")
+        registry.stop()
+        broker.stop()
+        if stats:
+            say(f"produced {stats}")
+        if keep:
+            say(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+        say("stopped cleanly")
+
+
+def _printer() -> Any:
+    def say(msg: str) -> None:
+        print(msg, flush=True)
+
+    return say

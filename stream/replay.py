@@ -28,7 +28,7 @@ from stream.codec import Codec, EncodeError
 from stream.metrics import Metrics
 from stream.runner import DLQ_TOPIC, Outgoing, RawRecord, Runner
 from stream.schema_registry import InMemoryRegistry
-from stream.state import RocksState
+from stream.state import CachedCatalog, RocksState
 from stream.topics import TOPICS
 from topologies import catalog as catalog_topology
 from topologies.context import Context
@@ -84,10 +84,8 @@ class Driver:
             else:
                 self.states[stage.name] = MemoryState()
         self.metrics = metrics or Metrics()
-        self.runner = Runner(
-            codec, rules, self.metrics,
-            catalog=catalog_topology.lookup_in(self.states[catalog_topology.STAGE]),
-        )
+        self.catalog = CachedCatalog(self.states[catalog_topology.STAGE], catalog_topology.key)
+        self.runner = Runner(codec, rules, self.metrics, catalog=self.catalog)
         self.rules = rules
         self.sink = sink
         self.summary = Summary()
@@ -101,6 +99,8 @@ class Driver:
         while queue:
             rec = queue.popleft()
             stage = STAGE_FOR_TOPIC[rec.topic]
+            if stage.is_global and rec.key is not None:
+                self.catalog.invalidate(rec.key.decode("utf-8", "replace"))
             for out in self.runner.process(stage, self.states[stage.name], rec):
                 if out.topic in STAGE_FOR_TOPIC:
                     queue.append(self._record(out.topic, out.key, out.value, timestamp))

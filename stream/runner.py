@@ -63,7 +63,7 @@ class Runner:
     def process(self, stage: Stage, state: State, rec: RawRecord) -> list[Outgoing]:
         started = time.perf_counter()
         m = self.metrics
-        m.events_in.labels(rec.topic).inc()
+        m.child(m.events_in, rec.topic).inc()
         try:
             key = self.codec.decode_key(rec.key)
             value = self.codec.decode(rec.topic, rec.value)
@@ -99,12 +99,12 @@ class Runner:
             out.append(self._dead_letter(stage.name, rec, reject))
         m.observe(stage.name, result)
         for o in out:
-            m.records_out.labels(o.topic).inc()
-        m.processing.labels(stage.name).observe(time.perf_counter() - started)
+            m.child(m.records_out, o.topic).inc()
+        m.child(m.processing, stage.name).observe(time.perf_counter() - started)
         return out
 
     def _dead_letter(self, stage: str, rec: RawRecord, reject: Reject) -> Outgoing:
-        self.metrics.dead_letters.labels(stage, reject.code).inc()
+        self.metrics.child(self.metrics.dead_letters, stage, reject.code).inc()
         o = reject.origin
         record: dict[str, Any] = {
             "stage": stage,

@@ -30,7 +30,7 @@ from stream.metrics import Metrics
 from stream.runner import RawRecord, Runner
 from stream.schema_registry import registry_from_url
 from stream.settings import Settings
-from stream.state import GlobalTableReader, TableState
+from stream.state import CachedCatalog, GlobalTableReader, TableState
 from stream.topics import TOPICS
 from topologies import catalog as catalog_topology
 from topologies.pipeline import STAGES, Stage
@@ -79,8 +79,18 @@ def create_app(
     codec = codec or Codec(registry_from_url(settings.schema_registry_url))
     options = {"block_cache_size": settings.rocksdb_block_cache_bytes}
 
+    async def on_catalog_changelog(event: Any) -> None:
+        # Another worker (or this one) changed a product: drop our cached copy. Changelog
+        # keys are state keys ("product|<gtin>").
+        key = event.message.key
+        if key:
+            catalog.invalidate(key.decode("utf-8", "replace").split("|", 1)[-1])
+
     tables: dict[str, Any] = {}
     for stage in STAGES:
+        extra: dict[str, Any] = {}
+        if stage.is_global:
+            extra["on_changelog_event"] = on_catalog_changelog
         factory = app.GlobalTable if stage.is_global else app.Table
         tables[stage.name] = factory(
             table_name(stage),
@@ -88,16 +98,16 @@ def create_app(
             options=options,
             help=f"state of stage {stage.name}",
             schema=faust.Schema(**RAW),
+            **extra,
         )
-    catalog_view = GlobalTableReader(tables[catalog_topology.STAGE])
-    runner = Runner(
-        codec, rules, metrics,
-        catalog=lambda gtin: catalog_view.get(catalog_topology.key(gtin)),
+    catalog = CachedCatalog(
+        GlobalTableReader(tables[catalog_topology.STAGE]), catalog_topology.key
     )
+    runner = Runner(codec, rules, metrics, catalog=catalog)
     out_topics = {name: app.topic(name, **RAW) for name in TOPICS}
 
     for stage in STAGES:
-        _bind_agent(app, stage, tables[stage.name], runner, out_topics)
+        _bind_agent(app, stage, tables[stage.name], runner, out_topics, catalog)
 
     from faust.sensors.prometheus import setup_prometheus_sensors
 
@@ -112,7 +122,12 @@ def create_app(
 
 
 def _bind_agent(
-    app: faust.App, stage: Stage, table: Any, runner: Runner, out_topics: dict[str, Any]
+    app: faust.App,
+    stage: Stage,
+    table: Any,
+    runner: Runner,
+    out_topics: dict[str, Any],
+    catalog: CachedCatalog,
 ) -> None:
     source = app.topic(*stage.inputs, **RAW)
     states: dict[int, TableState] = {}
@@ -127,8 +142,13 @@ def _bind_agent(
                 msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000),
                 msg.key, msg.value,
             )
+            # Outputs carry the source record's timestamp, so downstream stages run on the
+            # same processing clock as in ``replay`` (parking windows, dedupe expiry, audit).
+            ts = msg.timestamp
+            if stage.is_global and msg.key is not None:
+                catalog.invalidate(msg.key.decode("utf-8", "replace"))
             for out in runner.process(stage, state, rec):
-                await out_topics[out.topic].send(key=out.key, value=out.value)
+                await out_topics[out.topic].send(key=out.key, value=out.value, timestamp=ts)
 
     run_stage.__name__ = stage.name
     app.agent(source, name=stage.name, concurrency=1)(run_stage)

@@ -57,9 +57,14 @@ def _on_card(ctx: Context, state: State, key: str | None, card: dict[str, Any] |
         result.rejects.append(Reject("missing_key", "customer.cards record without a card key"))
         return result
     if card is None:
-        # Closed card: remember that it is closed, so its receipts are not parked forever.
+        # Closed card: remember that it is closed, so later receipts are anonymous rather
+        # than parked, and release what waits for it as anonymous (no card is known).
         state.set(card_key(key), {"closed": True})
         result.events["card_closed"] += 1
+        for pkey, parked in list(state.items(f"park|{key}|")):
+            state.delete(pkey)
+            result.events["released"] += 1
+            _route(ctx, parked["receipt"], None, result)
         return result
     if card["card_number"] != key:
         result.rejects.append(Reject("key_mismatch", "record key is not the record's card_number"))
@@ -110,6 +115,9 @@ def _on_receipt(
         return result
     link = state.get(card_key(card_number))
     if link is None:
+        if not product_level and receipt["lines"]:
+            # Stray lines of a total-only till are dropped before anything is stored.
+            receipt = {**receipt, "lines": []}
         state.set(
             park_key(card_number, receipt["receipt_id"]),
             {
@@ -176,6 +184,9 @@ def _maybe_sweep(ctx: Context, state: State, result: StepResult) -> None:
     for pkey, parked in list(state.items("park|")):
         if parked["parked_at"] <= cutoff:
             state.delete(pkey)
+            # Every receipt feeds the anonymous aggregates (DOMAIN.md §3.5), even one whose
+            # card never came; the dead letter keeps it for follow-up.
+            _route(ctx, parked["receipt"], None, result)
             result.rejects.append(
                 Reject(
                     "card_unknown_timeout",

@@ -14,6 +14,12 @@ every accepted change since", in O(1) per flag and without keeping the whole his
 
 A record with a version not above the one held is ignored (out-of-order delivery,
 redelivery). An unknown customer has every flag off (fail closed).
+
+Versions order the records; ``effective_at`` need not follow them. A record that reopens a
+flag with an ``effective_at`` *before* the latest break (a backdated reopening) must not
+cover purchases made before that break: ``on_since`` is never earlier than the latest
+``effective_at`` of a record that had the flag off (``off_at``). Privacy first: when the
+sources disagree about time, the store stays closed.
 """
 
 from __future__ import annotations
@@ -51,17 +57,23 @@ def apply(held: dict[str, Any] | None, record: dict[str, Any]) -> tuple[dict[str
         return None, []
     held_flags: dict[str, bool] = held["flags"] if held else {}
     held_since: dict[str, int | None] = held["on_since"] if held else {}
+    held_off: dict[str, int | None] = held.get("off_at", {}) if held else {}
     flags: dict[str, bool] = {}
     on_since: dict[str, int | None] = {}
+    off_at: dict[str, int | None] = {}
     revoked: list[str] = []
     for flag in FLAGS:
         on = bool(record[flag])
         flags[flag] = on
         since = held_since.get(flag)
+        last_off = held_off.get(flag)
         if on:
-            on_since[flag] = effective_at if since is None else min(since, effective_at)
+            start = effective_at if since is None else min(since, effective_at)
+            on_since[flag] = start if last_off is None else max(start, last_off)
+            off_at[flag] = last_off
         else:
             on_since[flag] = None
+            off_at[flag] = effective_at if last_off is None else max(last_off, effective_at)
             if held_flags.get(flag):
                 revoked.append(flag)
     state = {
@@ -71,6 +83,7 @@ def apply(held: dict[str, Any] | None, record: dict[str, Any]) -> tuple[dict[str
         "source": record.get("source", ""),
         "flags": flags,
         "on_since": on_since,
+        "off_at": off_at,
     }
     return state, revoked
 

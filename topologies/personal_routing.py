@@ -56,6 +56,10 @@ def output_key(customer_id: str, receipt_id: str) -> str:
     return f"{customer_id}/{receipt_id}"
 
 
+def erased_key(customer_id: str) -> str:
+    return f"erased|{customer_id}"
+
+
 def recall_key(date: str, customer_id: str, receipt_id: str) -> str:
     return f"rc|{date}|{customer_id}|{receipt_id}"
 
@@ -80,6 +84,12 @@ def _on_receipt(
     if stored_total is not None:
         result.events["duplicate"] += 1
         _reemit(state, cid, rid, stored_total, result)
+        return result
+    erased = state.get(erased_key(cid))
+    if erased is not None and receipt["purchased_at"] <= erased["erased_at"]:
+        # A (re)delivery of a purchase made before the person was erased: storing it would
+        # undo the erasure. Its Bonus was counted when it was first routed.
+        result.events["erased_customer"] += 1
         return result
 
     held = state.get(consent_rules.key(cid))
@@ -193,6 +203,11 @@ def _on_consent(
         result.rejects.append(Reject("key_mismatch", "record key is not the record's customer_id"))
         return result
     held = state.get(consent_rules.key(key))
+    erased = state.get(erased_key(key))
+    if held is None and erased is not None and value["version"] <= erased["version"]:
+        # An old record redelivered after the erasure must not bring the person back.
+        result.events["stale_consent"] += 1
+        return result
     new, revoked = consent_rules.apply(held, value)
     if new is None:
         result.events["stale_consent"] += 1
@@ -241,7 +256,13 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
         totals += 1
     counts["recall_index"] = recall
     counts["receipt_totals"] = totals
+    held = state.get(consent_rules.key(cid))
     state.delete(consent_rules.key(cid))
+    # Suppression marker: the only thing kept, so that redeliveries of older consent
+    # versions or of receipts bought before the erasure cannot recreate the person.
+    previous = state.get(erased_key(cid))
+    version = max(held["version"] if held else -1, previous["version"] if previous else -1)
+    state.set(erased_key(cid), {"erased_at": ctx.now_ms, "version": version})
     result.events["erasure"] += 1
     result.emits.append(_audit(ctx, "erasure", cid, "customer_erased", counts))
 

@@ -34,11 +34,14 @@ def check_receipt(receipt: dict[str, Any], *, product_level: bool) -> Reject | N
         return Reject("return_without_original", "negative total without original_receipt_id")
     if receipt["purchased_at"] <= 0:
         return Reject("bad_timestamp", "purchased_at must be positive epoch millis")
-    lines = receipt["lines"]
+    # Only product-level chains are held to their lines: a total-only till's stray lines are
+    # dropped unread (DOMAIN.md §1), so they cannot make the receipt (and its Bonus) invalid.
+    if not product_level:
+        return None
     seen: set[int] = set()
     line_sum = 0
     eligible_sum = 0
-    for line in lines:
+    for line in receipt["lines"]:
         if line["unit"] not in UNITS:
             return Reject("bad_unit", f"line {line['line_no']}: unit {line['unit']!r}")
         if line["line_no"] in seen:
@@ -49,14 +52,11 @@ def check_receipt(receipt: dict[str, Any], *, product_level: bool) -> Reject | N
         line_sum += line["amount_cents"]
         if line["bonus_eligible"]:
             eligible_sum += line["amount_cents"]
-    # Only product-level chains are held to their lines: a total-only till's stray lines are
-    # dropped unread (DOMAIN.md §1), so they cannot make the receipt invalid.
-    if product_level:
-        if line_sum != total:
-            return Reject("lines_total_mismatch", f"lines sum {line_sum} != total_cents {total}")
-        if eligible_sum != eligible:
-            return Reject(
-                "lines_eligible_mismatch",
-                f"eligible lines sum {eligible_sum} != bonus_eligible_cents {eligible}",
-            )
+    if line_sum != total:
+        return Reject("lines_total_mismatch", f"lines sum {line_sum} != total_cents {total}")
+    if eligible_sum != eligible:
+        return Reject(
+            "lines_eligible_mismatch",
+            f"eligible lines sum {eligible_sum} != bonus_eligible_cents {eligible}",
+        )
     return None

@@ -1,0 +1,1 @@
+"""Benchmarks that print their numbers (``make bench``); never timed tests."""

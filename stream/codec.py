@@ -1,0 +1,297 @@
+"""Bytes <-> records for every topic: Confluent wire-format Avro, or JSON for internal topics.
+
+The encoding of each topic comes from :mod:`stream.topics`. Avro values are in the Confluent
+wire format -- ``b"\\x00"``, the writer schema id as 4 big-endian bytes, then the schemaless
+Avro body -- so any Confluent/Karapace-aware consumer can read the outputs. The subject is
+``<topic>-value`` (the default TopicNameStrategy); it is registered on first encode per topic.
+
+Decoding looks the writer schema up by the id in the bytes and reads with the project's current
+schema for the topic (the reader schema), so records written with an older or newer version of
+a schema decode as long as the two are compatible in Avro's schema-resolution sense (fields
+added or removed with defaults). Records are plain dicts; timestamps are ``int`` epoch millis
+(see :mod:`stream.schemas`).
+
+Errors:
+
+- :class:`DecodeError` is the only exception bad input bytes can cause; its ``code`` is a
+  bounded reason (``undecodable``, ``unknown_schema_id``, ``schema_mismatch``) for the dead
+  letter and the metric label.
+- :class:`EncodeError` (a ``ValueError``) means the record does not fit the topic's schema.
+- A :class:`stream.schema_registry.RegistryError` other than "not found" (registry down)
+  propagates from both: it is not the record's fault, so it must not dead-letter the record.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import orjson
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import to_parsing_canonical_form
+from fastavro.validation import ValidationError, validate
+
+from stream import schemas
+from stream.schema_registry import SchemaNotFoundError, SchemaRegistry
+from stream.topics import TOPICS, spec
+
+UNDECODABLE = "undecodable"
+UNKNOWN_SCHEMA_ID = "unknown_schema_id"
+SCHEMA_MISMATCH = "schema_mismatch"
+DECODE_ERROR_CODES = (UNDECODABLE, UNKNOWN_SCHEMA_ID, SCHEMA_MISMATCH)
+
+MAGIC = 0
+HEADER_SIZE = 5
+# How long an id the registry did not know is answered from memory: a burst of records with a
+# garbage id must not become a burst of registry requests, yet an id registered a moment later
+# (by a producer that raced ahead of a lagging registry replica) must become readable.
+UNKNOWN_ID_TTL_S = 30.0
+
+
+class DecodeError(Exception):
+    """Bytes that cannot be turned into a record. ``code`` is one of :data:`DECODE_ERROR_CODES`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EncodeError(ValueError):
+    """A record that does not match its topic's schema (or is not JSON-serialisable)."""
+
+
+class _Reader:
+    """Everything needed to decode one (topic, writer schema id) pair, prepared once."""
+
+    __slots__ = ("reader_schema", "writer_schema")
+
+    def __init__(self, writer_schema: dict[str, Any], reader_schema: dict[str, Any] | None):
+        self.writer_schema = writer_schema
+        # None when writer and reader schemas are identical: fastavro then skips schema
+        # resolution, and skips its own deep ``writer == reader`` comparison on every call.
+        self.reader_schema = reader_schema
+
+
+class _AvroWriter:
+    __slots__ = ("header", "schema")
+
+    def __init__(self, header: bytes, schema: dict[str, Any]) -> None:
+        self.header = header
+        self.schema = schema
+
+
+class Codec:
+    """Encodes and decodes the values and keys of the topics in :mod:`stream.topics`.
+
+    Cheap after warm-up: schema ids, parsed writer schemas and the reader prepared for each
+    (topic, schema id) are cached, so a decode is a dict look-up plus fastavro's read.
+    """
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self.registry = registry
+        self._writers: dict[str, _AvroWriter] = {}
+        self._readers: dict[tuple[str, int], _Reader] = {}
+        self._writer_schemas: dict[int, dict[str, Any]] = {}  # schema id -> parsed (plain)
+        self._unknown_ids: dict[int, float] = {}  # schema id -> monotonic time of the miss
+        self._avro_topics: dict[str, bool] = {}
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def encode_key(key: str | None) -> bytes | None:
+        return None if key is None else key.encode("utf-8")
+
+    @staticmethod
+    def decode_key(data: bytes | None) -> str | None:
+        if data is None:
+            return None
+        try:
+            return bytes(data).decode("utf-8")
+        except (TypeError, UnicodeDecodeError) as exc:
+            raise DecodeError(UNDECODABLE, f"key is not UTF-8 text: {exc}") from None
+
+    # -- values -------------------------------------------------------------------------------
+
+    def _is_avro(self, topic: str) -> bool:
+        avro = self._avro_topics.get(topic)
+        if avro is None:
+            s = spec(topic)  # KeyError for an unknown topic: a programming error, not bad data
+            if s.encoding not in ("avro", "json"):
+                raise ValueError(f"topic {topic}: unknown encoding {s.encoding!r}")
+            avro = self._avro_topics[topic] = s.encoding == "avro"
+        return avro
+
+    def subject(self, topic: str) -> str:
+        return f"{topic}-value"
+
+    def _writer(self, topic: str) -> _AvroWriter:
+        w = self._writers.get(topic)
+        if w is None:
+            fullname = spec(topic).schema
+            if fullname is None:
+                raise ValueError(f"topic {topic} is Avro but names no schema")
+            sid = self.registry.register(self.subject(topic), schemas.schema_text(fullname))
+            w = self._writers[topic] = _AvroWriter(
+                bytes([MAGIC]) + sid.to_bytes(4, "big"), schemas.schema(fullname)
+            )
+        return w
+
+    def schema_id(self, topic: str) -> int:
+        """The id this codec writes ``topic`` with (registering the schema if needed)."""
+        return int.from_bytes(self._writer(topic).header[1:], "big")
+
+    def register_all(self) -> dict[str, int]:
+        """Register every Avro topic's schema now (fail fast at start-up); topic -> id."""
+        return {t: self.schema_id(t) for t in _avro_topic_names()}
+
+    def encode(self, topic: str, value: dict[str, Any] | None) -> bytes | None:
+        """The value bytes for ``topic``; ``None`` stays ``None`` (a tombstone)."""
+        if value is None:
+            return None
+        if not self._is_avro(topic):
+            try:
+                return orjson.dumps(value)
+            except TypeError as exc:
+                raise EncodeError(f"{topic}: value is not JSON-serialisable: {exc}") from exc
+        w = self._writer(topic)
+        out = io.BytesIO()
+        out.write(w.header)
+        try:
+            schemaless_writer(out, w.schema, value)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            raise EncodeError(self._explain(topic, w.schema, value, exc)) from exc
+        return out.getvalue()
+
+    @staticmethod
+    def _explain(topic: str, schema: dict[str, Any], value: Any, exc: Exception) -> str:
+        # fastavro's writer messages name the field only sometimes; its validator always gives
+        # the path (e.g. fi.coop.purchase.Receipt.lines.gtin). Only run on the error path.
+        if not isinstance(value, dict):
+            return f"{topic}: value must be a dict, not {type(value).__name__}"
+        try:
+            validate(value, schema, raise_errors=True)
+        except ValidationError as verr:
+            problems = "; ".join(
+                f"{e.field} is {e.datum!r} ({type(e.datum).__name__}), expected {e.schema}"
+                for e in verr.errors[:5]
+            )
+            return f"{topic}: record does not match {schema['name']}: {problems}"
+        except Exception:  # noqa: BLE001 - best effort; fall back to fastavro's own message
+            pass
+        return f"{topic}: record does not match {schema['name']}: {exc}"
+
+    def decode(
+        self, topic: str, data: bytes | bytearray | memoryview | None
+    ) -> dict[str, Any] | None:
+        """The record in ``data``; ``None`` (a tombstone) stays ``None``.
+
+        Raises :class:`DecodeError` for any bytes that are not a record of this topic.
+        """
+        if data is None:
+            return None
+        if type(data) is not bytes:
+            if not isinstance(data, bytearray | memoryview):
+                raise DecodeError(
+                    UNDECODABLE, f"{topic}: value is {type(data).__name__}, not bytes"
+                )
+            data = bytes(data)
+        if not self._is_avro(topic):
+            return _decode_json(topic, data)
+        if len(data) < HEADER_SIZE or data[0] != MAGIC:
+            if not data:
+                what = "empty value"
+            elif data[0] != MAGIC:
+                what = f"magic byte {data[0]}, expected {MAGIC}"
+            else:
+                what = f"{len(data)} bytes, shorter than the 5-byte header"
+            raise DecodeError(UNDECODABLE, f"{topic}: not Confluent wire-format Avro ({what})")
+        sid = int.from_bytes(data[1:HEADER_SIZE], "big")
+        reader = self._readers.get((topic, sid))
+        if reader is None:
+            reader = self._prepare_reader(topic, sid)
+        fo = io.BytesIO(data)
+        fo.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(fo, reader.writer_schema, reader.reader_schema)
+        except SchemaResolutionError as exc:
+            raise DecodeError(
+                SCHEMA_MISMATCH,
+                f"{topic}: writer schema id {sid} does not resolve to the topic's schema: {exc}",
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - fastavro raises many types on bad bytes
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else "the body ends early"
+            raise DecodeError(
+                UNDECODABLE, f"{topic}: Avro body does not match schema id {sid}: {why}"
+            ) from None
+        if fo.tell() != len(data):
+            # A body that decodes with bytes to spare was written with some other schema.
+            raise DecodeError(
+                UNDECODABLE,
+                f"{topic}: {len(data) - fo.tell()} bytes left over "
+                f"after the record (schema id {sid})",
+            )
+        if not isinstance(record, dict):
+            raise DecodeError(SCHEMA_MISMATCH, f"{topic}: schema id {sid} is not a record")
+        return record
+
+    def _prepare_reader(self, topic: str, sid: int) -> _Reader:
+        writer = self._writer_schema(topic, sid)
+        fullname = spec(topic).schema
+        assert fullname is not None
+        reader: dict[str, Any] | None = schemas.schema(fullname)
+        if writer.get("name") != fullname:
+            # Avro resolution matches records by name; a foreign record is not a version of
+            # ours, even if its fields happen to line up.
+            raise DecodeError(
+                SCHEMA_MISMATCH,
+                f"{topic}: schema id {sid} is {writer.get('name')!r}, expected {fullname}",
+            )
+        assert reader is not None
+        if to_parsing_canonical_form(writer) == to_parsing_canonical_form(reader):
+            reader = None  # identical on the wire: read with the writer schema alone
+        prepared = self._readers[(topic, sid)] = _Reader(writer, reader)
+        return prepared
+
+    def _writer_schema(self, topic: str, sid: int) -> dict[str, Any]:
+        parsed = self._writer_schemas.get(sid)
+        if parsed is not None:
+            return parsed
+        missed = self._unknown_ids.get(sid)
+        if missed is not None and time.monotonic() - missed < UNKNOWN_ID_TTL_S:
+            raise DecodeError(UNKNOWN_SCHEMA_ID, f"{topic}: schema id {sid} is not registered")
+        try:
+            text = self.registry.get_schema(sid)
+        except SchemaNotFoundError:
+            if len(self._unknown_ids) > 10_000:  # garbage ids must not grow memory unbounded
+                self._unknown_ids.clear()
+            self._unknown_ids[sid] = time.monotonic()
+            raise DecodeError(
+                UNKNOWN_SCHEMA_ID, f"{topic}: schema id {sid} is not registered"
+            ) from None
+        try:
+            parsed = schemas.parse_plain(text)
+        except Exception as exc:  # noqa: BLE001 - whatever a foreign schema text breaks
+            raise DecodeError(
+                SCHEMA_MISMATCH,
+                f"{topic}: schema id {sid} is not a usable Avro record schema: {exc}",
+            ) from None
+        self._writer_schemas[sid] = parsed
+        return parsed
+
+
+def _decode_json(topic: str, data: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(UNDECODABLE, f"{topic}: not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise DecodeError(
+            UNDECODABLE, f"{topic}: JSON value is {type(value).__name__}, not an object"
+        )
+    return value
+
+
+def _avro_topic_names() -> list[str]:
+    return [name for name, s in TOPICS.items() if s.encoding == "avro"]

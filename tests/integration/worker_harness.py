@@ -1,0 +1,118 @@
+"""Test harness: a real worker process, the embedded schema registry, a confluent producer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from stream.admin import lag
+from stream.broker import free_port
+from stream.codec import Codec
+from stream.replay import encode_event
+
+STAGE_INPUTS = (
+    "pos.receipts", "customer.cards", "customer.consents", "product.catalog",
+    "receipts.identified", "aggregates.contributions",
+)
+
+
+class WorkerProcess:
+    def __init__(self, bootstrap: str, registry_url: str, state_dir: Path, app_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.app_id = app_id
+        self.web_port = free_port()
+        self.log_path = state_dir.with_suffix(".log")
+        self.env = {
+            **os.environ,
+            "PURCHASE_STREAM_BROKER": bootstrap,
+            "PURCHASE_STREAM_SCHEMA_REGISTRY_URL": registry_url,
+            "PURCHASE_STREAM_STATE_DIR": str(state_dir),
+            "PURCHASE_STREAM_WEB_PORT": str(self.web_port),
+            "PURCHASE_STREAM_APP_ID": app_id,
+            "PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S": "6",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def stop(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def wait_idle(self, timeout: float = 180, settle: float = 2.0) -> None:
+        """Wait until the worker's group has committed everything on every stage input."""
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker died ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                total = sum(
+                    sum(lag(self.bootstrap, self.app_id, t, timeout=5).values())
+                    for t in STAGE_INPUTS
+                )
+            except Exception:  # noqa: BLE001 - group not there yet
+                total = -1
+            if total == 0:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle:
+                    return
+            else:
+                quiet_since = None
+            time.sleep(0.5)
+        raise AssertionError(f"worker did not catch up in {timeout}s:\n{self.log_tail()}")
+
+
+def produce_events(
+    bootstrap: str,
+    codec: Codec,
+    events: Iterable[dict[str, Any]],
+) -> int:
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+    })
+    n = 0
+    for e in events:
+        topic, key, value, ts = encode_event(codec, e)
+        while True:
+            try:
+                p.produce(topic, key=key, value=value, timestamp=ts)
+                break
+            except BufferError:
+                p.poll(0.1)
+        n += 1
+        p.poll(0)
+    assert p.flush(30) == 0
+    return n

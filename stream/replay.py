@@ -168,8 +168,50 @@ def encode_event(codec: Codec, event: dict[str, Any]) -> tuple[str, bytes | None
         # carry undecodable records, which then take the same dead-letter path as on Kafka.
         value = base64.b64decode(event["value_b64"])
     else:
-        value = codec.encode(topic, event.get("value"))
+        record = event.get("value")
+        if record is not None:
+            _validate_strictly(topic, record)
+        value = codec.encode(topic, record)
     return topic, codec.encode_key(key), value, timestamp
+
+
+def _validate_strictly(topic: str, record: Any) -> None:
+    """Full Avro validation: the encoder alone would, e.g., truncate 1.5 into a long field."""
+    from fastavro.validation import ValidationError, validate
+
+    from stream.schemas import schema
+
+    name = TOPICS[topic].schema
+    assert name is not None
+    parsed = schema(name)
+    try:
+        validate(record, parsed, raise_errors=True, strict=True)
+    except ValidationError as exc:
+        raise EncodeError(f"{topic}: record does not match {name}: {exc}") from None
+    unknown = _unknown_fields(record, parsed, "")
+    if unknown:
+        # Avro would drop these silently; in a replay file they are typos that lose data.
+        raise EncodeError(f"{topic}: fields not in {name}: {', '.join(unknown)}")
+
+
+def _unknown_fields(datum: Any, schema: Any, path: str) -> list[str]:
+    if isinstance(schema, list):  # union: check against the branch that is a record, if any
+        return [u for branch in schema for u in _unknown_fields(datum, branch, path)]
+    if not isinstance(schema, dict):
+        return []
+    if schema.get("type") == "record" and isinstance(datum, dict):
+        fields = {f["name"]: f["type"] for f in schema["fields"]}
+        out = [f"{path}{k}" for k in datum if k not in fields]
+        for k, t in fields.items():
+            if k in datum:
+                out += _unknown_fields(datum[k], t, f"{path}{k}.")
+        return out
+    if schema.get("type") == "array" and isinstance(datum, list):
+        return [
+            u for i, item in enumerate(datum)
+            for u in _unknown_fields(item, schema["items"], f"{path}{i}.")
+        ]
+    return []
 
 
 def replay_events(

@@ -54,8 +54,11 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
     events = list(generate(SimConfig(seed=seed, households=households, receipts=receipts)))
     gen_s = time.perf_counter() - t0
     n_receipt_events = sum(1 for e in events if e["topic"] == "pos.receipts")
-    print(f"simulated {len(events):,} events ({n_receipt_events:,} receipt deliveries) "
-          f"in {gen_s:.1f} s", file=sys.stderr)
+    print(
+        f"simulated {len(events):,} events ({n_receipt_events:,} receipt deliveries) "
+        f"in {gen_s:.1f} s",
+        file=sys.stderr,
+    )
 
     codec = Codec(InMemoryRegistry())
     encoded = []
@@ -74,8 +77,10 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
         decoded.append(r)
         lines_total += len(r["lines"])  # type: ignore[index,arg-type]
     n = len(bodies)
-    print(f"{n:,} receipt records, {lines_total:,} line items "
-          f"({lines_total / n:.1f} per receipt)", file=sys.stderr)
+    print(
+        f"{n:,} receipt records, {lines_total:,} line items ({lines_total / n:.1f} per receipt)",
+        file=sys.stderr,
+    )
 
     def decode_all() -> None:
         for b in bodies:
@@ -106,9 +111,7 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
                 f.write(orjson.dumps(e) + b"\n")
         summary = replay_file(jsonl, rules, state_dir / "file")
         file_s = summary.elapsed_s
-        rocks_bytes = sum(
-            p.stat().st_size for p in (state_dir / "core").rglob("*") if p.is_file()
-        )
+        rocks_bytes = sum(p.stat().st_size for p in (state_dir / "core").rglob("*") if p.is_file())
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
 
@@ -143,8 +146,10 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"\nreplay benchmark: {r['receipts']:,} receipts, {r['line_items']:,} line items "
-          f"(Python {r['machine']['python']}, {r['machine']['cpus']} CPUs)")
+    print(
+        f"\nreplay benchmark: {r['receipts']:,} receipts, {r['line_items']:,} line items "
+        f"(Python {r['machine']['python']}, {r['machine']['cpus']} CPUs)"
+    )
     print(f"{'figure':<28}{'receipts/s':>14}{'line items/s':>16}{'seconds':>10}")
     for name, label in (
         ("fastavro_decode", "fastavro decode (ceiling)"),
@@ -153,8 +158,10 @@ def print_table(r: dict[str, Any]) -> None:
         ("replay_file", "replay JSONL file"),
     ):
         x = r[name]
-        print(f"{label:<28}{x['receipts_per_s']:>14,.0f}{x['line_items_per_s']:>16,.0f}"
-              f"{x['seconds']:>10.2f}")
+        print(
+            f"{label:<28}{x['receipts_per_s']:>14,.0f}{x['line_items_per_s']:>16,.0f}"
+            f"{x['seconds']:>10.2f}"
+        )
     print(f"replay core / fastavro decode        = {r['ratio_core_to_decode']:.3f}")
     print(f"replay core / fastavro decode+encode = {r['ratio_core_to_decode_encode']:.3f}")
     print(f"replay file / fastavro decode        = {r['ratio_file_to_decode']:.3f}")

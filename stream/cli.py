@@ -122,7 +122,11 @@ def cmd_pos(args: argparse.Namespace) -> int:
     cfg = _sim_config(args)
     events = simulator.generate(cfg)
     if args.out:
-        n = simulator.write_jsonl(events, args.out, progress=sys.stderr)
+        def progress(n: int) -> None:
+            print(f"\r  {n:,} events written", end="", file=sys.stderr, flush=True)
+
+        n = simulator.write_jsonl(events, args.out, progress=progress)
+        print(file=sys.stderr)
         print(f"wrote {n} events to {args.out}", file=sys.stderr)
         return 0
     from stream.codec import Codec
@@ -137,7 +141,7 @@ def cmd_pos(args: argparse.Namespace) -> int:
         codec=codec,
         rate=args.rate,
         progress=True,
-        bad_bytes=simulator.bad_bytes_events(cfg) if args.bad_bytes else (),
+        bad_bytes=simulator.bad_bytes_events() if args.bad_bytes else (),
     )
     print(json.dumps(stats, indent=2, default=str), file=sys.stderr)
     return 0 if not stats.get("delivery_errors") else 1

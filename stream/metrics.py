@@ -22,11 +22,15 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events_in = Counter(
-            "purchase_stream_events_in_total", "Records consumed, per input topic", ["topic"],
+            "purchase_stream_events_in_total",
+            "Records consumed, per input topic",
+            ["topic"],
             registry=r,
         )
         self.records_out = Counter(
-            "purchase_stream_records_out_total", "Records produced, per output topic", ["topic"],
+            "purchase_stream_records_out_total",
+            "Records produced, per output topic",
+            ["topic"],
             registry=r,
         )
         self.routed = Counter(
@@ -37,8 +41,10 @@ class Metrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "purchase_stream_dead_letters_total", "Dead letters per stage and reason code",
-            ["stage", "reason"], registry=r,
+            "purchase_stream_dead_letters_total",
+            "Dead letters per stage and reason code",
+            ["stage", "reason"],
+            registry=r,
         )
         self.stage_events = Counter(
             "purchase_stream_stage_events_total",
@@ -47,13 +53,17 @@ class Metrics:
             registry=r,
         )
         self.processing = Histogram(
-            "purchase_stream_processing_seconds", "Time to process one record in a stage",
-            ["stage"], buckets=LATENCY_BUCKETS_S, registry=r,
+            "purchase_stream_processing_seconds",
+            "Time to process one record in a stage",
+            ["stage"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
         self.event_time_lag = Histogram(
             "purchase_stream_receipt_event_time_lag_seconds",
             "Processing clock minus purchase time of receipts entering stage 1",
-            buckets=LAG_BUCKETS_S, registry=r,
+            buckets=LAG_BUCKETS_S,
+            registry=r,
         )
         self.parked = Gauge(
             "purchase_stream_parked_receipts",
@@ -63,7 +73,8 @@ class Metrics:
         self.processing_errors = Counter(
             "purchase_stream_processing_errors_total",
             "Unexpected exceptions while processing a record (the record is dead-lettered)",
-            ["stage"], registry=r,
+            ["stage"],
+            registry=r,
         )
 
         # labels() costs about a microsecond per call; per-record paths use cached children.

@@ -118,8 +118,11 @@ class Driver:
             self.metrics.observe(stage.name, result)
             rec = RawRecord("", -1, -1, now_ms, None, None)
             for e in result.emits:
-                self._emit(Outgoing(e.topic, self.codec.encode_key(e.key),
-                                    self.codec.encode(e.topic, e.value)))
+                self._emit(
+                    Outgoing(
+                        e.topic, self.codec.encode_key(e.key), self.codec.encode(e.topic, e.value)
+                    )
+                )
             for reject in result.rejects:
                 self._emit(self.runner._dead_letter(stage.name, rec, reject))
 
@@ -152,7 +155,9 @@ class Driver:
             self.sink(out)
 
 
-def encode_event(codec: Codec, event: dict[str, Any]) -> tuple[str, bytes | None, bytes | None, int]:
+def encode_event(
+    codec: Codec, event: dict[str, Any]
+) -> tuple[str, bytes | None, bytes | None, int]:
     """A replay-file event -> (topic, key bytes, value bytes, timestamp); raises ValueError."""
     topic = event.get("topic")
     if topic not in INPUT_TOPICS:
@@ -163,6 +168,7 @@ def encode_event(codec: Codec, event: dict[str, Any]) -> tuple[str, bytes | None
     key = event.get("key")
     if key is not None and not isinstance(key, str):
         raise ValueError("key must be a string or null")
+    value: bytes | None
     if "value_b64" in event:
         # Raw bytes exactly as a (possibly broken) producer sent them: lets a replay file
         # carry undecodable records, which then take the same dead-letter path as on Kafka.
@@ -208,7 +214,8 @@ def _unknown_fields(datum: Any, schema: Any, path: str) -> list[str]:
         return out
     if schema.get("type") == "array" and isinstance(datum, list):
         return [
-            u for i, item in enumerate(datum)
+            u
+            for i, item in enumerate(datum)
             for u in _unknown_fields(item, schema["items"], f"{path}{i}.")
         ]
     return []

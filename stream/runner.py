@@ -86,7 +86,11 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - one bad record must not crash-loop the worker
             log.error(
                 "stage %s failed on %s[%d]@%d: %s (record dead-lettered)",
-                stage.name, rec.topic, rec.partition, rec.offset, type(exc).__name__,
+                stage.name,
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                type(exc).__name__,
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
             m.processing_errors.labels(stage.name).inc()

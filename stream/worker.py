@@ -18,6 +18,7 @@ Facts that shape this (faust-streaming 0.15.x, see DESIGN.md):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -27,8 +28,8 @@ from prometheus_client import CollectorRegistry
 
 from stream.codec import Codec
 from stream.metrics import Metrics
-from stream.runner import RawRecord, Runner
-from stream.schema_registry import registry_from_url
+from stream.runner import Outgoing, RawRecord, Runner
+from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
 from stream.state import CachedCatalog, GlobalTableReader, TableState
 from stream.topics import TOPICS
@@ -38,7 +39,12 @@ from topologies.rules import Rules
 
 log = logging.getLogger(__name__)
 
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
 
 
 def table_name(stage: Stage) -> str:
@@ -100,9 +106,7 @@ def create_app(
             schema=faust.Schema(**RAW),
             **extra,
         )
-    catalog = CachedCatalog(
-        GlobalTableReader(tables[catalog_topology.STAGE]), catalog_topology.key
-    )
+    catalog = CachedCatalog(GlobalTableReader(tables[catalog_topology.STAGE]), catalog_topology.key)
     runner = Runner(codec, rules, metrics, catalog=catalog)
     out_topics = {name: app.topic(name, **RAW) for name in TOPICS}
 
@@ -139,19 +143,51 @@ def _bind_agent(
             if state is None:
                 state = states[msg.partition] = TableState(table, msg.partition)
             rec = RawRecord(
-                msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000),
-                msg.key, msg.value,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                int(msg.timestamp * 1000),
+                msg.key,
+                msg.value,
             )
             # Outputs carry the source record's timestamp, so downstream stages run on the
             # same processing clock as in ``replay`` (parking windows, dedupe expiry, audit).
             ts = msg.timestamp
             if stage.is_global and msg.key is not None:
                 catalog.invalidate(msg.key.decode("utf-8", "replace"))
-            for out in runner.process(stage, state, rec):
+            outs = await _process_with_retry(runner, stage, state, rec)
+            for out in outs:
                 await out_topics[out.topic].send(key=out.key, value=out.value, timestamp=ts)
 
     run_stage.__name__ = stage.name
     app.agent(source, name=stage.name, concurrency=1)(run_stage)
+
+
+async def _process_with_retry(
+    runner: Runner, stage: Stage, state: TableState, rec: RawRecord
+) -> list[Outgoing]:
+    """Process a record, waiting out schema-registry outages instead of skipping the record.
+
+    Faust acks an event even when the agent raises, so an exception here would lose the
+    record. A registry outage is not bad input: block this partition and retry with backoff.
+    Retrying is safe because every stage is idempotent by receipt id.
+    """
+    delay = 0.5
+    while True:
+        try:
+            return runner.process(stage, state, rec)
+        except RegistryUnavailableError as exc:
+            log.warning(
+                "schema registry unavailable (%s) in stage %s at %s[%d]@%d; retry in %.1fs",
+                type(exc).__name__,
+                stage.name,
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def run_worker(settings: Settings, rules: Rules) -> None:

@@ -51,7 +51,9 @@ def step(
     return result
 
 
-def _on_card(ctx: Context, state: State, key: str | None, card: dict[str, Any] | None) -> StepResult:
+def _on_card(
+    ctx: Context, state: State, key: str | None, card: dict[str, Any] | None
+) -> StepResult:
     result = StepResult()
     if key is None:
         result.rejects.append(Reject("missing_key", "customer.cards record without a card key"))

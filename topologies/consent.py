@@ -45,7 +45,9 @@ def key(customer_id: str) -> str:
     return f"consent|{customer_id}"
 
 
-def apply(held: dict[str, Any] | None, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+def apply(
+    held: dict[str, Any] | None, record: dict[str, Any]
+) -> tuple[dict[str, Any] | None, list[str]]:
     """Apply a consent record to the held state.
 
     Returns ``(new_state, revoked_flags)``; ``new_state`` is ``None`` when the record is

@@ -110,7 +110,9 @@ def _on_receipt(
             "store_id": receipt["store_id"],
             "chain": receipt["chain"],
             "purchased_at": t,
-            "lines": [{**line, "product_group": product_group(ctx, line["gtin"])} for line in lines],
+            "lines": [
+                {**line, "product_group": product_group(ctx, line["gtin"])} for line in lines
+            ],
         }
         state.set(f"pl|{cid}|{rid}", record)
         result.emits.append(Emit("personal.line_items", okey, record))
@@ -172,9 +174,7 @@ def _on_receipt(
     return result
 
 
-def _reemit(
-    state: State, cid: str, rid: str, total: dict[str, Any], result: StepResult
-) -> None:
+def _reemit(state: State, cid: str, rid: str, total: dict[str, Any], result: StepResult) -> None:
     okey = output_key(cid, rid)
     for prefix, (topic, _purpose, _flag) in GATED.items():
         stored = state.get(f"{prefix}|{cid}|{rid}")
@@ -221,7 +221,9 @@ def _on_consent(
         deleted = _purge(state, prefix, key, result)
         result.events[f"purge_{GATED[prefix][1]}"] += 1
         result.emits.append(
-            _audit(ctx, "revocation_purge", key, flag, {"store": GATED[prefix][0], "deleted": deleted})
+            _audit(
+                ctx, "revocation_purge", key, flag, {"store": GATED[prefix][0], "deleted": deleted}
+            )
         )
     return result
 

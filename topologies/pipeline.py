@@ -38,7 +38,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(card_join.STAGE, card_join.INPUTS, card_join.step, tick=card_join.tick),
     Stage(personal_routing.STAGE, personal_routing.INPUTS, personal_routing.step),
     Stage(
-        group_aggregates.STAGE, group_aggregates.INPUTS, group_aggregates.step,
+        group_aggregates.STAGE,
+        group_aggregates.INPUTS,
+        group_aggregates.step,
         tick=group_aggregates.tick,
     ),
 )

@@ -30,28 +30,67 @@ def write(path: Path, events: list[dict[str, Any]]) -> Path:
 
 
 def card(n: str, cid: str, hh: str = "H1") -> dict[str, Any]:
-    return {"topic": "customer.cards", "key": n, "timestamp": T0,
-            "value": {"card_number": n, "customer_id": cid, "household_id": hh,
-                      "role": "MAIN_MEMBER"}}
+    return {
+        "topic": "customer.cards",
+        "key": n,
+        "timestamp": T0,
+        "value": {"card_number": n, "customer_id": cid, "household_id": hh, "role": "MAIN_MEMBER"},
+    }
 
 
 def consent(cid: str, version: int, at: int, on: bool) -> dict[str, Any]:
-    flags = dict.fromkeys(("product_level_services", "marketing_targeting",
-                           "external_audiences", "direct_marketing", "e_receipts"), on)
-    return {"topic": "customer.consents", "key": cid, "timestamp": at,
-            "value": {"customer_id": cid, "version": version, "effective_at": at,
-                      "source": "APP", **flags}}
+    flags = dict.fromkeys(
+        (
+            "product_level_services",
+            "marketing_targeting",
+            "external_audiences",
+            "direct_marketing",
+            "e_receipts",
+        ),
+        on,
+    )
+    return {
+        "topic": "customer.consents",
+        "key": cid,
+        "timestamp": at,
+        "value": {
+            "customer_id": cid,
+            "version": version,
+            "effective_at": at,
+            "source": "APP",
+            **flags,
+        },
+    }
 
 
 def receipt(rid: str, card_no: str | None, at: int, ts: int | None = None) -> dict[str, Any]:
-    lines = [{"line_no": 1, "gtin": "6400000000017", "unit": "PCS", "quantity_milli": 2000,
-              "amount_cents": 398, "bonus_eligible": True}]
-    return {"topic": "pos.receipts", "key": card_no or "STORE-1",
-            "timestamp": ts if ts is not None else at + 500,
-            "value": {"receipt_id": rid, "store_id": "STORE-1", "chain": "S_MARKET",
-                      "card_number": card_no, "purchased_at": at, "total_cents": 398,
-                      "bonus_eligible_cents": 398, "payment_method": "CASH",
-                      "original_receipt_id": None, "lines": lines}}
+    lines = [
+        {
+            "line_no": 1,
+            "gtin": "6400000000017",
+            "unit": "PCS",
+            "quantity_milli": 2000,
+            "amount_cents": 398,
+            "bonus_eligible": True,
+        }
+    ]
+    return {
+        "topic": "pos.receipts",
+        "key": card_no or "STORE-1",
+        "timestamp": ts if ts is not None else at + 500,
+        "value": {
+            "receipt_id": rid,
+            "store_id": "STORE-1",
+            "chain": "S_MARKET",
+            "card_number": card_no,
+            "purchased_at": at,
+            "total_cents": 398,
+            "bonus_eligible_cents": 398,
+            "payment_method": "CASH",
+            "original_receipt_id": None,
+            "lines": lines,
+        },
+    }
 
 
 def test_replay_extract_and_clock(tmp_path: Path) -> None:
@@ -62,8 +101,12 @@ def test_replay_extract_and_clock(tmp_path: Path) -> None:
         receipt("R-1", "CARD-1", T0 + HOUR, ts=T0 + 2 * HOUR),  # redelivery
         receipt("R-2", "CARD-UNKNOWN", T0 + HOUR),  # parked, card never comes
         receipt("R-3", None, T0 + HOUR),  # anonymous
-        {"topic": "pos.receipts", "key": "X", "timestamp": T0 + HOUR,
-         "value_b64": base64.b64encode(b"garbage").decode()},
+        {
+            "topic": "pos.receipts",
+            "key": "X",
+            "timestamp": T0 + HOUR,
+            "value_b64": base64.b64encode(b"garbage").decode(),
+        },
     ]
     src = write(tmp_path / "events.jsonl", events)
     (tmp_path / "events.jsonl").open("ab").write(b"{not json\n")
@@ -89,19 +132,32 @@ def test_replay_extract_and_clock(tmp_path: Path) -> None:
     assert data["consent"]["version"] == 1
     assert [c["card_number"] for c in data["cards"]] == ["CARD-1"]
     assert [r["receipt_id"] for r in data["receipt_totals"]] == ["R-1"]
-    assert [(li["receipt_id"], li["line_no"], li["gtin"], li["amount_cents"])
-            for li in data["line_items"]] == [("R-1", 1, "6400000000017", 398)]
+    assert [
+        (li["receipt_id"], li["line_no"], li["gtin"], li["amount_cents"])
+        for li in data["line_items"]
+    ] == [("R-1", 1, "6400000000017", 398)]
     assert [m["receipt_id"] for m in data["marketing_signals"]] == ["R-1"]
     assert [e["receipt_id"] for e in data["e_receipts"]] == ["R-1"]
 
     # --now past the parking window: the parked receipt is dead-lettered with its bytes.
     empty = write(tmp_path / "empty.jsonl", [])
-    res = cli("replay", str(empty), "--state-dir", str(state), "--now", "2026-12-15T00:00:00Z",
-              "--out", str(tmp_path / "out2.jsonl"))
+    res = cli(
+        "replay",
+        str(empty),
+        "--state-dir",
+        str(state),
+        "--now",
+        "2026-12-15T00:00:00Z",
+        "--out",
+        str(tmp_path / "out2.jsonl"),
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["dead_letters"] == {"card_unknown_timeout": 1}
-    dl = [orjson.loads(x) for x in (tmp_path / "out2.jsonl").read_bytes().splitlines()
-          if orjson.loads(x)["topic"] == "deadletters"][0]["value"]
+    dl = [
+        orjson.loads(x)
+        for x in (tmp_path / "out2.jsonl").read_bytes().splitlines()
+        if orjson.loads(x)["topic"] == "deadletters"
+    ][0]["value"]
     assert dl["topic"] == "pos.receipts" and dl["key"] == base64.b64encode(b"CARD-UNKNOWN").decode()
     assert dl["value"] is not None
 
@@ -116,8 +172,14 @@ def test_replay_of_a_simulated_month_counts_every_receipt_once(tmp_path: Path) -
     stats = SimStats()
     events = list(generate(SimConfig(seed=3, households=200, receipts=3000), stats))
     src = write(tmp_path / "sim.jsonl", events)
-    res = cli("replay", str(src), "--state-dir", str(tmp_path / "st"), "--out",
-              str(tmp_path / "out.jsonl"))
+    res = cli(
+        "replay",
+        str(src),
+        "--state-dir",
+        str(tmp_path / "st"),
+        "--out",
+        str(tmp_path / "out.jsonl"),
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["bad_lines"] == 0

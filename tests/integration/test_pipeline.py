@@ -32,8 +32,12 @@ from stream.simulator import SimConfig, generate
 from stream.topics import TOPICS
 from tests.integration.worker_harness import WorkerProcess, produce_events
 
-OUTPUTS = [name for name, spec in TOPICS.items() if not spec.internal and name not in (
-    "pos.receipts", "customer.cards", "customer.consents", "product.catalog")]
+OUTPUTS = [
+    name
+    for name, spec in TOPICS.items()
+    if not spec.internal
+    and name not in ("pos.receipts", "customer.cards", "customer.consents", "product.catalog")
+]
 
 
 def _phases(events: list[dict[str, Any]]) -> tuple[list, list, list]:
@@ -62,8 +66,12 @@ def _phases(events: list[dict[str, Any]]) -> tuple[list, list, list]:
 
 def _raw_bad_events(ts: int) -> list[dict[str, Any]]:
     def ev(key: str, value: bytes) -> dict[str, Any]:
-        return {"topic": "pos.receipts", "key": key, "timestamp": ts,
-                "value_b64": base64.b64encode(value).decode()}
+        return {
+            "topic": "pos.receipts",
+            "key": key,
+            "timestamp": ts,
+            "value_b64": base64.b64encode(value).decode(),
+        }
 
     return [
         ev("garbage-1", b"\x13\x37 not avro at all"),
@@ -105,16 +113,18 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory):
 
 def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: Path) -> None:
     now = int(time.time() * 1000)
-    cfg = SimConfig(seed=5, households=120, receipts=1200, start_ms=now - 900_000,
-                    receipts_per_second=2.0)
+    cfg = SimConfig(
+        seed=5, households=120, receipts=1200, start_ms=now - 900_000, receipts_per_second=2.0
+    )
     events = list(generate(cfg))
     a, b, c = _phases(events)
     b = b + _raw_bad_events(b[-1]["timestamp"])
     assert len(b) > 1000 and len(c) > 0
 
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
-    worker = WorkerProcess(own_broker.bootstrap, registry.url, tmp_path / "worker",
-                           app_id=f"it-{uuid.uuid4().hex[:8]}").start()
+    worker = WorkerProcess(
+        own_broker.bootstrap, registry.url, tmp_path / "worker", app_id=f"it-{uuid.uuid4().hex[:8]}"
+    ).start()
     try:
         codec = Codec(HttpRegistryClient(registry.url))
         for phase in (a, b, c):
@@ -131,16 +141,27 @@ def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: P
 
     replayed: list[dict[str, Any]] = []
     rcodec = Codec(InMemoryRegistry())
-    driver = Driver(load_rules(), tmp_path / "replay", codec=rcodec,
-                    sink=lambda o: replayed.append(decoded_output(rcodec, o)))
+    driver = Driver(
+        load_rules(),
+        tmp_path / "replay",
+        codec=rcodec,
+        sink=lambda o: replayed.append(decoded_output(rcodec, o)),
+    )
     for e in a + b + c:
         driver.feed(*encode_event(rcodec, e))
     driver.close()
 
     # Something of every kind really flowed.
     counts = Counter(r["topic"] for r in on_broker)
-    for topic in ("receipts.totals", "personal.line_items", "marketing.signals",
-                  "ereceipts.archive", "aggregates.group", "deadletters", "audit.log"):
+    for topic in (
+        "receipts.totals",
+        "personal.line_items",
+        "marketing.signals",
+        "ereceipts.archive",
+        "aggregates.group",
+        "deadletters",
+        "audit.log",
+    ):
         assert counts[topic] > 0, f"nothing on {topic}: {counts}"
     reasons = Counter(r["value"]["reason"] for r in on_broker if r["topic"] == "deadletters")
     for code in ("undecodable", "unknown_schema_id"):
@@ -153,17 +174,24 @@ def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: P
         assert got == want, f"{topic}: {len(got - want)} extra, {len(want - got)} missing"
 
     # Compacted stores: the same final value (or tombstone) per key.
-    for topic in ("personal.line_items", "marketing.signals", "ereceipts.archive",
-                  "aggregates.group"):
+    for topic in (
+        "personal.line_items",
+        "marketing.signals",
+        "ereceipts.archive",
+        "aggregates.group",
+    ):
         got_final = _final_by_key([r for r in on_broker if r["topic"] == topic])
         want_final = _final_by_key([r for r in replayed if r["topic"] == topic])
         assert got_final == want_final, topic
 
     # Each receipt counted once: distinct receipt totals = receipts the driver routed.
     totals = {r["value"]["receipt_id"] for r in on_broker if r["topic"] == "receipts.totals"}
-    assert len(totals) == driver.metrics.child(
-        driver.metrics.stage_events, "personal_routing", "routed"
-    )._value.get()
+    assert (
+        len(totals)
+        == driver.metrics.child(
+            driver.metrics.stage_events, "personal_routing", "routed"
+        )._value.get()
+    )
 
 
 def _outgoing(topic: str, key: bytes | None, value: bytes | None) -> Any:

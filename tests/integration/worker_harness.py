@@ -19,8 +19,12 @@ from stream.codec import Codec
 from stream.replay import encode_event
 
 STAGE_INPUTS = (
-    "pos.receipts", "customer.cards", "customer.consents", "product.catalog",
-    "receipts.identified", "aggregates.contributions",
+    "pos.receipts",
+    "customer.cards",
+    "customer.consents",
+    "product.catalog",
+    "receipts.identified",
+    "aggregates.contributions",
 )
 
 
@@ -44,7 +48,9 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"], env=self.env, stdout=log,
+            [sys.executable, "-m", "stream.cli", "worker"],
+            env=self.env,
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
         return self
@@ -96,13 +102,15 @@ def produce_events(
     codec: Codec,
     events: Iterable[dict[str, Any]],
 ) -> int:
-    p = Producer({
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "partitioner": "murmur2_random",
-        "linger.ms": 5,
-    })
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+        }
+    )
     n = 0
     for e in events:
         topic, key, value, ts = encode_event(codec, e)

@@ -122,6 +122,7 @@ def cmd_pos(args: argparse.Namespace) -> int:
     cfg = _sim_config(args)
     events = simulator.generate(cfg)
     if args.out:
+
         def progress(n: int) -> None:
             print(f"\r  {n:,} events written", end="", file=sys.stderr, flush=True)
 
@@ -191,6 +192,34 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bonus(args: argparse.Namespace) -> int:
+    from stream.queries import household_bonus_month
+    from stream.state import RocksState
+    from topologies import household_bonus
+
+    stage_dir = Path(args.state_dir) / household_bonus.STAGE
+    if not stage_dir.is_dir():
+        print(
+            f"error: {args.state_dir} has no Bonus ledger state (run `replay` first)",
+            file=sys.stderr,
+        )
+        return 2
+    state = RocksState(stage_dir)
+    try:
+        print(json.dumps(household_bonus_month(state, args.household, args.month), indent=2))
+    finally:
+        state.close()
+    return 0
+
+
+def _month(text: str) -> str:
+    try:
+        datetime.strptime(text, "%Y-%m")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"month must be YYYY-MM, got {text!r}") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="purchase-stream",
@@ -249,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--now", type=_iso_to_ms, help="move the processing clock here at the end")
     r.add_argument("--out", help="also write every output record (decoded) to this JSONL file")
     r.set_defaults(func=cmd_replay)
+
+    bo = sub.add_parser("bonus", help="a household's Bonus for a month, from replay state (JSON)")
+    bo.add_argument("--state-dir", required=True)
+    bo.add_argument("--household", required=True, help="household id")
+    bo.add_argument("--month", required=True, type=_month, help="YYYY-MM (Helsinki time)")
+    bo.set_defaults(func=cmd_bonus)
 
     e = sub.add_parser("extract", help="register extract of one customer (JSON)")
     e.add_argument("--state-dir", required=True)

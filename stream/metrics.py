@@ -77,6 +77,13 @@ class Metrics:
             registry=r,
         )
 
+        self.bonus_dedupe = Gauge(
+            "purchase_stream_bonus_dedupe_receipts",
+            "Receipt ids the Bonus ledger keeps for dedupe, per state partition (bounded by "
+            "the dedupe window)",
+            ["partition"],
+            registry=r,
+        )
         # labels() costs about a microsecond per call; per-record paths use cached children.
         self._children: dict[tuple[Any, ...], Any] = {}
 

@@ -104,7 +104,8 @@ class Driver:
             for out in self.runner.process(stage, self.states[stage.name], rec):
                 if out.topic in STAGE_FOR_TOPIC:
                     queue.append(self._record(out.topic, out.key, out.value, timestamp))
-                else:
+                if not TOPICS[out.topic].internal:
+                    # An output may also feed a stage (receipts.totals -> Bonus ledger).
                     self._emit(out)
 
     def tick(self, now_ms: int) -> None:

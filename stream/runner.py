@@ -19,6 +19,7 @@ from typing import Any
 
 from stream.codec import Codec, DecodeError
 from stream.metrics import Metrics
+from topologies import household_bonus
 from topologies.context import CatalogLookup, Context, no_catalog
 from topologies.pipeline import Stage
 from topologies.records import Reject, StepResult
@@ -102,6 +103,8 @@ class Runner:
         for reject in result.rejects:
             out.append(self._dead_letter(stage.name, rec, reject))
         m.observe(stage.name, result)
+        if stage.name == household_bonus.STAGE:
+            m.child(m.bonus_dedupe, str(rec.partition)).set(household_bonus.seen_count(state))
         for o in out:
             m.child(m.records_out, o.topic).inc()
         m.child(m.processing, stage.name).observe(time.perf_counter() - started)

@@ -39,6 +39,9 @@ class Settings:
     stream_buffer_maxsize: int = 4096
     embedded_data_dir: str = ".noida"
     log_level: str = "info"
+    # Bearer token for the worker's /v1 data endpoints. Empty = endpoints disabled (503):
+    # they serve personal data, and per-person access control is a later layer.
+    api_token: str = ""
 
     def with_overrides(self, **kwargs: Any) -> Settings:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})

@@ -35,133 +35,75 @@ class TopicSpec:
 
 NS = "fi.coop.purchase"
 
+
+def _t(
+    name: str,
+    key: str,
+    schema: str | None,
+    description: str,
+    *,
+    compacted: bool = False,
+    internal: bool = False,
+    retention_days: int | None = None,
+) -> TopicSpec:
+    retention = (
+        None if retention_days is None else (-1 if retention_days < 0 else retention_days * DAY_MS)
+    )
+    return TopicSpec(
+        name=name,
+        key=key,
+        encoding="avro" if schema else "json",
+        schema=f"{NS}.{schema}" if schema else None,
+        compacted=compacted,
+        internal=internal,
+        description=description,
+        retention_ms=retention,
+    )
+
+
+# fmt: off
 _SPECS = [
-    # --- inputs -----------------------------------------------------------------------
-    TopicSpec(
-        "pos.receipts",
-        "card number, or store id when anonymous",
-        "avro",
-        f"{NS}.Receipt",
-        False,
-        False,
-        "receipts from the POS gateways",
-    ),
-    TopicSpec(
-        "customer.cards",
-        "card number",
-        "avro",
-        f"{NS}.Card",
-        True,
-        False,
-        "card register: card -> customer, household, role; null = card closed",
-    ),
-    TopicSpec(
-        "customer.consents",
-        "customer id",
-        "avro",
-        f"{NS}.Consent",
-        True,
-        False,
-        "each customer's consent flags, versioned; null = customer erased",
-    ),
-    TopicSpec(
-        "product.catalog",
-        "GTIN",
-        "avro",
-        f"{NS}.Product",
-        True,
-        False,
-        "product catalogue: food/vegetable flags, origin, weight, CO2e factor",
-    ),
-    # --- internal repartition ----------------------------------------------------------
-    TopicSpec(
-        "receipts.identified",
-        "customer id",
-        "json",
-        None,
-        False,
-        True,
-        "receipts joined with their card, repartitioned by customer for the consent join",
-        retention_ms=7 * DAY_MS,
-    ),
-    TopicSpec(
-        "aggregates.contributions",
-        "store id",
-        "json",
-        None,
-        False,
-        True,
-        "anonymous per-receipt product-group contributions, repartitioned by store",
-        retention_ms=7 * DAY_MS,
-    ),
-    # --- outputs ----------------------------------------------------------------------
-    TopicSpec(
-        "receipts.totals",
-        "household id",
-        "avro",
-        f"{NS}.ReceiptTotal",
-        False,
-        False,
-        "receipt-total records of identified receipts (feeds the household Bonus ledger)",
-        retention_ms=730 * DAY_MS,
-    ),
-    TopicSpec(
-        "personal.line_items",
-        "customer id/receipt id",
-        "avro",
-        f"{NS}.PersonalLineItems",
-        True,
-        False,
-        "product-level personal store; null = deleted (revocation, erasure)",
-    ),
-    TopicSpec(
-        "marketing.signals",
-        "customer id/receipt id",
-        "avro",
-        f"{NS}.MarketingSignal",
-        True,
-        False,
-        "product-group level signals per person; null = deleted",
-    ),
-    TopicSpec(
-        "ereceipts.archive",
-        "customer id/receipt id",
-        "avro",
-        f"{NS}.EReceipt",
-        True,
-        False,
-        "e-receipt archive for customers who opted in; null = deleted",
-    ),
-    TopicSpec(
-        "aggregates.group",
-        "store id|Helsinki date",
-        "avro",
-        f"{NS}.GroupAggregate",
-        True,
-        False,
-        "store x day x product group totals, no person identifiers",
-    ),
-    TopicSpec(
-        "audit.log",
-        "none (append-only)",
-        "avro",
-        f"{NS}.AuditRecord",
-        False,
-        False,
-        "append-only audit trail: purges, erasures, reads",
-        retention_ms=-1,
-    ),
-    TopicSpec(
-        "deadletters",
-        "original key bytes",
-        "avro",
-        f"{NS}.DeadLetter",
-        False,
-        False,
-        "records that could not be processed: raw bytes + stage + reason code",
-        retention_ms=30 * DAY_MS,
-    ),
+    # inputs
+    _t("pos.receipts", "card number, or store id when anonymous", "Receipt",
+       "receipts from the POS gateways"),
+    _t("customer.cards", "card number", "Card",
+       "card register: card -> customer, household, role; null = card closed", compacted=True),
+    _t("customer.consents", "customer id", "Consent",
+       "each customer's consent flags, versioned; null = customer erased", compacted=True),
+    _t("product.catalog", "GTIN", "Product",
+       "product catalogue: food/vegetable flags, origin, weight, CO2e factor", compacted=True),
+    # internal repartitions
+    _t("receipts.identified", "customer id", None,
+       "receipts joined with their card, repartitioned by customer for the consent join",
+       internal=True, retention_days=7),
+    _t("aggregates.contributions", "store id", None,
+       "anonymous per-receipt product-group contributions, repartitioned by store",
+       internal=True, retention_days=7),
+    # outputs
+    _t("receipts.totals", "household id", "ReceiptTotal",
+       "receipt-total records of identified receipts (feeds the household Bonus ledger)",
+       retention_days=730),
+    _t("personal.line_items", "customer id/receipt id", "PersonalLineItems",
+       "product-level personal store; null = deleted (revocation, erasure)", compacted=True),
+    _t("marketing.signals", "customer id/receipt id", "MarketingSignal",
+       "product-group level signals per person; null = deleted", compacted=True),
+    _t("ereceipts.archive", "customer id/receipt id", "EReceipt",
+       "e-receipt archive for customers who opted in; null = deleted", compacted=True),
+    _t("aggregates.group", "store id|Helsinki date", "GroupAggregate",
+       "store x day x product group totals, no person identifiers", compacted=True),
+    _t("household.bonus", "household id|YYYY-MM", "BonusTally",
+       "running household Bonus tally per Helsinki calendar month (provisional)",
+       compacted=True),
+    _t("bonus.statements", "household id|YYYY-MM|seq", "BonusStatement",
+       "month statements (seq 0) and corrections (seq 1, 2, ...) for payout",
+       compacted=True, retention_days=-1),
+    _t("audit.log", "none (append-only)", "AuditRecord",
+       "append-only audit trail: purges, erasures, reads", retention_days=-1),
+    _t("deadletters", "original key bytes", "DeadLetter",
+       "records that could not be processed: raw bytes + stage + reason code",
+       retention_days=30),
 ]
+# fmt: on
 
 TOPICS: dict[str, TopicSpec] = {s.name: s for s in _SPECS}
 

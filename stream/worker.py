@@ -24,16 +24,19 @@ import time
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
 from stream.codec import Codec
 from stream.metrics import Metrics
+from stream.queries import household_bonus_month
 from stream.runner import Outgoing, RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
 from stream.state import CachedCatalog, GlobalTableReader, TableState
 from stream.topics import TOPICS
 from topologies import catalog as catalog_topology
+from topologies import household_bonus
 from topologies.pipeline import STAGES, Stage
 from topologies.rules import Rules
 
@@ -117,6 +120,8 @@ def create_app(
 
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
 
+    _bind_api(app, settings, tables[household_bonus.STAGE])
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "time_ms": int(time.time() * 1000)})
@@ -161,6 +166,38 @@ def _bind_agent(
 
     run_stage.__name__ = stage.name
     app.agent(source, name=stage.name, concurrency=1)(run_stage)
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The partition the Kafka default (murmur2) partitioner gives a key, as aiokafka does."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _bind_api(app: faust.App, settings: Settings, bonus_table: Any) -> None:
+    """Versioned JSON read API. Requests for a household another worker owns are forwarded
+    to it by Faust's table router (same partitioner as the producers)."""
+    import hmac
+
+    token = settings.api_token
+
+    def denied(web: Any, request: Any) -> Any | None:
+        if not token:
+            return web.json({"error": "API disabled: set PURCHASE_STREAM_API_TOKEN"}, status=503)
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json({"error": "unauthorized"}, status=401)
+        return None
+
+    @app.page("/v1/households/{household_id}/bonus/{month}")
+    @app.table_route(table=bonus_table, match_info="household_id")
+    async def household_bonus_view(web: Any, request: Any, household_id: str, month: str) -> Any:
+        refusal = denied(web, request)
+        if refusal is not None:
+            return refusal
+        if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit():
+            return web.json({"error": "month must be YYYY-MM"}, status=400)
+        state = TableState(bonus_table, key_partition(household_id, settings.partitions))
+        return web.json(household_bonus_month(state, household_id, month))
 
 
 async def _process_with_retry(

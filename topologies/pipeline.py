@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from topologies import card_join, catalog, group_aggregates, personal_routing
+from topologies import card_join, catalog, group_aggregates, household_bonus, personal_routing
 from topologies.context import Context
 from topologies.records import StepResult
 from topologies.state import State
@@ -42,6 +42,12 @@ STAGES: tuple[Stage, ...] = (
         group_aggregates.INPUTS,
         group_aggregates.step,
         tick=group_aggregates.tick,
+    ),
+    Stage(
+        household_bonus.STAGE,
+        household_bonus.INPUTS,
+        household_bonus.step,
+        tick=household_bonus.tick,
     ),
 )
 

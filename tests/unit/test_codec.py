@@ -59,6 +59,34 @@ GROUPS = [{"product_group": "dairy", "amount_cents": 389, "quantity_milli": 2000
 
 # One valid record per topic value schema; every optional field set in at least one of them.
 SAMPLES: dict[str, dict[str, Any]] = {
+    "household.bonus": {
+        "household_id": "H1",
+        "month": "2026-11",
+        "eligible_cents": 42_500,
+        "receipt_count": 7,
+        "rate_bp": 250,
+        "bonus_cents": 1063,
+        "payment_benefit_eligible_cents": 10_000,
+        "payment_benefit_cents": 50,
+        "members": [{"customer_id": "C1", "eligible_cents": 42_500}],
+        "closed": False,
+        "updated_at": 1_793_599_200_000,
+    },
+    "bonus.statements": {
+        "household_id": "H1",
+        "month": "2026-11",
+        "seq": 1,
+        "kind": "CORRECTION",
+        "eligible_cents": 42_500,
+        "rate_bp": 250,
+        "bonus_cents": 1063,
+        "payment_benefit_eligible_cents": 10_000,
+        "payment_benefit_cents": 50,
+        "members": [{"customer_id": "C1", "eligible_cents": 42_500}],
+        "delta_bonus_cents": -12,
+        "delta_payment_benefit_cents": 0,
+        "issued_at": 1_793_599_200_000,
+    },
     "pos.receipts": receipt(
         3,
         card_number=None,

@@ -335,4 +335,7 @@ def test_every_stage_saw_its_records(flow: Flow) -> None:
         ("personal_routing", "customer.consents"): 4,
         ("personal_routing", "receipts.identified"): 7,
         ("group_aggregates", "aggregates.contributions"): 8,
+        # Every identified receipt's total record (the redelivery re-emits its own) feeds
+        # the household Bonus ledger.
+        ("household_bonus", "receipts.totals"): 7,
     }

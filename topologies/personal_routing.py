@@ -87,9 +87,13 @@ def _on_receipt(
         return result
     erased = state.get(erased_key(cid))
     if erased is not None and receipt["purchased_at"] <= erased["erased_at"]:
-        # A (re)delivery of a purchase made before the person was erased: storing it would
-        # undo the erasure. Its Bonus was counted when it was first routed.
+        # A purchase made before the person was erased, delivered after it: storing anything
+        # about the person would undo the erasure, but the household's Bonus must not lose
+        # it (the ledger keeps household-level figures and drops redeliveries by receipt id).
         result.events["erased_customer"] += 1
+        result.emits.append(
+            Emit("receipts.totals", card["household_id"], _total_record(receipt, card))
+        )
         return result
 
     held = state.get(consent_rules.key(cid))
@@ -154,24 +158,28 @@ def _on_receipt(
         result.routed[("recall", consent_rules.ALLOWED)] += n
 
     # The total record, last: it is the dedupe mark (see module docstring).
-    total = {
-        "receipt_id": rid,
+    total = _total_record(receipt, card)
+    state.set(rt_key, total)
+    result.emits.append(Emit("receipts.totals", card["household_id"], total))
+    result.events["routed"] += 1
+    return result
+
+
+def _total_record(receipt: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "receipt_id": receipt["receipt_id"],
         "card_number": card["card_number"],
-        "customer_id": cid,
+        "customer_id": card["customer_id"],
         "household_id": card["household_id"],
         "role": card["role"],
         "store_id": receipt["store_id"],
         "chain": receipt["chain"],
-        "purchased_at": t,
+        "purchased_at": receipt["purchased_at"],
         "total_cents": receipt["total_cents"],
         "bonus_eligible_cents": receipt["bonus_eligible_cents"],
         "payment_method": receipt["payment_method"],
         "original_receipt_id": receipt.get("original_receipt_id"),
     }
-    state.set(rt_key, total)
-    result.emits.append(Emit("receipts.totals", card["household_id"], total))
-    result.events["routed"] += 1
-    return result
 
 
 def _reemit(state: State, cid: str, rid: str, total: dict[str, Any], result: StepResult) -> None:

@@ -34,6 +34,8 @@ class Settings:
     app_id: str = "purchase-stream"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # How other workers reach this one (table-routed HTTP requests); "" = web_host:web_port.
+    canonical_url: str = ""
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
     broker_session_timeout_s: float = 10.0
     stream_buffer_maxsize: int = 4096

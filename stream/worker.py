@@ -27,6 +27,7 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
+from stream.admin import COMPACT_TUNING
 from stream.codec import Codec
 from stream.metrics import Metrics
 from stream.queries import household_bonus_month
@@ -41,6 +42,10 @@ from topologies.pipeline import STAGES, Stage
 from topologies.rules import Rules
 
 log = logging.getLogger(__name__)
+
+# take_events batch: up to this many events, or what arrived within this many seconds.
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.05
 
 RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -78,6 +83,9 @@ def create_app(
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
+        # The URL other workers use to forward table-routed requests here (Faust derives
+        # it from web_host otherwise, which is useless when binding 0.0.0.0).
+        canonical_url=settings.canonical_url or f"http://{settings.web_host}:{settings.web_port}",
         web_tables_enabled=False,
         web_graph_enabled=False,
         web_stats_enabled=False,
@@ -86,7 +94,13 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
     codec = codec or Codec(registry_from_url(settings.schema_registry_url))
-    options = {"block_cache_size": settings.rocksdb_block_cache_bytes}
+    # One RocksDB per table partition: bound its block cache and write buffers (Faust's
+    # defaults are 2 GiB of cache and up to 3 x 64 MiB of memtables per database).
+    options = {
+        "block_cache_size": settings.rocksdb_block_cache_bytes,
+        "write_buffer_size": 8 * 1024 * 1024,
+        "max_write_buffer_number": 2,
+    }
 
     async def on_catalog_changelog(event: Any) -> None:
         # Another worker (or this one) changed a product: drop our cached copy. Changelog
@@ -101,12 +115,17 @@ def create_app(
         if stage.is_global:
             extra["on_changelog_event"] = on_catalog_changelog
         factory = app.GlobalTable if stage.is_global else app.Table
+        # key_type/value_type=bytes is what makes Faust use the raw serializer for the
+        # changelog; a faust.Schema here leaves it at JSON, and restoring a table from its
+        # changelog then fails forever.
         tables[stage.name] = factory(
             table_name(stage),
             partitions=settings.partitions,
-            options=options,
+            key_type=bytes,
+            value_type=bytes,
+            options=dict(options),  # Faust pops keys from it: one dict per table
+            extra_topic_configs=dict(COMPACT_TUNING),
             help=f"state of stage {stage.name}",
-            schema=faust.Schema(**RAW),
             **extra,
         )
     catalog = CachedCatalog(GlobalTableReader(tables[catalog_topology.STAGE]), catalog_topology.key)
@@ -142,27 +161,35 @@ def _bind_agent(
     states: dict[int, TableState] = {}
 
     async def run_stage(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            state = states.get(msg.partition)
-            if state is None:
-                state = states[msg.partition] = TableState(table, msg.partition)
-            rec = RawRecord(
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                int(msg.timestamp * 1000),
-                msg.key,
-                msg.value,
-            )
-            # Outputs carry the source record's timestamp, so downstream stages run on the
-            # same processing clock as in ``replay`` (parking windows, dedupe expiry, audit).
-            ts = msg.timestamp
-            if stage.is_global and msg.key is not None:
-                catalog.invalidate(msg.key.decode("utf-8", "replace"))
-            outs = await _process_with_retry(runner, stage, state, rec)
-            for out in outs:
-                await out_topics[out.topic].send(key=out.key, value=out.value, timestamp=ts)
+        # take_events, not events(): with events() a worker restored from an empty state
+        # directory was seen to skip input records (Faust resumes the partitions before it
+        # seeks to the committed offsets); batches are acked after the loop body, and they
+        # amortise Faust's per-event overhead.
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            for event in events:
+                await _handle(event)
+
+    async def _handle(event: Any) -> None:
+        msg = event.message
+        state = states.get(msg.partition)
+        if state is None:
+            state = states[msg.partition] = TableState(table, msg.partition)
+        rec = RawRecord(
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            int(msg.timestamp * 1000),
+            msg.key,
+            msg.value,
+        )
+        # Outputs carry the source record's timestamp, so downstream stages run on the
+        # same processing clock as in ``replay`` (parking windows, dedupe expiry, audit).
+        ts = msg.timestamp
+        if stage.is_global and msg.key is not None:
+            catalog.invalidate(msg.key.decode("utf-8", "replace"))
+        outs = await _process_with_retry(runner, stage, state, rec)
+        for out in outs:
+            await out_topics[out.topic].send(key=out.key, value=out.value, timestamp=ts)
 
     run_stage.__name__ = stage.name
     app.agent(source, name=stage.name, concurrency=1)(run_stage)

@@ -9,6 +9,19 @@ from zoneinfo import ZoneInfo
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 
+# The common Bonus table (DOMAIN.md §4): at least 50 € -> 1 %, ..., at least 900 € -> 5 %.
+DEFAULT_BONUS_TIERS: tuple[tuple[int, int], ...] = (
+    (5_000, 100),
+    (20_000, 150),
+    (30_000, 200),
+    (40_000, 250),
+    (50_000, 300),
+    (60_000, 350),
+    (70_000, 400),
+    (80_000, 450),
+    (90_000, 500),
+)
+
 
 @dataclass(frozen=True)
 class Rules:
@@ -18,6 +31,14 @@ class Rules:
     park_sweep_interval_ms: int = 60 * MINUTE_MS
     aggregate_dedupe_window_ms: int = 35 * DAY_MS
     zone: str = "Europe/Helsinki"
+    # Household Bonus (DOMAIN.md §4): (threshold cents, rate basis points), ascending.
+    bonus_tiers: tuple[tuple[int, int], ...] = DEFAULT_BONUS_TIERS
+    payment_benefit_bp: int = 50
+    payment_benefit_method: str = "S_ETUKORTTI_PAYMENT"
+    # A month closes on this day of the following month, 00:00 local time.
+    bonus_close_day: int = 10
+    bonus_dedupe_window_ms: int = 35 * DAY_MS
+    bonus_sweep_interval_ms: int = 60 * MINUTE_MS
     _tz: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -29,8 +50,8 @@ class Rules:
 
     def local_date(self, epoch_ms: int) -> str:
         """Calendar date (YYYY-MM-DD) of an instant in the co-op's zone."""
-        return datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(self._tz).strftime(
-            "%Y-%m-%d"
+        return (
+            datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(self._tz).strftime("%Y-%m-%d")
         )
 
     def local_month(self, epoch_ms: int) -> str:
@@ -41,6 +62,7 @@ class Rules:
         chains = cfg.get("chains", {})
         parking = cfg.get("parking", {})
         aggregates = cfg.get("aggregates", {})
+        bonus = cfg.get("bonus", {})
         return cls(
             product_level_chains=frozenset(chains.get("product_level", [])),
             partner_chains=frozenset(chains.get("partners", ["PARTNER"])),
@@ -48,4 +70,46 @@ class Rules:
             park_sweep_interval_ms=int(parking.get("sweep_interval_minutes", 60) * MINUTE_MS),
             aggregate_dedupe_window_ms=int(aggregates.get("dedupe_window_days", 35) * DAY_MS),
             zone=cfg.get("time", {}).get("zone", "Europe/Helsinki"),
+            bonus_tiers=_bonus_tiers(bonus.get("tiers", DEFAULT_BONUS_TIERS)),
+            payment_benefit_bp=_non_negative_int(
+                "bonus.payment_benefit_bp", bonus.get("payment_benefit_bp", 50)
+            ),
+            payment_benefit_method=str(bonus.get("payment_benefit_method", "S_ETUKORTTI_PAYMENT")),
+            bonus_close_day=_close_day(bonus.get("close_day", 10)),
+            bonus_dedupe_window_ms=int(bonus.get("dedupe_window_days", 35) * DAY_MS),
+            bonus_sweep_interval_ms=int(bonus.get("sweep_interval_minutes", 60) * MINUTE_MS),
         )
+
+
+def _non_negative_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _bonus_tiers(raw: object) -> tuple[tuple[int, int], ...]:
+    """``[[threshold_cents, rate_bp], ...]``, thresholds strictly ascending.
+
+    Money is integer cents and rates integer basis points, so the Bonus is exact (DOMAIN.md
+    §4 rounding); a float here would be a configuration error, not something to round.
+    """
+    if not isinstance(raw, list | tuple) or not raw:
+        raise ValueError("bonus.tiers must be a non-empty list of [threshold_cents, rate_bp]")
+    tiers: list[tuple[int, int]] = []
+    for pair in raw:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise ValueError(f"bonus.tiers entry must be [threshold_cents, rate_bp], got {pair!r}")
+        threshold = _non_negative_int("bonus.tiers threshold", pair[0])
+        rate = _non_negative_int("bonus.tiers rate_bp", pair[1])
+        if tiers and threshold <= tiers[-1][0]:
+            raise ValueError("bonus.tiers thresholds must be strictly ascending")
+        tiers.append((threshold, rate))
+    return tuple(tiers)
+
+
+def _close_day(value: object) -> int:
+    # Day 29..31 does not exist in every month; the close must fall in every month.
+    day = _non_negative_int("bonus.close_day", value)
+    if not 1 <= day <= 28:
+        raise ValueError(f"bonus.close_day must be 1..28, got {day}")
+    return day

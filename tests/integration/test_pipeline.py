@@ -30,7 +30,7 @@ from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient, I
 from stream.settings import load_rules
 from stream.simulator import SimConfig, generate
 from stream.topics import TOPICS
-from tests.integration.worker_harness import WorkerProcess, produce_events
+from tests.integration.worker_harness import WorkerProcess, phases, produce_events
 
 OUTPUTS = [
     name
@@ -38,30 +38,6 @@ OUTPUTS = [
     if not spec.internal
     and name not in ("pos.receipts", "customer.cards", "customer.consents", "product.catalog")
 ]
-
-
-def _phases(events: list[dict[str, Any]]) -> tuple[list, list, list]:
-    """Split so that no change races a receipt it could affect.
-
-    Kafka (and Faust) order records within a partition of one topic, not across topics: a
-    card change may overtake receipts produced before it. A card's *first* registration
-    cannot change the outcome (a receipt that comes first is parked and released), so it
-    stays with the receipts; moves, closures and consent changes come after them.
-    """
-    first_receipt = next(i for i, e in enumerate(events) if e["topic"] == "pos.receipts")
-    a = events[:first_receipt]
-    known_cards = {e["key"] for e in a if e["topic"] == "customer.cards"}
-    b: list[dict[str, Any]] = []
-    c: list[dict[str, Any]] = []
-    for e in events[first_receipt:]:
-        if e["topic"] == "pos.receipts":
-            b.append(e)
-        elif e["topic"] == "customer.cards" and e["key"] not in known_cards:
-            known_cards.add(e["key"])
-            b.append(e)
-        else:
-            c.append(e)
-    return a, b, c
 
 
 def _raw_bad_events(ts: int) -> list[dict[str, Any]]:
@@ -117,7 +93,7 @@ def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: P
         seed=5, households=120, receipts=1200, start_ms=now - 900_000, receipts_per_second=2.0
     )
     events = list(generate(cfg))
-    a, b, c = _phases(events)
+    a, b, c = phases(events)
     b = b + _raw_bad_events(b[-1]["timestamp"])
     assert len(b) > 1000 and len(c) > 0
 

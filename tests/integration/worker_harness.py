@@ -124,3 +124,27 @@ def produce_events(
         p.poll(0)
     assert p.flush(30) == 0
     return n
+
+
+def phases(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], ...]:
+    """Split a simulated stream so that no change races a receipt it could affect.
+
+    Kafka (and Faust) order records within a partition of one topic, not across topics: a
+    card change may overtake receipts produced before it. A card's *first* registration
+    cannot change the outcome (a receipt that comes first is parked and released), so it
+    stays with the receipts; moves, closures and consent changes come after them.
+    """
+    first_receipt = next(i for i, e in enumerate(events) if e["topic"] == "pos.receipts")
+    a = events[:first_receipt]
+    known_cards = {e["key"] for e in a if e["topic"] == "customer.cards"}
+    b: list[dict[str, Any]] = []
+    c: list[dict[str, Any]] = []
+    for e in events[first_receipt:]:
+        if e["topic"] == "pos.receipts":
+            b.append(e)
+        elif e["topic"] == "customer.cards" and e["key"] not in known_cards:
+            known_cards.add(e["key"])
+            b.append(e)
+        else:
+            c.append(e)
+    return a, b, c

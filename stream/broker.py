@@ -1,0 +1,367 @@
+"""The embedded Kafka-protocol broker for local runs, the demo and integration tests.
+
+Production runs real Kafka (docker-compose); nothing in the project may depend on which broker
+it talks to. Locally no Kafka distribution is available, so :class:`EmbeddedBroker` runs
+noida-db (the binary shipped in the ``noida-db`` PyPI package) with only its Kafka service::
+
+    with EmbeddedBroker(".noida", port=19200) as broker:
+        create_topics(broker.bootstrap, partitions=4, replication_factor=1)
+        ...
+
+noida-db keeps its state as a JSON snapshot in the data dir, saved about a second after changes
+and on SIGINT. :meth:`EmbeddedBroker.stop` therefore sends SIGINT and waits; SIGKILL (only if it
+does not exit in time) can lose acknowledged records. The broker's output goes to
+``<data dir>/noida-db.log``, not the terminal. Its dynamic loader prints a harmless
+``weak version `GLIBC_2.39' not found`` warning at start; it is filtered out of everything this
+module reports.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "noida-db.log"
+GLIBC_WARNING = "GLIBC_2.39"
+DEFAULT_STARTUP_TIMEOUT_S = 30.0
+DEFAULT_STOP_TIMEOUT_S = 15.0
+_PORT_IN_USE = "already in use"
+_PR_SET_PDEATHSIG = 1
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found, started or stopped; the message says why."""
+
+
+def noida_binary() -> Path:
+    """Path of the noida-db executable inside the installed ``noida_db`` package."""
+    try:
+        import noida_db
+    except ImportError as exc:
+        raise BrokerError(
+            "the noida-db package is not installed (pip install noida-db==0.2.3)"
+        ) from exc
+    name = "noida-db.exe" if os.name == "nt" else "noida-db"
+    path = Path(noida_db.__file__).resolve().parent / name
+    if not path.is_file():
+        raise BrokerError(f"noida-db binary not found at {path}")
+    if not os.access(path, os.X_OK):
+        try:
+            path.chmod(path.stat().st_mode | 0o111)
+        except OSError as exc:
+            raise BrokerError(f"noida-db binary at {path} is not executable: {exc}") from exc
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it; racy by nature)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _split_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    servers: list[tuple[str, int]] = []
+    for item in bootstrap.split(","):
+        item = item.strip()
+        for prefix in ("kafka://", "PLAINTEXT://", "plaintext://", "tcp://"):
+            item = item.removeprefix(prefix)
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"bootstrap server {item!r} is not host:port")
+        servers.append((host.strip("[]") or "127.0.0.1", int(port)))
+    if not servers:
+        raise ValueError(f"no bootstrap servers in {bootstrap!r}")
+    return servers
+
+
+def _port_open(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=max(timeout, 0.05)):
+            return True
+    except OSError:
+        return False
+
+
+def _quiet_logger() -> logging.Logger:
+    # librdkafka logs connection failures to stderr unless given a logger.
+    return logging.getLogger("stream.broker.librdkafka")
+
+
+def _metadata_ok(bootstrap: str, timeout: float) -> bool:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
+            "log.connection.close": False,
+        },
+        logger=_quiet_logger(),
+    )
+    try:
+        admin.list_topics(timeout=max(timeout, 0.1))
+    except KafkaException:
+        return False
+    return True
+
+
+def is_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True if some bootstrap server accepts TCP and answers a Kafka metadata request."""
+    deadline = time.monotonic() + timeout
+    for host, port in _split_bootstrap(bootstrap):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if _port_open(host, port, left):
+            left = deadline - time.monotonic()
+            return left > 0 and _metadata_ok(bootstrap, left)
+    return False
+
+
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGINT the child when its parent dies (Linux).
+
+    If the parent dies without stopping the broker (even by SIGKILL), noida-db then saves
+    its snapshot and exits instead of lingering on the port. libc is resolved here, in the
+    parent: importing or loading libraries between fork and exec can deadlock.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (ImportError, OSError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT))
+
+    return preexec
+
+
+class EmbeddedBroker:
+    """noida-db with only its Kafka service, run as a child process.
+
+    ``port=None`` picks a free port (and retries on a lost race). ``start()`` returns once the
+    port accepts connections and a confluent-kafka metadata request succeeds; on failure it
+    raises :class:`BrokerError` with the tail of the broker's log. ``stop()`` sends SIGINT and
+    waits (SIGKILL only after ``stop_timeout`` seconds). ``parent_death_signal`` makes the
+    kernel SIGINT the broker when the thread that started it dies (Linux); disable it when
+    starting the broker from a short-lived thread.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
+        binary: str | os.PathLike[str] | None = None,
+        parent_death_signal: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.host = host
+        self._requested_port = port
+        self.port: int = port if port is not None else 0
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._binary = Path(binary) if binary is not None else None
+        self._pdeathsig = parent_death_signal
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._log_offset = 0
+
+    # --- properties -----------------------------------------------------------------
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for Kafka clients (Faust wants ``kafka://`` + this)."""
+        if not self.port:
+            raise BrokerError("the embedded broker has not been started, so it has no port")
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / LOG_NAME
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def command(self) -> list[str]:
+        binary = self._binary or noida_binary()
+        return [
+            str(binary),
+            "start",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            self.host,
+            "--only",
+            "kafka",
+            "--kafka-port",
+            str(self.port),
+        ]
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> EmbeddedBroker:
+        """Start noida-db and wait until it serves Kafka metadata requests."""
+        if self.running:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if self._requested_port is not None else 3
+        for attempt in range(1, attempts + 1):
+            if self._requested_port is None:
+                self.port = free_port(self.host)
+            try:
+                self._spawn_and_wait()
+                return self
+            except BrokerError:
+                if attempt < attempts and _PORT_IN_USE in self.log_tail():
+                    log.info("port %d was taken meanwhile; retrying on another", self.port)
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spawn_and_wait(self) -> None:
+        cmd = self.command()
+        self._log_file = self.log_path.open("ab")
+        self._log_file.write(f"\n--- {time.strftime('%F %T')} {' '.join(cmd)}\n".encode())
+        self._log_file.flush()
+        self._log_offset = self._log_file.tell()
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,  # a terminal Ctrl-C reaches us, and we stop it
+                preexec_fn=_pdeathsig_preexec() if self._pdeathsig else None,
+            )
+        except OSError as exc:
+            self._close_log()
+            raise BrokerError(f"could not run {cmd[0]}: {exc}") from exc
+        atexit.register(self.stop)
+        log.info(
+            "started noida-db pid %d on %s (data dir %s)", self.pid, self.bootstrap, self.data_dir
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
+        port_open = False
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise BrokerError(
+                    f"noida-db exited with code {code} while starting on {self.bootstrap}; "
+                    f"its output ({self.log_path}):\n{self.log_tail()}"
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                what = "a Kafka metadata request" if port_open else "a TCP connection"
+                raise BrokerError(
+                    f"noida-db on {self.bootstrap} did not accept {what} within "
+                    f"{self.startup_timeout:.0f} s; its output ({self.log_path}):\n"
+                    f"{self.log_tail()}"
+                )
+            if not port_open:
+                port_open = _port_open(self.host, self.port, min(left, 0.5))
+            # Short metadata attempts, so that an early exit (e.g. a port taken by another
+            # program, which then accepts our TCP probe) is noticed within a second.
+            if port_open and _metadata_ok(self.bootstrap, min(left, 1.0)):
+                log.info(
+                    "noida-db ready on %s after %.2f s", self.bootstrap, time.monotonic() - started
+                )
+                return
+            time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        """SIGINT, wait up to ``stop_timeout`` s for the snapshot to be saved, then SIGKILL.
+
+        Returns the exit code (None if it was never started). Safe to call twice.
+        """
+        proc = self._proc
+        if proc is None:
+            return None
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "noida-db pid %d ignored SIGINT for %.0f s; killing it (unsaved records "
+                    "may be lost)",
+                    proc.pid,
+                    self.stop_timeout,
+                )
+                proc.kill()
+                proc.wait()
+        self._close_log()
+        return proc.returncode
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            with contextlib.suppress(OSError):
+                self._log_file.close()
+            self._log_file = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of this run's broker output, without the harmless GLIBC warning."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no broker output)"
+        kept = [ln for ln in text.splitlines() if GLIBC_WARNING not in ln]
+        return "\n".join(kept[-lines:]) or "(no broker output)"
+
+    # --- context manager ------------------------------------------------------------
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"EmbeddedBroker({self.host}:{self.port or '?'}, {self.data_dir}, {state})"

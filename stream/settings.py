@@ -39,6 +39,8 @@ class Settings:
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
     broker_session_timeout_s: float = 10.0
     stream_buffer_maxsize: int = 4096
+    # Faust producer batch size in bytes; 1 only for brokers with batch defects (tansu).
+    producer_max_batch_size: int = 16384
     embedded_data_dir: str = ".noida"
     log_level: str = "info"
     # Bearer token for the worker's /v1 data endpoints. Empty = endpoints disabled (503):

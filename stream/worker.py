@@ -79,6 +79,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.broker_session_timeout_s,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        producer_max_batch_size=settings.producer_max_batch_size,
         web_enabled=True,
         web_host=settings.web_host,
         web_bind=settings.web_host,

@@ -1,9 +1,16 @@
-"""The household Bonus ledger survives worker crashes: nothing lost, nothing counted twice.
+"""The household Bonus ledger survives worker restarts and crashes: nothing lost, nothing
+counted twice.
 
-Receipts stream into the embedded broker while the worker is killed (SIGKILL, no clean
-shutdown) twice: once restarted on its own RocksDB state, once on an empty state directory
-so that every table is restored from its changelog. The final ``household.bonus`` value of
-every household-month must equal what ``replay`` computes from the same events.
+Receipts stream in while the worker is stopped twice in the middle of the stream: once
+restarted on its own RocksDB state, once on an empty state directory, so that every table is
+restored from its changelog. The final ``household.bonus`` value of every household-month
+must equal what ``replay`` computes from the same events.
+
+- On the embedded broker (noida-db) the stops are clean (SIGTERM: Faust commits, leaves the
+  group).
+- On tansu they are crashes (SIGKILL: nothing flushed or committed, the group must evict the
+  dead member). noida-db never evicts a member that died without leaving, so crashes cannot
+  be tested there (see tests/integration/tansu.py).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +33,25 @@ from stream.runner import Outgoing
 from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient, InMemoryRegistry
 from stream.settings import load_rules
 from stream.simulator import SimConfig, generate
+from tests.integration.tansu import TansuBroker
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events
 
+SESSION_TIMEOUT_S = 6  # PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S in the harness
 
-@pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory):
-    broker = EmbeddedBroker(tmp_path_factory.mktemp("bonus-broker")).start()
+
+@pytest.fixture(params=["noida-db/SIGTERM", "tansu/SIGKILL"])
+def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, str]]:
+    kind = request.param
+    broker: Any
+    if kind.startswith("noida"):
+        broker = EmbeddedBroker(tmp_path / "broker").start()
+    else:
+        broker = TansuBroker(tmp_path).start()
     try:
         create_topics(broker.bootstrap, 4, 1)
-        yield broker
+        yield broker, kind
     finally:
         broker.stop()
-
-
-def _kill(worker: WorkerProcess) -> None:
-    assert worker.proc is not None
-    worker.proc.send_signal(signal.SIGKILL)
-    worker.proc.wait(timeout=30)
 
 
 def _final_tallies(codec: Codec, records: list[tuple[bytes | None, bytes | None]]) -> dict:
@@ -55,49 +65,68 @@ def _final_tallies(codec: Codec, records: list[tuple[bytes | None, bytes | None]
     return final
 
 
-def test_tallies_after_two_crashes_equal_replay(own_broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_tallies_after_two_stops_mid_stream_equal_replay(
+    scenario: tuple[Any, str], tmp_path: Path
+) -> None:
+    broker, kind = scenario
+    crash = kind.endswith("SIGKILL")
+    extra_env = {} if not crash else {"PURCHASE_STREAM_PRODUCER_MAX_BATCH_SIZE": "1"}
     now = int(time.time() * 1000)
     cfg = SimConfig(
         seed=9, households=150, receipts=2500, start_ms=now - 1_800_000, receipts_per_second=2.0
     )
     a, b, c = phases(list(generate(cfg)))
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
-    app_id = f"crash-{uuid.uuid4().hex[:8]}"
+    app_id = f"restart-{uuid.uuid4().hex[:8]}"
     codec = Codec(HttpRegistryClient(registry.url))
-    state = tmp_path / "worker-state"
-    worker = WorkerProcess(own_broker.bootstrap, registry.url, state, app_id).start()
-    try:
-        produce_events(own_broker.bootstrap, codec, a)
-        worker.wait_idle()
 
+    def start(state_dir: Path) -> WorkerProcess:
+        return WorkerProcess(
+            broker.bootstrap, registry.url, state_dir, app_id, extra_env=extra_env
+        ).start()
+
+    def stop(w: WorkerProcess) -> None:
+        assert w.proc is not None
+        if crash:
+            w.proc.send_signal(signal.SIGKILL)
+            w.proc.wait(timeout=30)
+            # The next worker joins after the dead member's session has expired.
+            time.sleep(SESSION_TIMEOUT_S + 2)
+        else:
+            assert w.stop() == 0, w.log_tail()
+
+    worker = start(tmp_path / "worker-state")
+    try:
+        produce_events(broker.bootstrap, codec, a)
+        worker.wait_idle()
         done = threading.Event()
 
         def stream_receipts() -> None:
             try:
-                for i in range(0, len(b), 100):  # about 500 records/s: a stream, not a burst
-                    produce_events(own_broker.bootstrap, codec, b[i : i + 100])
-                    time.sleep(0.2)
+                for i in range(0, len(b), 100):  # a steady stream, not one burst
+                    produce_events(broker.bootstrap, codec, b[i : i + 100])
+                    time.sleep(0.3)
             finally:
                 done.set()
 
         producer = threading.Thread(target=stream_receipts, daemon=True)
         producer.start()
-        time.sleep(3)
-        _kill(worker)  # crash 1: restart on the same RocksDB state
-        worker = WorkerProcess(own_broker.bootstrap, registry.url, state, app_id).start()
-        time.sleep(6)
-        _kill(worker)  # crash 2: restart with nothing on disk, restore from changelogs
-        worker = WorkerProcess(
-            own_broker.bootstrap, registry.url, tmp_path / "fresh-state", app_id
-        ).start()
-        assert done.wait(timeout=120)
+        worker.wait_processing()
+        time.sleep(1)
+        stop(worker)  # 1: restart on the same RocksDB state
+        worker = start(tmp_path / "worker-state")
+        worker.wait_processing()
+        time.sleep(1)
+        stop(worker)  # 2: restart with nothing on disk: restore every table from changelogs
+        worker = start(tmp_path / "fresh-state")
+        assert done.wait(timeout=180)
         producer.join()
         worker.wait_idle(timeout=300)
-        produce_events(own_broker.bootstrap, codec, c)
+        produce_events(broker.bootstrap, codec, c)
         worker.wait_idle(timeout=300)
         assert worker.stop() == 0, worker.log_tail()
         on_broker = _final_tallies(
-            codec, [(r.key, r.value) for r in read_all(own_broker.bootstrap, "household.bonus")]
+            codec, [(r.key, r.value) for r in read_all(broker.bootstrap, "household.bonus")]
         )
     finally:
         worker.stop()

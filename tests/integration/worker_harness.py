@@ -29,7 +29,14 @@ STAGE_INPUTS = (
 
 
 class WorkerProcess:
-    def __init__(self, bootstrap: str, registry_url: str, state_dir: Path, app_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        registry_url: str,
+        state_dir: Path,
+        app_id: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.app_id = app_id
         self.web_port = free_port()
@@ -42,6 +49,7 @@ class WorkerProcess:
             "PURCHASE_STREAM_WEB_PORT": str(self.web_port),
             "PURCHASE_STREAM_APP_ID": app_id,
             "PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S": "6",
+            **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -65,6 +73,28 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    def wait_processing(self, timeout: float = 120) -> float:
+        """Wait until this worker has processed receipts (its own /metrics says so)."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker died ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                url = f"http://127.0.0.1:{self.web_port}/metrics"
+                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+                    text = resp.read().decode()
+                prefix = 'purchase_stream_events_in_total{topic="pos.receipts"}'
+                for line in text.splitlines():
+                    if line.startswith(prefix) and float(line.split()[-1]) > 0:
+                        return float(line.split()[-1])
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"worker processed nothing in {timeout}s:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 60) -> str:
         try:

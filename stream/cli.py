@@ -113,6 +113,12 @@ def _sim_config(args: argparse.Namespace) -> Any:
         "households": args.households,
         "receipts": args.receipts,
     }
+    if not args.out:
+        # Producing live: the simulated clock starts now and runs at the production rate,
+        # so broker timestamps are current (old ones fall outside the topics' retention).
+        kwargs["start_ms"] = int(time.time() * 1000)
+        if args.rate:
+            kwargs["receipts_per_second"] = args.rate
     return SimConfig(**kwargs)
 
 

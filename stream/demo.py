@@ -124,7 +124,15 @@ def run_demo(
             f"worker   pid {worker.pid}, metrics http://127.0.0.1:{web_port}/metrics, "
             f"log {root / 'worker.log'}"
         )
-        cfg = SimConfig(seed=seed, households=households, receipts=receipts)
+        # Live: the simulated clock starts now and runs at the production rate, so broker
+        # timestamps are current (old ones would fall outside the topics' retention).
+        cfg = SimConfig(
+            seed=seed,
+            households=households,
+            receipts=receipts,
+            start_ms=int(time.time() * 1000),
+            receipts_per_second=rate,
+        )
         codec = Codec(HttpRegistryClient(registry.url))
 
         def run_producer() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ from stream.admin import COMPACT_TUNING
 from stream.codec import Codec
 from stream.metrics import Metrics
 from stream.queries import household_bonus_month
-from stream.runner import Outgoing, RawRecord, Runner
+from stream.runner import RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
 from stream.state import CachedCatalog, GlobalTableReader, TableState
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 # take_events batch: up to this many events, or what arrived within this many seconds.
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
+# Exit code when the worker stops during a registry outage with records unprocessed.
+EXIT_UNPROCESSED = 75
 
 RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -163,15 +166,52 @@ def _bind_agent(
 
     async def run_stage(stream: Any) -> None:
         # take_events, not events(): with events() a worker restored from an empty state
-        # directory was seen to skip input records (Faust resumes the partitions before it
-        # seeks to the committed offsets); batches are acked after the loop body, and they
-        # amortise Faust's per-event overhead.
+        # directory was seen to skip input records. Faust acks every event of a batch when
+        # the loop body ends, *also when it is cancelled* (shutdown, rebalance): a batch
+        # cancelled half-way would have its unprocessed records committed and lost. So a
+        # batch is processed with no await at all (asyncio cancels only at awaits): steps,
+        # state writes and send_soon() into the producer buffer, which Faust flushes before
+        # it commits offsets.
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            for event in events:
-                await _handle(event)
+            pending = list(events)
+            delay = 0.5
+            while pending:
+                try:
+                    _process_all(pending)
+                except RegistryUnavailableError as exc:
+                    # The one await point: a registry outage blocks the partition.
+                    log.warning(
+                        "schema registry unavailable (%s) in stage %s; %d records wait, "
+                        "retry in %.1fs",
+                        type(exc).__name__,
+                        stage.name,
+                        len(pending),
+                        delay,
+                    )
+                    try:
+                        await asyncio.sleep(delay)
+                    except asyncio.CancelledError:
+                        # Stopping now would ack (and so lose) the waiting records. Exit
+                        # without committing instead: they are read again after a restart,
+                        # and every stage is idempotent.
+                        log.critical(
+                            "stopped during a schema-registry outage with %d records of "
+                            "stage %s unprocessed: exiting without committing them",
+                            len(pending),
+                            stage.name,
+                        )
+                        os._exit(EXIT_UNPROCESSED)
+                    delay = min(delay * 2, 30.0)
 
-    async def _handle(event: Any) -> None:
+    def _process_all(pending: list[Any]) -> None:
+        """Process events in order, removing each one once its outputs are buffered."""
+        while pending:
+            _handle(pending[0])
+            pending.pop(0)
+
+    def _handle(event: Any) -> None:
         msg = event.message
+        _track_offset(stage.name, msg.topic, msg.partition, msg.offset)
         state = states.get(msg.partition)
         if state is None:
             state = states[msg.partition] = TableState(table, msg.partition)
@@ -183,17 +223,45 @@ def _bind_agent(
             msg.key,
             msg.value,
         )
+        if stage.is_global and msg.key is not None:
+            catalog.invalidate(msg.key.decode("utf-8", "replace"))
+        # Raises RegistryUnavailableError before any state write if decoding needs the
+        # registry; after the step (encoding) a retry is a harmless duplicate.
+        outs = runner.process(stage, state, rec)
         # Outputs carry the source record's timestamp, so downstream stages run on the
         # same processing clock as in ``replay`` (parking windows, dedupe expiry, audit).
         ts = msg.timestamp
-        if stage.is_global and msg.key is not None:
-            catalog.invalidate(msg.key.decode("utf-8", "replace"))
-        outs = await _process_with_retry(runner, stage, state, rec)
         for out in outs:
-            await out_topics[out.topic].send(key=out.key, value=out.value, timestamp=ts)
+            out_topics[out.topic].send_soon(key=out.key, value=out.value, timestamp=ts)
 
     run_stage.__name__ = stage.name
     app.agent(source, name=stage.name, concurrency=1)(run_stage)
+
+
+_last_offsets: dict[tuple[str, int], int] = {}
+
+
+def _track_offset(stage: str, topic: str, partition: int, offset: int) -> None:
+    """Log where each input partition starts and any forward jump in its offsets.
+
+    Offsets carry no personal data. A jump means records this worker never saw: on a
+    compacted topic that is normal, elsewhere it is worth an operator's look.
+    """
+    key = (topic, partition)
+    last = _last_offsets.get(key)
+    if last is None:
+        log.info("stage %s starts %s[%d] at offset %d", stage, topic, partition, offset)
+    elif offset > last + 1 and not TOPICS[topic].compacted:
+        log.warning(
+            "stage %s: offsets %d..%d of %s[%d] were never delivered to this worker",
+            stage,
+            last + 1,
+            offset - 1,
+            topic,
+            partition,
+        )
+    if last is None or offset > last:
+        _last_offsets[key] = offset
 
 
 def key_partition(key: str, partitions: int) -> int:
@@ -226,33 +294,6 @@ def _bind_api(app: faust.App, settings: Settings, bonus_table: Any) -> None:
             return web.json({"error": "month must be YYYY-MM"}, status=400)
         state = TableState(bonus_table, key_partition(household_id, settings.partitions))
         return web.json(household_bonus_month(state, household_id, month))
-
-
-async def _process_with_retry(
-    runner: Runner, stage: Stage, state: TableState, rec: RawRecord
-) -> list[Outgoing]:
-    """Process a record, waiting out schema-registry outages instead of skipping the record.
-
-    Faust acks an event even when the agent raises, so an exception here would lose the
-    record. A registry outage is not bad input: block this partition and retry with backoff.
-    Retrying is safe because every stage is idempotent by receipt id.
-    """
-    delay = 0.5
-    while True:
-        try:
-            return runner.process(stage, state, rec)
-        except RegistryUnavailableError as exc:
-            log.warning(
-                "schema registry unavailable (%s) in stage %s at %s[%d]@%d; retry in %.1fs",
-                type(exc).__name__,
-                stage.name,
-                rec.topic,
-                rec.partition,
-                rec.offset,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 def run_worker(settings: Settings, rules: Rules) -> None:

@@ -54,6 +54,14 @@ def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[A
         broker.stop()
 
 
+def _receipt_id(codec: Codec, topic: str, value: bytes) -> str:
+    record = codec.decode(topic, value)
+    assert record is not None
+    return (
+        record["receipt"]["receipt_id"] if topic == "receipts.identified" else record["receipt_id"]
+    )
+
+
 def _final_tallies(codec: Codec, records: list[tuple[bytes | None, bytes | None]]) -> dict:
     final: dict[str, Any] = {}
     for key, value in records:
@@ -128,6 +136,15 @@ def test_tallies_after_two_stops_mid_stream_equal_replay(
         on_broker = _final_tallies(
             codec, [(r.key, r.value) for r in read_all(broker.bootstrap, "household.bonus")]
         )
+        # Which receipts reached which stage, for a precise failure message.
+        seen_on = {
+            topic: {
+                _receipt_id(codec, topic, r.value)
+                for r in read_all(broker.bootstrap, topic)
+                if r.value is not None
+            }
+            for topic in ("receipts.identified", "receipts.totals")
+        }
     finally:
         worker.stop()
         registry.stop()
@@ -135,9 +152,13 @@ def test_tallies_after_two_stops_mid_stream_equal_replay(
     rcodec = Codec(InMemoryRegistry())
     replayed: list[tuple[bytes | None, bytes | None]] = []
 
+    replayed_totals: list[tuple[bytes | None, bytes | None]] = []
+
     def sink(out: Outgoing) -> None:
         if out.topic == "household.bonus":
             replayed.append((out.key, out.value))
+        if out.topic == "receipts.totals":
+            replayed_totals.append((out.key, out.value))
 
     driver = Driver(load_rules(), tmp_path / "replay", codec=rcodec, sink=sink)
     for e in a + b + c:
@@ -148,4 +169,14 @@ def test_tallies_after_two_stops_mid_stream_equal_replay(
     assert len(expected) > 100
     assert on_broker.keys() == expected.keys()
     wrong = {k: (on_broker[k], expected[k]) for k in expected if on_broker[k] != expected[k]}
-    assert not wrong, f"{len(wrong)} household-months differ, e.g. {next(iter(wrong.items()))}"
+    if wrong:
+        routed_ids = {
+            codec_value["receipt_id"]
+            for _k, v in replayed_totals
+            if (codec_value := rcodec.decode("receipts.totals", v)) is not None
+        }
+        lost = {topic: sorted(routed_ids - ids)[:5] for topic, ids in seen_on.items()}
+        raise AssertionError(
+            f"{len(wrong)} household-months differ, e.g. {next(iter(wrong.items()))}; "
+            f"receipts replay routed but missing on the broker, per topic: {lost}"
+        )

@@ -99,13 +99,18 @@ def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: P
 
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
     worker = WorkerProcess(
-        own_broker.bootstrap, registry.url, tmp_path / "worker", app_id=f"it-{uuid.uuid4().hex[:8]}"
+        own_broker.bootstrap,
+        registry.url,
+        tmp_path / "worker",
+        app_id=f"it-{uuid.uuid4().hex[:8]}",
+        extra_env={"PURCHASE_STREAM_API_TOKEN": API_TOKEN},
     ).start()
     try:
         codec = Codec(HttpRegistryClient(registry.url))
         for phase in (a, b, c):
             produce_events(own_broker.bootstrap, codec, phase)
             worker.wait_idle()
+        served = _bonus_over_http(worker.web_port, events)
         assert worker.stop() == 0, worker.log_tail()
         on_broker: list[dict[str, Any]] = []
         for topic in OUTPUTS:
@@ -125,7 +130,14 @@ def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: P
     )
     for e in a + b + c:
         driver.feed(*encode_event(rcodec, e))
-    driver.close()
+
+    # The worker's HTTP API serves the same Bonus figures as the query on replay state.
+    from stream.queries import household_bonus_month
+
+    bonus_state = driver.states["household_bonus"]
+    for (hh, month), body in served.items():
+        assert body == household_bonus_month(bonus_state, hh, month), (hh, month)
+    assert any(b["receipt_count"] > 0 for b in served.values())
 
     # Something of every kind really flowed.
     counts = Counter(r["topic"] for r in on_broker)
@@ -160,6 +172,8 @@ def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: P
         want_final = _final_by_key([r for r in replayed if r["topic"] == topic])
         assert got_final == want_final, topic
 
+    driver.close()
+
     # Each receipt counted once: distinct receipt totals = receipts the driver routed.
     totals = {r["value"]["receipt_id"] for r in on_broker if r["topic"] == "receipts.totals"}
     assert (
@@ -168,6 +182,51 @@ def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: P
             driver.metrics.stage_events, "personal_routing", "routed"
         )._value.get()
     )
+
+
+API_TOKEN = "integration-test-token"
+
+
+def _bonus_over_http(port: int, events: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """GET the Bonus of a few households; also check that the API refuses bad requests."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from stream.settings import load_rules
+
+    rules = load_rules()
+    base = f"http://127.0.0.1:{port}/v1/households"
+    wanted: dict[tuple[str, str], None] = {}
+    for e in events:
+        if e["topic"] == "customer.cards" and e["value"] is not None:
+            first = next(x for x in events if x["topic"] == "pos.receipts")
+            wanted[
+                (e["value"]["household_id"], rules.local_month(first["value"]["purchased_at"]))
+            ] = None
+        if len(wanted) >= 8:
+            break
+
+    def get(path: str, token: str | None) -> tuple[int, Any]:
+        req = urllib.request.Request(f"{base}/{path}")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    hh, month = next(iter(wanted))
+    assert get(f"{hh}/bonus/{month}", None)[0] == 401
+    assert get(f"{hh}/bonus/{month}", "wrong-token")[0] == 401
+    assert get(f"{hh}/bonus/2026-13x", API_TOKEN)[0] == 400
+    served = {}
+    for hh, month in wanted:
+        status, body = get(f"{hh}/bonus/{month}", API_TOKEN)
+        assert status == 200, body
+        served[(hh, month)] = body
+    return served
 
 
 def _outgoing(topic: str, key: bytes | None, value: bytes | None) -> Any:

@@ -63,10 +63,7 @@ def _on_card(
         # than parked, and release what waits for it as anonymous (no card is known).
         state.set(card_key(key), {"closed": True})
         result.events["card_closed"] += 1
-        for pkey, parked in list(state.items(f"park|{key}|")):
-            state.delete(pkey)
-            result.events["released"] += 1
-            _route(ctx, parked["receipt"], None, result)
+        _release_parked(ctx, state, key, None, result)
         return result
     if card["card_number"] != key:
         result.rejects.append(Reject("key_mismatch", "record key is not the record's card_number"))
@@ -87,11 +84,18 @@ def _on_card(
     }
     state.set(card_key(key), link)
     result.events["card_updated"] += 1
-    for pkey, parked in list(state.items(f"park|{key}|")):
+    _release_parked(ctx, state, key, link, result)
+    return result
+
+
+def _release_parked(
+    ctx: Context, state: State, card: str, link: dict[str, Any] | None, result: StepResult
+) -> None:
+    """Route the receipts waiting for this card: with its link, or anonymous if closed."""
+    for pkey, parked in list(state.items(f"park|{card}|")):
         state.delete(pkey)
         result.events["released"] += 1
         _route(ctx, parked["receipt"], link, result)
-    return result
 
 
 def _on_receipt(

@@ -54,7 +54,14 @@ $(STAMP): pyproject.toml
 	  echo ">> creating $(VENV) with $$($(PYTHON) --version 2>&1)"; \
 	  $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python >= 3.11 needed (set PYTHON=python3.11)")'; \
 	  $(PYTHON) -m venv $(VENV) || { \
-	    echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv (make apt as root)" >&2; \
+	    rm -rf $(VENV); \
+	    if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	      echo ">> '$(PYTHON) -m venv' failed: installing Debian's python3-venv"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv \
+	        && $(PYTHON) -m venv $(VENV); \
+	    else false; fi; \
+	  } || { \
+	    echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv (apt-get install python3-venv)" >&2; \
 	    rm -rf $(VENV); exit 1; }; \
 	fi
 	$(BIN)/python -m pip install --upgrade --quiet pip

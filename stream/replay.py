@@ -33,7 +33,7 @@ from stream.topics import TOPICS
 from topologies import catalog as catalog_topology
 from topologies.context import Context
 from topologies.pipeline import STAGE_FOR_TOPIC, STAGES
-from topologies.records import StepResult
+from topologies.records import Reject, StepResult
 from topologies.rules import Rules
 from topologies.state import MemoryState, State
 
@@ -125,15 +125,13 @@ class Driver:
                     )
                 )
             for reject in result.rejects:
-                self._emit(self.runner._dead_letter(stage.name, rec, reject))
+                self._emit(self.runner.dead_letter(stage.name, rec, reject))
 
     def bad_line(self, lineno: int, code: str, detail: str, raw: bytes) -> None:
         """A line that could not become a record: reported and dead-lettered, never fatal."""
         self.summary.bad_lines += 1
         rec = RawRecord("replay", 0, lineno, self.clock_ms, None, raw)
-        from topologies.records import Reject
-
-        self._emit(self.runner._dead_letter("replay", rec, Reject(code, detail)))
+        self._emit(self.runner.dead_letter("replay", rec, Reject(code, detail)))
 
     def close(self) -> None:
         for state in self.states.values():

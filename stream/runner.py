@@ -69,7 +69,7 @@ class Runner:
             key = self.codec.decode_key(rec.key)
             value = self.codec.decode(rec.topic, rec.value)
         except DecodeError as exc:
-            return [self._dead_letter(stage.name, rec, Reject(exc.code, str(exc)))]
+            return [self.dead_letter(stage.name, rec, Reject(exc.code, str(exc)))]
         if rec.topic == "pos.receipts" and value is not None:
             m.event_time_lag.observe(max(0.0, (rec.timestamp - value["purchased_at"]) / 1000))
         ctx = Context(
@@ -101,16 +101,20 @@ class Runner:
             for e in result.emits
         ]
         for reject in result.rejects:
-            out.append(self._dead_letter(stage.name, rec, reject))
+            out.append(self.dead_letter(stage.name, rec, reject))
         m.observe(stage.name, result)
-        if stage.name == household_bonus.STAGE:
+        if stage.name == household_bonus.STAGE and (
+            result.events.get("counted") or result.events.get("dedupe_expired")
+        ):
+            # Only these change the dedupe state's size: no extra read on other records.
             m.child(m.bonus_dedupe, str(rec.partition)).set(household_bonus.seen_count(state))
         for o in out:
             m.child(m.records_out, o.topic).inc()
         m.child(m.processing, stage.name).observe(time.perf_counter() - started)
         return out
 
-    def _dead_letter(self, stage: str, rec: RawRecord, reject: Reject) -> Outgoing:
+    def dead_letter(self, stage: str, rec: RawRecord, reject: Reject) -> Outgoing:
+        """The dead-letter record for ``rec`` (or for ``reject.origin``), counted."""
         self.metrics.child(self.metrics.dead_letters, stage, reject.code).inc()
         o = reject.origin
         record: dict[str, Any] = {

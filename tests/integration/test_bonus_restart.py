@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,16 @@ SESSION_TIMEOUT_S = 6  # PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S in the harness
 
 
 @pytest.fixture(params=["noida-db/SIGTERM", "tansu/SIGKILL"])
-def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, str]]:
+def scenario(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    broker_factory: Callable[..., EmbeddedBroker],
+) -> Iterator[tuple[Any, str]]:
     kind = request.param
-    broker: Any
     if kind.startswith("noida"):
-        broker = EmbeddedBroker(tmp_path / "broker").start()
-    else:
-        broker = TansuBroker(tmp_path).start()
+        yield broker_factory("restart-graceful", topics=True), kind
+        return
+    broker = TansuBroker(tmp_path).start()
     try:
         create_topics(broker.bootstrap, 4, 1)
         yield broker, kind

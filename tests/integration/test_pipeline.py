@@ -17,10 +17,9 @@ import base64
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from stream.admin import read_all
 from stream.broker import EmbeddedBroker
@@ -74,20 +73,11 @@ def _canon(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["topic"], r["key"], repr(sorted(value.items())) if value is not None else None)
 
 
-@pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory):
-    """A broker of this module's own: the comparison needs topics no other test writes to."""
-    from stream.admin import create_topics
-
-    broker = EmbeddedBroker(tmp_path_factory.mktemp("pipeline-broker")).start()
-    try:
-        create_topics(broker.bootstrap, 4, 1)
-        yield broker
-    finally:
-        broker.stop()
-
-
-def test_worker_on_broker_matches_replay(own_broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_worker_on_broker_matches_replay(
+    broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path
+) -> None:
+    # A broker of this test's own: the comparison needs topics no other test writes to.
+    own_broker = broker_factory("pipeline", topics=True)
     now = int(time.time() * 1000)
     cfg = SimConfig(
         seed=5, households=120, receipts=1200, start_ms=now - 900_000, receipts_per_second=2.0

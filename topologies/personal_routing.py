@@ -23,16 +23,18 @@ again under the same keys) and changes nothing.
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from typing import Any
 
 from topologies import consent as consent_rules
+from topologies import recall
 from topologies.catalog import group_totals, product_group
 from topologies.context import Context
 from topologies.records import Emit, Reject, StepResult
 from topologies.state import State
 
 STAGE = "personal_routing"
-INPUTS = ("receipts.identified", "customer.consents")
+INPUTS = ("receipts.identified", "customer.consents", recall.INPUT)
 
 # store prefix -> (output topic, purpose label, gating consent flag)
 GATED = {
@@ -49,6 +51,8 @@ def step(
 ) -> StepResult:
     if topic == "customer.consents":
         return _on_consent(ctx, state, key, value)
+    if topic == recall.INPUT:
+        return recall.step(ctx, state, key, value)
     return _on_receipt(ctx, state, key, value)
 
 
@@ -157,6 +161,7 @@ def _on_receipt(
         )
         result.routed[("recall", consent_rules.ALLOWED)] += n
 
+    _index_for_expiry(state, ctx.rules.local_date(t), cid, rid)
     # The total record, last: it is the dedupe mark (see module docstring).
     total = _total_record(receipt, card)
     state.set(rt_key, total)
@@ -189,6 +194,120 @@ def _reemit(state: State, cid: str, rid: str, total: dict[str, Any], result: Ste
         if stored is not None:
             result.emits.append(Emit(topic, okey, stored))
     result.emits.append(Emit("receipts.totals", total["household_id"], total))
+
+
+# --- retention ---------------------------------------------------------------------------
+
+RETENTION_DONE_KEY = "meta|retention_done"  # {store: every record before this date purged}
+RETENTION_SWEEP_KEY = "meta|retention_sweep_at"
+EXPIRY_LOW_KEY = "meta|expiry_low"  # earliest date with an ``exp|`` index entry
+# store prefix -> retention store name (topologies.rules.RETENTION_STORES)
+RETAINED = {
+    "pl": "personal_line_items",
+    "ms": "marketing_signals",
+    "er": "ereceipts",
+    "rt": "receipt_totals",
+}
+
+
+def expiry_key(date: str, customer_id: str, receipt_id: str) -> str:
+    return f"exp|{date}|{customer_id}|{receipt_id}"
+
+
+def _index_for_expiry(state: State, date: str, cid: str, rid: str) -> None:
+    state.set(expiry_key(date, cid, rid), 1)
+    low = state.get(EXPIRY_LOW_KEY)
+    if low is None or date < low:
+        state.set(EXPIRY_LOW_KEY, date)
+
+
+def tick(ctx: Context, state: State) -> StepResult:
+    """Time-driven work: the retention purge, every ``retention.sweep_interval_minutes``
+    (on a fixed grid of the processing clock, so a redone tick lands on the same slot)."""
+    result = StepResult()
+    due = state.get(RETENTION_SWEEP_KEY)
+    if due is None or ctx.now_ms >= due:
+        purge_expired(ctx, state, result)
+        every = ctx.rules.retention_sweep_interval_ms
+        state.set(RETENTION_SWEEP_KEY, (ctx.now_ms // every + 1) * every)
+    return result
+
+
+def purge_expired(ctx: Context, state: State, result: StepResult) -> dict[str, int]:
+    """Delete every record older than its store's retention (DOMAIN.md §7), by Helsinki
+    purchase date, and send a tombstone for each record of a compacted output topic.
+
+    The work is bounded by what expires: each receipt has an ``exp|<date>|...`` index entry,
+    and each store remembers up to which date it has been purged (``meta|retention_done``),
+    so a sweep reads only the index of the dates that became due since the last one. Counters
+    go by whole months (a month wholly before the cutoff). The receipt total (the dedupe
+    mark) has the purchase-data period: a redelivery two years late cannot occur (the input
+    topics keep days).
+    """
+    rules = ctx.rules
+    low = state.get(EXPIRY_LOW_KEY)
+    done: dict[str, str] = dict(state.get(RETENTION_DONE_KEY) or {})
+    counts: dict[str, int] = {}
+    cutoffs = {
+        store: rules.local_date(ctx.now_ms - rules.keep_ms(store))
+        for store in (*RETAINED.values(), "counters", "recall_index")
+    }
+    cutoffs["counters"] = cutoffs["counters"][:8] + "01"  # whole months only
+    for store, cutoff in cutoffs.items():
+        start = done.get(store) or low
+        n = 0
+        if start is not None:
+            for day in _dates(start, cutoff):
+                n += _purge_day(state, store, day, result)
+        counts[store] = n
+        if start is not None and (done.get(store) or "") < cutoff:
+            done[store] = cutoff
+    # Index entries no store needs any more (every store purged past their date).
+    index_done = min(done.get(store, "") for store in (*RETAINED.values(), "counters"))
+    if low is not None and index_done > low:
+        for day in _dates(low, index_done):
+            for skey, _ in list(state.items(f"exp|{day}|")):
+                state.delete(skey)
+        state.set(EXPIRY_LOW_KEY, index_done)
+    if done:
+        state.set(RETENTION_DONE_KEY, done)
+    deleted = sum(counts.values())
+    result.events["retention_deleted"] += deleted
+    if deleted:
+        result.emits.append(_audit(ctx, "retention_purge", None, "retention", counts))
+    return counts
+
+
+def _purge_day(state: State, store: str, day: str, result: StepResult) -> int:
+    n = 0
+    if store == "recall_index":
+        for skey, _ in list(state.items(f"rc|{day}|")):
+            state.delete(skey)
+            n += 1
+        return n
+    for skey, _ in list(state.items(f"exp|{day}|")):
+        _, _, cid, rid = skey.split("|", 3)
+        if store == "counters":
+            n += _purge_counter_month(state, cid, day[:7], result)
+            continue
+        prefix = next(p for p, s in RETAINED.items() if s == store)
+        if state.get(f"{prefix}|{cid}|{rid}") is None:
+            continue
+        state.delete(f"{prefix}|{cid}|{rid}")
+        if prefix in GATED:
+            result.emits.append(Emit(GATED[prefix][0], output_key(cid, rid), None))
+        n += 1
+    return n
+
+
+def _purge_counter_month(state: State, cid: str, month: str, result: StepResult) -> int:
+    return 0  # counters are added by the S-mobiili counters change
+
+
+def _dates(start: str, end: str) -> list[str]:
+    """Dates from ``start`` (inclusive) to ``end`` (exclusive), YYYY-MM-DD."""
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days)]
 
 
 # --- consents ----------------------------------------------------------------------------
@@ -258,7 +377,9 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
         counts[GATED[prefix][0]] = _purge(state, prefix, cid, result)
     recall = totals = 0
     for skey, total in list(state.items(f"rt|{cid}|")):
-        rkey = recall_key(ctx.rules.local_date(total["purchased_at"]), cid, total["receipt_id"])
+        day = ctx.rules.local_date(total["purchased_at"])
+        state.delete(expiry_key(day, cid, total["receipt_id"]))
+        rkey = recall_key(day, cid, total["receipt_id"])
         if state.get(rkey) is not None:
             state.delete(rkey)
             recall += 1
@@ -277,7 +398,9 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     result.emits.append(_audit(ctx, "erasure", cid, "customer_erased", counts))
 
 
-def _audit(ctx: Context, action: str, cid: str, purpose: str, detail: dict[str, Any]) -> Emit:
+def _audit(
+    ctx: Context, action: str, cid: str | None, purpose: str, detail: dict[str, Any]
+) -> Emit:
     return Emit(
         "audit.log",
         None,

@@ -109,7 +109,8 @@ def expected_recall(r: dict) -> dict:
 
 
 def data_keys(state: MemoryState) -> set[str]:
-    return {k for k in state.data if not k.startswith("consent|")}
+    """The stores' keys (not the consent, the retention index or bookkeeping)."""
+    return {k for k in state.data if not k.startswith(("consent|", "exp|", "meta|"))}
 
 
 # --- total record ------------------------------------------------------------------------
@@ -411,7 +412,9 @@ def test_duplicate_does_not_use_consent_given_since() -> None:
     second = route(state, r, now=T0 + 2 * HOUR_MS)
     assert second.events["duplicate"] == 1
     assert [e.topic for e in second.emits] == ["receipts.totals"]
-    assert data_keys(state) == {k for k in snapshot if not k.startswith("consent|")}
+    assert data_keys(state) == {
+        k for k in snapshot if not k.startswith(("consent|", "exp|", "meta|"))
+    }
 
 
 def test_duplicate_after_revocation_does_not_bring_back_purged_data() -> None:

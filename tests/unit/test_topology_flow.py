@@ -201,6 +201,14 @@ def test_stage_2_stores(flow: Flow) -> None:
             "rt|CUST-BERT|R-BERT-2",
             "rt|CUST-CECI|R-CECI-1",
             "rt|CUST-DAN|R-DAN-1",
+            # the retention index: one entry per receipt, by Helsinki purchase date
+            f"exp|{d}|CUST-ANNA|R-ANNA-1",
+            f"exp|{d}|CUST-ANNA|R-ANNA-2",
+            f"exp|{d}|CUST-BERT|R-BERT-1",
+            f"exp|{d}|CUST-BERT|R-BERT-2",
+            f"exp|{d}|CUST-CECI|R-CECI-1",
+            f"exp|{d}|CUST-DAN|R-DAN-1",
+            "meta|expiry_low",
         ]
     )
     s2 = flow.states["personal_routing"]

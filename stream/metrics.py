@@ -84,6 +84,35 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.api_requests = Counter(
+            "purchase_stream_api_requests_total",
+            "API requests served, per route template and HTTP status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.api_latency = Histogram(
+            "purchase_stream_api_request_duration_seconds",
+            "Time to answer an API request, per route template",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.audit_records = Counter(
+            "purchase_stream_audit_records_total",
+            "Audit records written, per action and outcome",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.recall_runs = Counter(
+            "purchase_stream_recall_runs_total",
+            "Recall runs (one per partition of a recall request)",
+            registry=r,
+        )
+        self.recall_notifications = Counter(
+            "purchase_stream_recall_notifications_total",
+            "Customers found by recall runs",
+            registry=r,
+        )
         # labels() costs about a microsecond per call; per-record paths use cached children.
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -94,12 +123,21 @@ class Metrics:
             c = self._children[key] = metric.labels(*labels)
         return c
 
+    def audit(self, action: str, outcome: str) -> None:
+        self.child(self.audit_records, action, outcome).inc()
+
     def observe(self, stage: str, result: StepResult) -> None:
         for (purpose, decision), n in result.routed.items():
             if n:
                 self.child(self.routed, purpose, decision).inc(n)
         for event, n in result.events.items():
             self.child(self.stage_events, stage, event).inc(n)
+        if result.events.get("recall_run"):
+            self.recall_runs.inc(result.events["recall_run"])
+            self.recall_notifications.inc(result.events.get("recall_notifications", 0))
+        for e in result.emits:
+            if e.topic == "audit.log" and e.value is not None:
+                self.audit(e.value["action"], e.value["outcome"])
         if stage == "card_join":
             delta = result.events.get("parked", 0) - result.events.get("released", 0)
             delta -= sum(1 for r in result.rejects if r.code == "card_unknown_timeout")

@@ -113,6 +113,23 @@ class Runner:
         m.child(m.processing, stage.name).observe(time.perf_counter() - started)
         return out
 
+    def tick(self, stage: Stage, state: State, now_ms: int, partition: int = -1) -> list[Outgoing]:
+        """Run a stage's time-driven work (``Stage.tick``) on one state partition."""
+        if stage.tick is None:
+            return []
+        ctx = Context(now_ms=now_ms, rules=self.rules, catalog=self.catalog, partition=partition)
+        result = stage.tick(ctx, state)
+        out = [
+            Outgoing(e.topic, self.codec.encode_key(e.key), self.codec.encode(e.topic, e.value))
+            for e in result.emits
+        ]
+        rec = RawRecord("", partition, -1, now_ms, None, None)
+        out.extend(self.dead_letter(stage.name, rec, r) for r in result.rejects)
+        self.metrics.observe(stage.name, result)
+        for o in out:
+            self.metrics.child(self.metrics.records_out, o.topic).inc()
+        return out
+
     def dead_letter(self, stage: str, rec: RawRecord, reject: Reject) -> Outgoing:
         """The dead-letter record for ``rec`` (or for ``reject.origin``), counted."""
         self.metrics.child(self.metrics.dead_letters, stage, reject.code).inc()

@@ -44,11 +44,16 @@ CHAIN_SUMMARY = "chain_summary"  # household purchases summarised by chain
 
 PERSONAL_KINDS = frozenset({PRODUCT_LEVEL, COUNTERS, RECEIPT_TOTALS, EXTRACT})
 HOUSEHOLD_KINDS = frozenset(
-    {HOUSEHOLD_MEMBERS, HOUSEHOLD_RECEIPTS, HOUSEHOLD_BONUS, JOINT_BONUS, WHO_IS_MAIN, CHAIN_SUMMARY}
+    {
+        HOUSEHOLD_MEMBERS,
+        HOUSEHOLD_RECEIPTS,
+        HOUSEHOLD_BONUS,
+        JOINT_BONUS,
+        WHO_IS_MAIN,
+        CHAIN_SUMMARY,
+    }
 )
-MAIN_SEES = frozenset(
-    {HOUSEHOLD_MEMBERS, HOUSEHOLD_RECEIPTS, HOUSEHOLD_BONUS, JOINT_BONUS, WHO_IS_MAIN, CHAIN_SUMMARY}
-)
+MAIN_SEES = HOUSEHOLD_KINDS
 MEMBER_SEES = frozenset({WHO_IS_MAIN, JOINT_BONUS, CHAIN_SUMMARY})
 # Purposes customer service may state; anything else is refused (and audited as denied).
 STAFF_PURPOSES = frozenset({"customer_request", "register_extract_request", "product_recall"})

@@ -128,6 +128,7 @@ KEPT_MONTHS_KEY = "meta|kept_months"
 SWEEP_KEY = "meta|dedupe_sweep_at"
 SEEN_COUNT_KEY = "meta|seen_count"
 RETENTION_SWEEP_KEY = "meta|retention_sweep_at"
+RECEIPTS_LOW_KEY = "meta|receipts_low_month"  # earliest month that may have a receipt list
 
 STATEMENT = "STATEMENT"
 CORRECTION = "CORRECTION"
@@ -287,6 +288,9 @@ def step(
     # Read-side indexes, idempotent: a redelivery after a crash rewrites the same values.
     if stored is None:
         state.set(f"hrm|{month}|{hh}", 1)  # retention index: months with a receipt list
+        low = state.get(RECEIPTS_LOW_KEY)
+        if low is None or month < low:
+            state.set(RECEIPTS_LOW_KEY, month)
     state.set(receipt_key(hh, month, rid), _household_receipt(value))
     if state.get(member_key(hh, cid)) != {"role": value["role"]}:
         state.set(member_key(hh, cid), {"role": value["role"]})
@@ -328,17 +332,28 @@ def purge_expired(ctx: Context, state: State, result: StepResult) -> int:
     details; their per-member sums are what the ledger must keep at household level).
     """
     cutoff_month = ctx.rules.local_month(ctx.now_ms - ctx.rules.keep_ms("household_receipts"))
+    low = state.get(RECEIPTS_LOW_KEY)
     n = 0
-    for mkey, _ in list(state.items("hrm|")):
-        month, hh = mkey.split("|")[1:]
-        if month >= cutoff_month:
-            break  # keys sort by month
-        for skey, _ in list(state.items(f"hr|{hh}|{month}|")):
-            state.delete(skey)
-            n += 1
-        state.delete(mkey)
+    if low is None or low >= cutoff_month:
+        result.events["retention_deleted"] += n
+        return n
+    month = low
+    while month < cutoff_month:
+        for mkey, _ in list(state.items(f"hrm|{month}|")):
+            hh = mkey.split("|")[2]
+            for skey, _ in list(state.items(f"hr|{hh}|{month}|")):
+                state.delete(skey)
+                n += 1
+            state.delete(mkey)
+        month = _next_month(month)
+    state.set(RECEIPTS_LOW_KEY, cutoff_month)
     result.events["retention_deleted"] += n
     return n
+
+
+def _next_month(month: str) -> str:
+    y, m = int(month[:4]), int(month[5:7])
+    return f"{y + m // 12:04d}-{m % 12 + 1:02d}"
 
 
 def seen_count(state: State) -> int:

@@ -2,6 +2,8 @@
 
 Reads the state directory that ``replay`` leaves (one RocksDB database per stage). Line
 items are flattened with their receipt id so a person can see each product they bought.
+``counters`` holds the S-mobiili counters by Helsinki month ``YYYY-MM``: the sums and shares
+of :func:`topologies.counters.view` and ``updated_at``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from stream.state import RocksState
 from topologies import consent as consent_rules
+from topologies import counters as counter_rules
 from topologies.card_join import STAGE as CARD_STAGE
 from topologies.personal_routing import STAGE as PERSONAL_STAGE
 
@@ -47,6 +50,11 @@ def extract(state_dir: str | Path, customer_id: str) -> dict[str, Any]:
                         **line,
                     }
                 )
+        prefix = f"cn|{customer_id}|"
+        counters = {
+            k[len(prefix) :]: {**counter_rules.view(v), "updated_at": v["updated_at"]}
+            for k, v in personal.items(prefix)
+        }
         signals = [v for _k, v in personal.items(f"ms|{customer_id}|")]
         ereceipts = [v["receipt"] for _k, v in personal.items(f"er|{customer_id}|")]
         recall = [v for _k, v in personal.items("rc|") if v["customer_id"] == customer_id]
@@ -61,6 +69,7 @@ def extract(state_dir: str | Path, customer_id: str) -> dict[str, Any]:
         "line_items": sorted(
             line_items, key=lambda r: (r["purchased_at"], r["receipt_id"], r["line_no"])
         ),
+        "counters": dict(sorted(counters.items())),
         "marketing_signals": sorted(signals, key=lambda r: (r["purchased_at"], r["receipt_id"])),
         "e_receipts": sorted(ereceipts, key=lambda r: (r["purchased_at"], r["receipt_id"])),
         "recall_index": sorted(recall, key=lambda r: (r["purchased_at"], r["receipt_id"])),

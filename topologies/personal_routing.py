@@ -8,6 +8,8 @@ customer id, co-partitioned). Stores (prefix of the state key; DOMAIN.md §3):
 ``pl|``     product-level personal store          ``personal.line_items`` (compacted)
 ``ms|``     marketing signals (product groups)    ``marketing.signals`` (compacted)
 ``er|``     e-receipt archive                     ``ereceipts.archive`` (compacted)
+``cn|``     S-mobiili counters per Helsinki month ``smobiili.counters`` keyed by customer
+            (``cn|<customer>|<YYYY-MM>``)
 ``rc|``     recall index by Helsinki date         none: only ``purchase-stream recall`` reads it
 ``consent|`` the person's consent state           none
 ==========  ====================================  =========================================
@@ -18,6 +20,22 @@ and doubles as the dedupe mark: the state store has one changelog partition per 
 partition, so when the mark survives a crash, everything written before it survived too.
 A redelivered receipt re-emits what is stored for it (so outputs lost in a crash are sent
 again under the same keys) and changes nothing.
+
+The S-mobiili counters (:mod:`topologies.counters`) are the one store that *adds* rather than
+overwrites, so a receipt written twice would count twice. The other stores are idempotent
+writes: a crash that keeps ``pl|`` but loses ``rt|`` is repaired by the redelivery writing
+the same keys again. For ``cn|`` that is not enough. A crash keeps a prefix of a step's
+writes: the changelog is one partition per customer partition, written in order. It can
+therefore keep ``cn|`` (the receipt counted) and lose ``rt|`` (the mark), and the redelivery
+would then count the receipt again. So the counter value carries its own mark,
+``last_receipt_id``: the receipt whose contribution was added last. The write that counts a
+receipt is the write that marks it. This one id is enough. Any later receipt's ``cn|`` write
+comes after this receipt's ``rt|`` in the changelog, so if the torn receipt's ``rt|`` was lost,
+nothing written after it survived either. The torn receipt is therefore the last one counted
+into its month. A receipt is thus counted exactly when its ``rt|`` is absent and its
+month's ``last_receipt_id`` is not its id. A contribution is computed from the catalogue as
+it is when the receipt is first counted and is never recomputed, so a redelivery after a
+catalogue change does not move the counter either.
 """
 
 from __future__ import annotations
@@ -26,7 +44,8 @@ import json
 from typing import Any
 
 from topologies import consent as consent_rules
-from topologies.catalog import group_totals, product_group
+from topologies import counters
+from topologies.catalog import UNKNOWN_GROUP, group_totals
 from topologies.context import Context
 from topologies.records import Emit, Reject, StepResult
 from topologies.state import State
@@ -64,6 +83,14 @@ def recall_key(date: str, customer_id: str, receipt_id: str) -> str:
     return f"rc|{date}|{customer_id}|{receipt_id}"
 
 
+def counter_key(customer_id: str, month: str) -> str:
+    """State key of a person's S-mobiili counters for a Helsinki month ``YYYY-MM``."""
+    return f"cn|{customer_id}|{month}"
+
+
+COUNTERS_TOPIC = "smobiili.counters"
+
+
 # --- receipts ----------------------------------------------------------------------------
 
 
@@ -83,7 +110,7 @@ def _on_receipt(
     stored_total = state.get(rt_key)
     if stored_total is not None:
         result.events["duplicate"] += 1
-        _reemit(state, cid, rid, stored_total, result)
+        _reemit(ctx, state, cid, rid, stored_total, result)
         return result
     erased = state.get(erased_key(cid))
     if erased is not None and receipt["purchased_at"] <= erased["erased_at"]:
@@ -108,6 +135,7 @@ def _on_receipt(
     reason = consent_rules.decide(held, "product_level_services", t)
     result.routed[("personal", reason)] += n
     if product_level and reason == consent_rules.ALLOWED and n:
+        products = [ctx.catalog(line["gtin"]) for line in lines]
         record = {
             "customer_id": cid,
             "receipt_id": rid,
@@ -115,11 +143,13 @@ def _on_receipt(
             "chain": receipt["chain"],
             "purchased_at": t,
             "lines": [
-                {**line, "product_group": product_group(ctx, line["gtin"])} for line in lines
+                {**line, "product_group": p["product_group"] if p else UNKNOWN_GROUP}
+                for line, p in zip(lines, products, strict=True)
             ],
         }
         state.set(f"pl|{cid}|{rid}", record)
         result.emits.append(Emit("personal.line_items", okey, record))
+        _count(ctx, state, cid, rid, t, lines, products, result)
 
     # Marketing signals: nothing finer than product groups, and only with consent.
     reason = consent_rules.decide(held, "marketing_targeting", t)
@@ -182,12 +212,48 @@ def _total_record(receipt: dict[str, Any], card: dict[str, Any]) -> dict[str, An
     }
 
 
-def _reemit(state: State, cid: str, rid: str, total: dict[str, Any], result: StepResult) -> None:
+def _count(
+    ctx: Context,
+    state: State,
+    cid: str,
+    rid: str,
+    purchased_at: int,
+    lines: list[dict[str, Any]],
+    products: list[dict[str, Any] | None],
+    result: StepResult,
+) -> None:
+    """Add the receipt's lines to its month's counters (once) and emit the month's figures."""
+    month = ctx.rules.local_month(purchased_at)
+    ckey = counter_key(cid, month)
+    counter = state.get(ckey)
+    if counter is None or counter.get("last_receipt_id") != rid:
+        # Not counted yet (see the module docstring: a torn earlier attempt is recognised by
+        # the counter's own mark, since it is always the last receipt counted in its month).
+        counter = counter if counter is not None else counters.empty()
+        counters.add(counter, counters.receipt_contribution(products, lines))
+        counter["last_receipt_id"] = rid
+        counter["updated_at"] = ctx.now_ms
+        state.set(ckey, counter)
+        result.events["counters_updated"] += 1
+    result.emits.append(Emit(COUNTERS_TOPIC, cid, counters.record(cid, month, counter)))
+
+
+def _reemit(
+    ctx: Context, state: State, cid: str, rid: str, total: dict[str, Any], result: StepResult
+) -> None:
     okey = output_key(cid, rid)
     for prefix, (topic, _purpose, _flag) in GATED.items():
         stored = state.get(f"{prefix}|{cid}|{rid}")
         if stored is not None:
             result.emits.append(Emit(topic, okey, stored))
+            if prefix == "pl":
+                # The month's counters as they are now (they include this receipt).
+                month = ctx.rules.local_month(stored["purchased_at"])
+                counter = state.get(counter_key(cid, month))
+                if counter is not None:
+                    result.emits.append(
+                        Emit(COUNTERS_TOPIC, cid, counters.record(cid, month, counter))
+                    )
     result.emits.append(Emit("receipts.totals", total["household_id"], total))
 
 
@@ -228,11 +294,11 @@ def _on_consent(
             continue  # flags with no store of ours (external audiences, direct marketing)
         deleted = _purge(state, prefix, key, result)
         result.events[f"purge_{GATED[prefix][1]}"] += 1
-        result.emits.append(
-            _audit(
-                ctx, "revocation_purge", key, flag, {"store": GATED[prefix][0], "deleted": deleted}
-            )
-        )
+        detail: dict[str, Any] = {"store": GATED[prefix][0], "deleted": deleted}
+        if prefix == "pl":
+            # The counters are made of the product-level line items: they go with them.
+            detail[COUNTERS_TOPIC] = _purge_counters(ctx, state, key, result)
+        result.emits.append(_audit(ctx, "revocation_purge", key, flag, detail))
     return result
 
 
@@ -247,6 +313,24 @@ def _purge(state: State, prefix: str, cid: str, result: StepResult) -> int:
     return deleted
 
 
+def _purge_counters(ctx: Context, state: State, cid: str, result: StepResult) -> int:
+    """Delete every month's counters of the person; one removal record per month deleted.
+
+    ``smobiili.counters`` is keyed by customer with the month in the value (not compacted),
+    so a null value could not say which month went: the removal is an explicit record.
+    """
+    deleted = 0
+    prefix = f"cn|{cid}|"
+    for skey, _ in list(state.items(prefix)):
+        state.delete(skey)
+        month = skey[len(prefix) :]
+        result.emits.append(
+            Emit(COUNTERS_TOPIC, cid, counters.removal_record(cid, month, ctx.now_ms))
+        )
+        deleted += 1
+    return deleted
+
+
 def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     """Consent tombstone: the person is erased from every store of this stage.
 
@@ -256,6 +340,7 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     counts: dict[str, int] = {}
     for prefix in GATED:
         counts[GATED[prefix][0]] = _purge(state, prefix, cid, result)
+    counts[COUNTERS_TOPIC] = _purge_counters(ctx, state, cid, result)
     recall = totals = 0
     for skey, total in list(state.items(f"rt|{cid}|")):
         rkey = recall_key(ctx.rules.local_date(total["purchased_at"]), cid, total["receipt_id"])

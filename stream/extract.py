@@ -2,6 +2,8 @@
 
 Reads the state directory that ``replay`` leaves (one RocksDB database per stage). Line
 items are flattened with their receipt id so a person can see each product they bought.
+``counters`` holds the S-mobiili counters by Helsinki month ``YYYY-MM``: the sums and shares
+of :func:`topologies.counters.view` and ``updated_at``.
 """
 
 from __future__ import annotations

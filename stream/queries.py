@@ -100,9 +100,17 @@ def personal_extract(state: State, rules: Rules, customer_id: str) -> dict[str, 
         entry = state.get(recall_key(day, customer_id, total["receipt_id"]))
         if entry is not None:
             recall.append(entry)
+    from topologies import counters
+
+    prefix = f"cn|{customer_id}|"
+    held_counters = {
+        k[len(prefix) :]: {**counters.view(v), "updated_at": v["updated_at"]}
+        for k, v in state.items(prefix)
+    }
     return {
         "customer_id": customer_id,
         "consent": state.get(consent_rules.key(customer_id)),
+        "counters": dict(sorted(held_counters.items())),
         "receipt_totals": sorted(totals, key=lambda r: (r["purchased_at"], r["receipt_id"])),
         "line_items": sorted(
             line_items, key=lambda r: (r["purchased_at"], r["receipt_id"], r["line_no"])

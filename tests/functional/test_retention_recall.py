@@ -129,6 +129,13 @@ def test_retention_purges_each_store_at_its_own_limit(tmp_path: Path) -> None:
     found, _ = recall(state, "2026-11-01", "2026-11-30")
     assert [n["customer_id"] for n in found] == ["CUST-1"]
 
+    # Counters of months wholly older than two years go, with a removal record; younger stay.
+    removed = [
+        r["value"] for r in records if r["topic"] == "smobiili.counters" and r["value"]["removed"]
+    ]
+    assert [(c["customer_id"], c["month"]) for c in removed] == [("CUST-1", "2024-10")]
+    assert sorted(ex["counters"]) == ["2025-06", "2026-11"]
+
     # The purge is audited (no person named: it is the system's own duty).
     purge = [r["value"] for r in records if r["topic"] == "audit.log"]
     assert purge and {a["action"] for a in purge} == {"retention_purge"}

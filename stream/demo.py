@@ -11,6 +11,7 @@ then the registry and the broker (SIGINT: it saves its data), and exits 0.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,7 @@ def run_demo(
     seed: int,
     keep: bool = False,
 ) -> int:
+    from stream import auth
     from stream.admin import create_topics, lag
     from stream.broker import EmbeddedBroker, free_port
     from stream.codec import Codec
@@ -112,6 +114,8 @@ def run_demo(
             "PURCHASE_STREAM_WEB_PORT": str(web_port),
             "PURCHASE_STREAM_PARTITIONS": str(settings.partitions),
             "PURCHASE_STREAM_APP_ID": settings.app_id,
+            # A key for this run only, so the demo can hand out a token for the page.
+            "PURCHASE_STREAM_API_JWT_SECRET": settings.api_jwt_secret or secrets.token_hex(32),
         }
         log = open(root / "worker.log", "wb")  # noqa: SIM115 - lives as long as the worker
         worker = subprocess.Popen(
@@ -135,10 +139,12 @@ def run_demo(
         )
         codec = Codec(HttpRegistryClient(registry.url))
 
+        viewer: dict[str, Any] = {}
+
         def run_producer() -> None:
             stats.update(
                 produce(
-                    stopper.wrap(generate(cfg)),
+                    stopper.wrap(_tap_viewer(generate(cfg), viewer)),
                     bootstrap=broker.bootstrap,
                     codec=codec,
                     rate=rate,
@@ -154,10 +160,24 @@ def run_demo(
         )
         started = time.monotonic()
         metrics_url = f"http://127.0.0.1:{web_port}/metrics"
+        shown_page = False
         prev_in, prev_t = 0.0, started
         while not stop_requested.is_set():
             if duration is not None and time.monotonic() - started >= duration:
                 break
+            if not shown_page and viewer.get("ready"):
+                shown_page = True
+                tok = auth.issue(
+                    env["PURCHASE_STREAM_API_JWT_SECRET"],
+                    viewer["customer_id"],
+                    household_id=viewer["household_id"],
+                    household_role=viewer["hh_role"],
+                    ttl_s=24 * 3600,
+                )
+                say(
+                    "page     a simulated member's live S-mobiili counters: "
+                    f"http://127.0.0.1:{web_port}/app/#token={tok}"
+                )
             if worker.poll() is not None:
                 say(f"worker exited with {worker.returncode}; see {root / 'worker.log'}")
                 return 1
@@ -225,6 +245,33 @@ def run_demo(
         else:
             shutil.rmtree(root, ignore_errors=True)
         say("stopped cleanly")
+
+
+def _tap_viewer(
+    events: Iterator[dict[str, Any]], found: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Pass events through; remember a member who allows product-level services (and so has
+    counters) for the demo's page link."""
+    cards: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if not found.get("ready"):
+            v = e.get("value")
+            if e["topic"] == "customer.cards" and v is not None:
+                cards[v["customer_id"]] = v
+            elif (
+                e["topic"] == "customer.consents"
+                and v is not None
+                and v.get("product_level_services")
+                and v["customer_id"] in cards
+            ):
+                card = cards[v["customer_id"]]
+                found.update(
+                    customer_id=v["customer_id"],
+                    household_id=card["household_id"],
+                    hh_role="main" if card["role"] == "MAIN_MEMBER" else "member",
+                    ready=True,
+                )
+        yield e
 
 
 def _printer() -> Any:

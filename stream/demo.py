@@ -276,6 +276,11 @@ def _tap_viewer(
 
 def _printer() -> Any:
     def say(msg: str) -> None:
-        print(msg, flush=True)
+        try:
+            print(msg, flush=True)
+        except BrokenPipeError:
+            # stdout went away (`demo | head`): stop cleanly instead of dying and leaving
+            # the worker and broker running.
+            os.kill(os.getpid(), signal.SIGTERM)
 
     return say

@@ -51,7 +51,10 @@ class WorkerProcess:
             "PURCHASE_STREAM_STATE_DIR": str(state_dir),
             "PURCHASE_STREAM_WEB_PORT": str(self.web_port),
             "PURCHASE_STREAM_APP_ID": app_id,
-            "PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S": "6",
+            # Long enough that a heartbeat delayed by a loaded 2-core CI machine does not
+            # expire the member (each needless rebalance costs seconds); tests that kill
+            # workers on purpose set it shorter.
+            "PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S": "20",
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

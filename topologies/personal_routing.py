@@ -411,8 +411,10 @@ def _on_consent(
     if new is None:
         result.events["stale_consent"] += 1
         return result
-    state.set(consent_rules.key(key), new)
-    result.events["consent_updated"] += 1
+    # The purges first, the new consent last: a crash keeps a prefix of these writes, and
+    # while the old consent is still held the redelivered record is not stale, so it
+    # revokes (and purges) again. Written the other way round, a crash after the consent
+    # write would leave line items in a store that is closed, with nothing to finish it.
     for flag in revoked:
         prefix = FLAG_STORE.get(flag)
         if prefix is None:
@@ -424,6 +426,8 @@ def _on_consent(
             # The counters are made of the product-level line items: they go with them.
             detail[COUNTERS_TOPIC] = _purge_counters(ctx, state, key, result)
         result.emits.append(_audit(ctx, "revocation_purge", key, flag, detail))
+    state.set(consent_rules.key(key), new)
+    result.events["consent_updated"] += 1
     return result
 
 

@@ -680,3 +680,30 @@ def test_erasure_removes_the_counters() -> None:
         (CID, "2024-02", True),
         (CID, "2024-03", True),
     ]
+
+
+def test_a_crash_in_a_revocation_never_leaves_a_closed_store_filled() -> None:
+    # Privacy first: cut the revocation after any prefix of its writes and deliver the
+    # consent record again; the personal stores and counters end empty either way.
+    base = MemoryState()
+    pls_on(base, marketing_targeting=True, e_receipts=True)
+    route(base, receipt("R-0"), T0)
+    route(base, receipt("R-1", purchased_at=T0 + 5), T0 + 6)
+    off = consent(CID, version=2, effective_at=T0 + HOUR_MS, product_level_services=False)
+    rec = Recording()
+    rec.data = copy.deepcopy(base.data)
+    give(rec, off, T0 + HOUR_MS, key=CID)
+    want = copy.deepcopy(rec.data)
+    assert not any(k.startswith(("pl|", "cn|")) for k in want)
+    writes = rec.log
+    assert writes[-1][1] == f"consent|{CID}"  # the consent is the last write
+    for kept in range(len(writes) + 1):
+        state = MemoryState()
+        state.data = copy.deepcopy(base.data)
+        for op, key, value in writes[:kept]:
+            if op == "set":
+                state.set(key, value)
+            else:
+                state.delete(key)
+        give(state, off, T0 + HOUR_MS, key=CID)
+        assert state.data == want, kept

@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry
 
 from stream.admin import COMPACT_TUNING
 from stream.codec import Codec
-from stream.metrics import Metrics
+from stream.metrics import Metrics, add_process_metrics
+from stream.observability import COLLECT_INTERVAL_S, WorkerCollector, instrument_view
 from stream.queries import household_bonus_month
 from stream.runner import RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
@@ -97,6 +98,7 @@ def create_app(
     )
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
+    add_process_metrics(registry)
     codec = codec or Codec(registry_from_url(settings.schema_registry_url))
     # One RocksDB per table partition: bound its block cache and write buffers (Faust's
     # defaults are 2 GiB of cache and up to 3 x 64 MiB of memtables per database).
@@ -133,7 +135,7 @@ def create_app(
             **extra,
         )
     catalog = CachedCatalog(GlobalTableReader(tables[catalog_topology.STAGE]), catalog_topology.key)
-    runner = Runner(codec, rules, metrics, catalog=catalog)
+    runner = Runner(codec, rules, metrics, catalog=catalog, wall_clock=time.time)
     out_topics = {name: app.topic(name, **RAW) for name in TOPICS}
 
     for stage in STAGES:
@@ -143,7 +145,11 @@ def create_app(
 
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
 
-    _bind_api(app, settings, tables[household_bonus.STAGE])
+    # Consumer lag, state sizes and parked receipts: read periodically, on every worker.
+    collector = WorkerCollector(app, metrics, tables, settings.partitions)
+    app.timer(interval=COLLECT_INTERVAL_S, name="purchase_stream.metrics")(collector.collect)
+
+    _bind_api(app, settings, tables[household_bonus.STAGE], metrics)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -269,7 +275,7 @@ def key_partition(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def _bind_api(app: faust.App, settings: Settings, bonus_table: Any) -> None:
+def _bind_api(app: faust.App, settings: Settings, bonus_table: Any, metrics: Metrics) -> None:
     """Versioned JSON read API. Requests for a household another worker owns are forwarded
     to it by Faust's table router (same partitioner as the producers)."""
     import hmac
@@ -284,8 +290,11 @@ def _bind_api(app: faust.App, settings: Settings, bonus_table: Any) -> None:
             return web.json({"error": "unauthorized"}, status=401)
         return None
 
-    @app.page("/v1/households/{household_id}/bonus/{month}")
+    bonus_route = "/v1/households/{household_id}/bonus/{month}"
+
+    @app.page(bonus_route)
     @app.table_route(table=bonus_table, match_info="household_id")
+    @instrument_view(metrics, bonus_route)
     async def household_bonus_view(web: Any, request: Any, household_id: str, month: str) -> Any:
         refusal = denied(web, request)
         if refusal is not None:

@@ -112,6 +112,8 @@ def topic_config(spec: TopicSpec, replication_factor: int = 1) -> dict[str, str]
     config = {"cleanup.policy": spec.cleanup_policy}
     if spec.retention_ms is not None:
         config["retention.ms"] = str(spec.retention_ms)
+    if spec.segment_ms is not None:
+        config["segment.ms"] = str(spec.segment_ms)
     if spec.compacted:
         config.update(COMPACT_TUNING)
     if replication_factor >= 3:

@@ -188,13 +188,76 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from stream.extract import ExtractError, extract
+    from stream.replay import append_audit
 
     try:
-        data = extract(args.state_dir, args.customer)
+        data = extract(args.state_dir, args.customer, load_rules())
     except ExtractError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    append_audit(
+        args.state_dir, args.requested_by, "read_extract", args.customer, args.purpose, "ok", {}
+    )
     print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from stream import auth
+
+    settings = _settings(args)
+    try:
+        print(
+            auth.issue(
+                settings.api_jwt_secret,
+                args.sub,
+                role=args.role,
+                household_id=args.household,
+                household_role=args.hh_role,
+                ttl_s=args.ttl,
+            )
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_recall(args: argparse.Namespace) -> int:
+    from stream.api import recall_request
+
+    try:
+        request = recall_request(
+            args.gtin, args.from_date, args.to_date, args.reason or "", args.requested_by
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.state_dir:
+        from stream.replay import recall_on_state
+
+        if not (Path(args.state_dir) / "personal_routing").is_dir():
+            print(f"error: {args.state_dir} has no replay state", file=sys.stderr)
+            return 2
+        found = recall_on_state(args.state_dir, load_rules(), request)
+        for notification in found:
+            print(json.dumps(notification, ensure_ascii=False))
+        print(
+            f"recall {request['recall_id']}: {len(found)} customer(s) to notify; audit records "
+            f"appended to {Path(args.state_dir) / 'audit.log.jsonl'}",
+            file=sys.stderr,
+        )
+        return 0
+    from stream.pos import send_recall_request
+
+    settings = _settings(args)
+    send_recall_request(settings, request)
+    print(json.dumps({"recall_id": request["recall_id"], "partitions": settings.partitions}))
+    print(
+        "sent to every partition of recall.requests; the workers write the notifications to "
+        "recall.notifications (key <recall_id>/<customer_id>) and the audit trail to audit.log",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -210,11 +273,22 @@ def cmd_bonus(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from stream.replay import append_audit
+
     state = RocksState(stage_dir)
     try:
         print(json.dumps(household_bonus_month(state, args.household, args.month), indent=2))
     finally:
         state.close()
+    append_audit(
+        args.state_dir,
+        args.requested_by,
+        "read_household_bonus",
+        None,
+        args.purpose,
+        "ok",
+        {"month": args.month},
+    )
     return 0
 
 
@@ -296,11 +370,53 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--month", required=True, type=_month, help="YYYY-MM (Helsinki time)")
     bo.set_defaults(func=cmd_bonus)
 
-    e = sub.add_parser("extract", help="register extract of one customer (JSON)")
+    for cmd in (bo,):
+        _audited(cmd, "customer_request")
+
+    e = sub.add_parser("extract", help="register extract of one customer (JSON; audited)")
     e.add_argument("--state-dir", required=True)
     e.add_argument("--customer", required=True, help="customer id")
+    _audited(e, "register_extract_request")
     e.set_defaults(func=cmd_extract)
+
+    t = sub.add_parser("token", help="mint an API bearer token (dev/test; needs api_jwt_secret)")
+    t.add_argument("--sub", required=True, help="customer id, or staff id with --role staff")
+    t.add_argument("--role", choices=("customer", "staff"), default="customer")
+    t.add_argument("--household", help="household id (customers)")
+    t.add_argument("--hh-role", choices=("main", "member"), help="role in the household")
+    t.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    t.set_defaults(func=cmd_token)
+
+    rc = sub.add_parser(
+        "recall",
+        help="product recall: every customer who bought GTIN in the window (audited)",
+    )
+    rc.add_argument("--gtin", required=True)
+    rc.add_argument("--from", dest="from_date", required=True, help="YYYY-MM-DD (Helsinki)")
+    rc.add_argument("--to", dest="to_date", required=True, help="YYYY-MM-DD, inclusive")
+    rc.add_argument("--reason", help="why the product is recalled (shown to customers)")
+    rc.add_argument(
+        "--state-dir",
+        help="run on the state `replay` left (notifications to stdout); default: send the "
+        "request to the broker's workers",
+    )
+    rc.add_argument("--requested-by", default=_operator(), help="recorded in the audit trail")
+    rc.set_defaults(func=cmd_recall)
     return p
+
+
+def _operator() -> str:
+    import getpass
+
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "operator:unknown"
+
+
+def _audited(cmd: argparse.ArgumentParser, purpose: str) -> None:
+    cmd.add_argument("--requested-by", default=_operator(), help="recorded in the audit trail")
+    cmd.add_argument("--purpose", default=purpose, help=f"recorded purpose (default {purpose})")
 
 
 def main(argv: list[str] | None = None) -> int:

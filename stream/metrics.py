@@ -20,6 +20,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from stream.topics import TOPICS
+from topologies.pipeline import STAGES as PIPELINE
 from topologies.records import StepResult
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -28,29 +30,15 @@ LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400)
 E2E_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 21600, 86400)
 API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
-STAGES = ("catalog", "card_join", "personal_routing", "group_aggregates", "household_bonus")
-INPUT_TOPICS = (
-    "pos.receipts",
-    "customer.cards",
-    "customer.consents",
-    "product.catalog",
-    "receipts.identified",
-    "aggregates.contributions",
-    "receipts.totals",
+STAGES = tuple(s.name for s in PIPELINE)
+INPUT_TOPICS = tuple(dict.fromkeys(t for s in PIPELINE for t in s.inputs))
+# Every topic a stage may write (the sources that only producers write are left out).
+OUTPUT_TOPICS = tuple(
+    t
+    for t in TOPICS
+    if t not in ("pos.receipts", "customer.cards", "customer.consents", "product.catalog")
 )
-OUTPUT_TOPICS = (
-    "receipts.identified",
-    "aggregates.contributions",
-    "receipts.totals",
-    "personal.line_items",
-    "marketing.signals",
-    "ereceipts.archive",
-    "aggregates.group",
-    "household.bonus",
-    "bonus.statements",
-    "audit.log",
-    "deadletters",
-)
+AUDIT_TOPIC = "audit.log"
 PURPOSES = ("personal", "marketing", "ereceipt", "recall")
 DECISIONS = (
     "allowed",
@@ -72,7 +60,6 @@ AUDIT_ACTIONS = (
     "erasure",
 )
 AUDIT_OUTCOMES = ("ok", "denied", "not_found")
-API_STATUSES = ("200", "400", "401", "403", "404", "500", "503")
 # End-to-end latency is measured for these outputs (those that carry or follow one receipt).
 E2E_TOPICS = frozenset(
     {
@@ -318,12 +305,12 @@ class Metrics:
         )
         self.recall_runs = Counter(
             "purchase_stream_recall_runs_total",
-            "Product recall runs",
+            "Recall runs (one per partition of a recall request)",
             registry=r,
         )
         self.recall_notifications = Counter(
             "purchase_stream_recall_notifications_total",
-            "Notifications produced by product recall runs",
+            "Customers found by recall runs",
             registry=r,
         )
 
@@ -390,21 +377,18 @@ class Metrics:
             dedicated = self._event_metric.get((stage, event))
             if dedicated is not None:
                 dedicated.inc(n)
+        if result.events.get("recall_run"):
+            self.recall_runs.inc(result.events["recall_run"])
+            self.recall_notifications.inc(result.events.get("recall_notifications", 0))
+        # Audit records the topology writes (purges, erasures, recalls); the API layer
+        # calls audit() itself for the records it writes.
+        for e in result.emits:
+            if e.topic == AUDIT_TOPIC and e.value is not None:
+                self.audit(str(e.value["action"]), str(e.value["outcome"]))
 
     def audit(self, action: str, outcome: str) -> None:
         """One audit record written (the topology's purges and erasures, the API's reads)."""
         self.child(self.audit_records, action, outcome).inc()
-
-    def api_endpoint(self, endpoint: str, statuses: tuple[str, ...] = API_STATUSES) -> None:
-        """Create an API route's series at 0 (``endpoint`` is the route template)."""
-        for status in statuses:
-            self.child(self.api_requests, endpoint, status)
-        self.child(self.api_latency, endpoint)
-
-    def api_request(self, endpoint: str, status: int | str, seconds: float) -> None:
-        """One API request served: ``endpoint`` is the route template, never a concrete id."""
-        self.child(self.api_requests, endpoint, str(status)).inc()
-        self.child(self.api_latency, endpoint).observe(seconds)
 
     def end_to_end_latency(self, topic: str, purchased_at_ms: int, now_s: float) -> None:
         self.child(self.end_to_end, topic).observe(max(0.0, now_s - purchased_at_ms / 1000))

@@ -14,19 +14,16 @@ Faust timer on every worker) into the gauges of :class:`stream.metrics.Metrics`.
 - Event-time lag per ``pos.receipts`` partition, from the watermarks the runner keeps.
 
 Nothing here reads or exposes a customer, card or household id: only counts, offsets, ages.
-
-``instrument_view`` times an HTTP view and counts it by route template and status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -160,31 +157,3 @@ class WorkerCollector:
         )
         for name, size in sizes.items():
             self.metrics.table_disk_bytes.labels(name).set(size)
-
-
-ViewFun = Callable[..., Awaitable[Any]]
-
-
-def instrument_view(metrics: Metrics, endpoint: str) -> Callable[[ViewFun], ViewFun]:
-    """Count and time an HTTP view under its route template (never the concrete path).
-
-    Apply it below ``@app.page(...)`` (and below ``@app.table_route``, so a request
-    forwarded to the owning worker is counted once, where it is answered).
-    """
-    metrics.api_endpoint(endpoint)
-
-    def decorate(fun: ViewFun) -> ViewFun:
-        @functools.wraps(fun)
-        async def view(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await fun(*args, **kwargs)
-                status = getattr(response, "status", 200)
-                return response
-            finally:
-                metrics.api_request(endpoint, status, time.perf_counter() - started)
-
-        return view
-
-    return decorate

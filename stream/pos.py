@@ -305,3 +305,30 @@ def produce(
         "receipts_per_second": round(receipts / elapsed, 1) if elapsed > 0 else 0.0,
         "events_per_second": round((sent + bad_sent) / elapsed, 1) if elapsed > 0 else 0.0,
     }
+
+
+def send_recall_request(settings: Any, request: dict[str, Any]) -> None:
+    """Send a recall request to *every* partition of ``recall.requests`` (the recall index
+    is partitioned by customer) and wait for the broker's acknowledgements."""
+    from confluent_kafka import Producer
+
+    from stream.codec import Codec
+    from stream.schema_registry import registry_from_url
+
+    codec = Codec(registry_from_url(settings.schema_registry_url))
+    key = codec.encode_key(request["recall_id"])
+    value = codec.encode("recall.requests", request)
+    producer = Producer(producer_config(settings.broker, **{"client.id": "recall-cli"}))
+    errors: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for partition in range(settings.partitions):
+        producer.produce(
+            "recall.requests", key=key, value=value, partition=partition, on_delivery=delivered
+        )
+    remaining = producer.flush(30)
+    if remaining or errors:
+        raise ProducerFatalError(f"recall request not delivered: {errors or remaining}")

@@ -14,6 +14,7 @@ broker could never have carried is reported with its line number and dead-letter
 from __future__ import annotations
 
 import base64
+import json
 import sys
 import time
 from collections import Counter, deque
@@ -31,9 +32,8 @@ from stream.schema_registry import InMemoryRegistry
 from stream.state import CachedCatalog, RocksState
 from stream.topics import TOPICS
 from topologies import catalog as catalog_topology
-from topologies.context import Context
 from topologies.pipeline import STAGE_FOR_TOPIC, STAGES
-from topologies.records import Reject, StepResult
+from topologies.records import Reject
 from topologies.rules import Rules
 from topologies.state import MemoryState, State
 
@@ -112,20 +112,8 @@ class Driver:
         """Move the processing clock: run each stage's time-driven work (sweeps, expiry)."""
         self.clock_ms = max(self.clock_ms, now_ms)
         for stage in STAGES:
-            if stage.tick is None:
-                continue
-            ctx = Context(now_ms=now_ms, rules=self.rules, catalog=self.runner.catalog)
-            result: StepResult = stage.tick(ctx, self.states[stage.name])
-            self.metrics.observe(stage.name, result)
-            rec = RawRecord("", -1, -1, now_ms, None, None)
-            for e in result.emits:
-                self._emit(
-                    Outgoing(
-                        e.topic, self.codec.encode_key(e.key), self.codec.encode(e.topic, e.value)
-                    )
-                )
-            for reject in result.rejects:
-                self._emit(self.runner.dead_letter(stage.name, rec, reject))
+            for out in self.runner.tick(stage, self.states[stage.name], now_ms):
+                self._emit(out)
 
     def bad_line(self, lineno: int, code: str, detail: str, raw: bytes) -> None:
         """A line that could not become a record: reported and dead-lettered, never fatal."""
@@ -302,6 +290,66 @@ def replay_file(
         driver.close()
         if out_file is not None:
             out_file.close()
+
+
+AUDIT_FILE = "audit.log.jsonl"
+
+
+def append_audit(
+    state_dir: str | Path,
+    actor: str,
+    action: str,
+    subject: str | None,
+    purpose: str,
+    outcome: str,
+    detail: dict[str, Any],
+) -> None:
+    """Append one audit record to ``<state_dir>/audit.log.jsonl``: the replay world's
+    ``audit.log`` topic (same records, append-only), for reads made by the CLI."""
+    record = {
+        "at": int(time.time() * 1000),
+        "actor": actor,
+        "action": action,
+        "subject_customer_id": subject,
+        "purpose": purpose,
+        "outcome": outcome,
+        "detail": json.dumps(detail, sort_keys=True),
+    }
+    with open(Path(state_dir) / AUDIT_FILE, "ab") as f:
+        f.write(orjson.dumps({"topic": "audit.log", "key": None, "value": record}) + b"\n")
+
+
+def recall_on_state(
+    state_dir: str | Path, rules: Rules, request: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Run a recall request through the personal-routing stage on replay state (the same
+    step the worker runs per partition). Returns the notifications; the run's audit records
+    are appended to ``<state_dir>/audit.log.jsonl``."""
+    driver = Driver(rules, state_dir)
+    codec = driver.codec
+    found: list[dict[str, Any]] = []
+    audit_path = Path(state_dir) / AUDIT_FILE
+
+    with open(audit_path, "ab") as audit:
+
+        def sink(out: Outgoing) -> None:
+            record = decoded_output(codec, out)
+            if out.topic == "audit.log":
+                audit.write(orjson.dumps(record) + b"\n")
+            elif out.topic == "recall.notifications":
+                found.append(record["value"])
+
+        driver.sink = sink
+        try:
+            driver.feed(
+                "recall.requests",
+                codec.encode_key(request["recall_id"]),
+                codec.encode("recall.requests", request),
+                max(driver.clock_ms, request["requested_at"]),
+            )
+        finally:
+            driver.close()
+    return found
 
 
 __all__ = ["Driver", "Summary", "replay_events", "replay_file", "encode_event", "TOPICS"]

@@ -30,7 +30,6 @@ from topologies.state import State
 log = logging.getLogger(__name__)
 
 DLQ_TOPIC = "deadletters"
-AUDIT_TOPIC = "audit.log"
 # Inputs whose records carry a purchase time (their own or their receipt's).
 RECEIPT_TOPICS = frozenset({"pos.receipts", "receipts.identified", "receipts.totals"})
 
@@ -114,18 +113,15 @@ class Runner:
         for reject in result.rejects:
             out.append(self.dead_letter(stage.name, rec, reject))
         m.observe(stage.name, result)
-        now_s = self.wall_clock() if self.wall_clock is not None else None
-        for e in result.emits:
-            if e.value is None:
-                continue
-            if e.topic == AUDIT_TOPIC:
-                m.audit(str(e.value.get("action")), str(e.value.get("outcome")))
-            elif now_s is not None and e.topic in E2E_TOPICS:
-                # The output's own purchase time (a released parked receipt is older than
-                # the card record that released it), else the input's (a Bonus tally).
-                t = purchase_time_ms(e.value) or in_purchased_at
-                if t is not None:
-                    m.end_to_end_latency(e.topic, t, now_s)
+        if self.wall_clock is not None:
+            now_s = self.wall_clock()
+            for e in result.emits:
+                if e.value is not None and e.topic in E2E_TOPICS:
+                    # The output's own purchase time (a released parked receipt is older
+                    # than the card record that released it), else the input's (a tally).
+                    t = purchase_time_ms(e.value) or in_purchased_at
+                    if t is not None:
+                        m.end_to_end_latency(e.topic, t, now_s)
         if stage.name == household_bonus.STAGE and (
             result.events.get("counted") or result.events.get("dedupe_expired")
         ):
@@ -134,6 +130,23 @@ class Runner:
         for o in out:
             m.child(m.records_out, o.topic).inc()
         m.child(m.processing, stage.name).observe(time.perf_counter() - started)
+        return out
+
+    def tick(self, stage: Stage, state: State, now_ms: int, partition: int = -1) -> list[Outgoing]:
+        """Run a stage's time-driven work (``Stage.tick``) on one state partition."""
+        if stage.tick is None:
+            return []
+        ctx = Context(now_ms=now_ms, rules=self.rules, catalog=self.catalog, partition=partition)
+        result = stage.tick(ctx, state)
+        out = [
+            Outgoing(e.topic, self.codec.encode_key(e.key), self.codec.encode(e.topic, e.value))
+            for e in result.emits
+        ]
+        rec = RawRecord("", partition, -1, now_ms, None, None)
+        out.extend(self.dead_letter(stage.name, rec, r) for r in result.rejects)
+        self.metrics.observe(stage.name, result)
+        for o in out:
+            self.metrics.child(self.metrics.records_out, o.topic).inc()
         return out
 
     def dead_letter(self, stage: str, rec: RawRecord, reject: Reject) -> Outgoing:

@@ -43,9 +43,12 @@ class Settings:
     producer_max_batch_size: int = 16384
     embedded_data_dir: str = ".noida"
     log_level: str = "info"
-    # Bearer token for the worker's /v1 data endpoints. Empty = endpoints disabled (503):
-    # they serve personal data, and per-person access control is a later layer.
-    api_token: str = ""
+    # HS256 key (>= 32 bytes) that verifies the API's bearer JWTs (stream/auth.py). Empty =
+    # the /v1 data endpoints answer 503: they serve personal data.
+    api_jwt_secret: str = ""
+    # How often the worker runs each stage's time-driven work (retention purge, parking
+    # expiry, Bonus month close) on the partitions it owns.
+    tick_interval_s: float = 60.0
 
     def with_overrides(self, **kwargs: Any) -> Settings:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})

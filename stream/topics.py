@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class TopicSpec:
     internal: bool  # written and read only by the worker
     description: str
     retention_ms: int | None = None  # None = broker default; -1 = forever
+    # None = broker default (7 days). Set where a short retention must really apply: the
+    # broker deletes whole segments only, and only closed ones.
+    segment_ms: int | None = None
 
     @property
     def cleanup_policy(self) -> str:
@@ -45,6 +49,7 @@ def _t(
     compacted: bool = False,
     internal: bool = False,
     retention_days: int | None = None,
+    segment_ms: int | None = None,
 ) -> TopicSpec:
     retention = (
         None if retention_days is None else (-1 if retention_days < 0 else retention_days * DAY_MS)
@@ -58,6 +63,7 @@ def _t(
         internal=internal,
         description=description,
         retention_ms=retention,
+        segment_ms=segment_ms,
     )
 
 
@@ -89,6 +95,10 @@ _SPECS = [
        "product-group level signals per person; null = deleted", compacted=True),
     _t("ereceipts.archive", "customer id/receipt id", "EReceipt",
        "e-receipt archive for customers who opted in; null = deleted", compacted=True),
+    _t("smobiili.counters", "customer id", "SmobiiliCounters",
+       "S-mobiili counters per purchaser and Helsinki month (month in the value); "
+       "removed=true = deleted (revocation, erasure)", retention_days=1,
+       segment_ms=HOUR_MS),
     _t("aggregates.group", "store id|Helsinki date", "GroupAggregate",
        "store x day x product group totals, no person identifiers", compacted=True),
     _t("household.bonus", "household id|YYYY-MM", "BonusTally",
@@ -97,6 +107,12 @@ _SPECS = [
     _t("bonus.statements", "household id|YYYY-MM|seq", "BonusStatement",
        "month statements (seq 0) and corrections (seq 1, 2, ...) for payout",
        compacted=True, retention_days=-1),
+    _t("recall.requests", "recall id (one copy per partition)", "RecallRequest",
+       "product recall runs; the personal-routing stage reads its recall index per partition",
+       retention_days=30),
+    _t("recall.notifications", "recall id/customer id", "RecallNotification",
+       "customers who bought a recalled product in the window (whatever their consent)",
+       retention_days=365),
     _t("audit.log", "none (append-only)", "AuditRecord",
        "append-only audit trail: purges, erasures, reads", retention_days=-1),
     _t("deadletters", "original key bytes", "DeadLetter",

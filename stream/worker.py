@@ -29,17 +29,18 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
 from stream.admin import COMPACT_TUNING
+from stream.api import Api
 from stream.codec import Codec
+from stream.live import LiveFeed
 from stream.metrics import Metrics, add_process_metrics
-from stream.observability import COLLECT_INTERVAL_S, WorkerCollector, instrument_view
-from stream.queries import household_bonus_month
+from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
 from stream.runner import RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
 from stream.state import CachedCatalog, GlobalTableReader, TableState
 from stream.topics import TOPICS
 from topologies import catalog as catalog_topology
-from topologies import household_bonus
+from topologies import household_bonus, personal_routing
 from topologies.pipeline import STAGES, Stage
 from topologies.rules import Rules
 
@@ -149,7 +150,36 @@ def create_app(
     collector = WorkerCollector(app, metrics, tables, settings.partitions)
     app.timer(interval=COLLECT_INTERVAL_S, name="purchase_stream.metrics")(collector.collect)
 
-    _bind_api(app, settings, tables[household_bonus.STAGE], metrics)
+    live = LiveFeed(settings.broker, codec, settings.partitions)
+    Api(
+        app,
+        settings,
+        rules,
+        metrics,
+        codec,
+        tables[personal_routing.STAGE],
+        tables[household_bonus.STAGE],
+        live,
+    ).bind()
+
+    @app.task
+    async def start_live_feed() -> None:
+        live.start(asyncio.get_running_loop())
+
+    @app.timer(interval=settings.tick_interval_s)
+    async def tick_stages() -> None:
+        # Time-driven work on the partitions this worker owns (retention purge, parking
+        # expiry, Bonus close), without an await between state writes and sends.
+        now_ms = int(time.time() * 1000)
+        active = app.assignor.assigned_actives()
+        for stage in STAGES:
+            if stage.tick is None or stage.is_global:
+                continue
+            owned = sorted({tp.partition for tp in active if tp.topic == stage.inputs[0]})
+            for partition in owned:
+                state = TableState(tables[stage.name], partition)
+                for out in runner.tick(stage, state, now_ms, partition):
+                    out_topics[out.topic].send_soon(key=out.key, value=out.value)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -273,36 +303,6 @@ def _track_offset(stage: str, topic: str, partition: int, offset: int) -> None:
 def key_partition(key: str, partitions: int) -> int:
     """The partition the Kafka default (murmur2) partitioner gives a key, as aiokafka does."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def _bind_api(app: faust.App, settings: Settings, bonus_table: Any, metrics: Metrics) -> None:
-    """Versioned JSON read API. Requests for a household another worker owns are forwarded
-    to it by Faust's table router (same partitioner as the producers)."""
-    import hmac
-
-    token = settings.api_token
-
-    def denied(web: Any, request: Any) -> Any | None:
-        if not token:
-            return web.json({"error": "API disabled: set PURCHASE_STREAM_API_TOKEN"}, status=503)
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return web.json({"error": "unauthorized"}, status=401)
-        return None
-
-    bonus_route = "/v1/households/{household_id}/bonus/{month}"
-
-    @app.page(bonus_route)
-    @app.table_route(table=bonus_table, match_info="household_id")
-    @instrument_view(metrics, bonus_route)
-    async def household_bonus_view(web: Any, request: Any, household_id: str, month: str) -> Any:
-        refusal = denied(web, request)
-        if refusal is not None:
-            return refusal
-        if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit():
-            return web.json({"error": "month must be YYYY-MM"}, status=400)
-        state = TableState(bonus_table, key_partition(household_id, settings.partitions))
-        return web.json(household_bonus_month(state, household_id, month))
 
 
 def run_worker(settings: Settings, rules: Rules) -> None:

@@ -37,6 +37,11 @@ State (``|``-separated keys; household and receipt ids must not contain ``|``):
 ``meta|kept_months``                  ``{month: earliest instant its ids may expire}``
 ``meta|dedupe_sweep_at``              next time the dedupe expiry runs
 ``meta|seen_count``                   ``{"n": receipt ids held, "op": last change}``
+``hr|<household>|<month>|<receipt>``  the household's Bonus purchases at receipt-total
+                                      level (no customer id: what a main member may see,
+                                      DOMAIN.md §5); removed by the retention purge
+``hrm|<month>|<household>``           index of the receipt lists by month (retention)
+``mem|<household>|<customer>``        the member's card role (MAIN_MEMBER / MEMBER) as last seen
 ====================================  ==================================================
 
 Exactly once, under crashes. In the worker every state write is a changelog message of its
@@ -122,6 +127,8 @@ OPEN_MONTHS_KEY = "meta|open_months"
 KEPT_MONTHS_KEY = "meta|kept_months"
 SWEEP_KEY = "meta|dedupe_sweep_at"
 SEEN_COUNT_KEY = "meta|seen_count"
+RETENTION_SWEEP_KEY = "meta|retention_sweep_at"
+RECEIPTS_LOW_KEY = "meta|receipts_low_month"  # earliest month that may have a receipt list
 
 STATEMENT = "STATEMENT"
 CORRECTION = "CORRECTION"
@@ -158,6 +165,14 @@ STATED_FIELDS = (
 
 def tally_key(household_id: str, month: str) -> str:
     return f"tally|{household_id}|{month}"
+
+
+def receipt_key(household_id: str, month: str, receipt_id: str) -> str:
+    return f"hr|{household_id}|{month}|{receipt_id}"
+
+
+def member_key(household_id: str, customer_id: str) -> str:
+    return f"mem|{household_id}|{customer_id}"
 
 
 def open_key(month: str, household_id: str) -> str:
@@ -270,6 +285,15 @@ def step(
         _mark_open(state, month, hh, open_months)
     if not tally["receipt_ids"]:
         _keep(ctx, state, hh, month)
+    # Read-side indexes, idempotent: a redelivery after a crash rewrites the same values.
+    if stored is None:
+        state.set(f"hrm|{month}|{hh}", 1)  # retention index: months with a receipt list
+        low = state.get(RECEIPTS_LOW_KEY)
+        if low is None or month < low:
+            state.set(RECEIPTS_LOW_KEY, month)
+    state.set(receipt_key(hh, month, rid), _household_receipt(value))
+    if state.get(member_key(hh, cid)) != {"role": value["role"]}:
+        state.set(member_key(hh, cid), {"role": value["role"]})
     _add_receipt(ctx.rules, tally, value)
     tally["updated_at"] = ctx.now_ms
     if late:
@@ -287,11 +311,49 @@ def step(
 
 
 def tick(ctx: Context, state: State) -> StepResult:
-    """Close the months that are due and expire the receipt ids that are due now."""
+    """Close the months that are due, expire the receipt ids that are due now, and run the
+    retention purge of the household receipt lists when it is due."""
     result = StepResult()
     _close_due_months(ctx, state, result)
     _maybe_sweep(ctx, state, result, force=True)
+    due = state.get(RETENTION_SWEEP_KEY)
+    if due is None or ctx.now_ms >= due:
+        purge_expired(ctx, state, result)
+        every = ctx.rules.retention_sweep_interval_ms
+        state.set(RETENTION_SWEEP_KEY, (ctx.now_ms // every + 1) * every)
     return result
+
+
+def purge_expired(ctx: Context, state: State, result: StepResult) -> int:
+    """Delete the household receipt lists of the months wholly older than
+    ``household_receipts_days`` (read through the ``hrm|<month>|`` index: no full scan).
+
+    The tallies and statements are the Bonus accounting and stay (they hold no receipt
+    details; their per-member sums are what the ledger must keep at household level).
+    """
+    cutoff_month = ctx.rules.local_month(ctx.now_ms - ctx.rules.keep_ms("household_receipts"))
+    low = state.get(RECEIPTS_LOW_KEY)
+    n = 0
+    if low is None or low >= cutoff_month:
+        result.events["retention_deleted"] += n
+        return n
+    month = low
+    while month < cutoff_month:
+        for mkey, _ in list(state.items(f"hrm|{month}|")):
+            hh = mkey.split("|")[2]
+            for skey, _ in list(state.items(f"hr|{hh}|{month}|")):
+                state.delete(skey)
+                n += 1
+            state.delete(mkey)
+        month = _next_month(month)
+    state.set(RECEIPTS_LOW_KEY, cutoff_month)
+    result.events["retention_deleted"] += n
+    return n
+
+
+def _next_month(month: str) -> str:
+    y, m = int(month[:4]), int(month[5:7])
+    return f"{y + m // 12:04d}-{m % 12 + 1:02d}"
 
 
 def seen_count(state: State) -> int:
@@ -320,6 +382,34 @@ def query(state: State, household_id: str, month: str) -> dict[str, Any] | None:
         "members": dict(sorted(tally["members"].items())),
         "closed": tally["closed"],
         "statements": statements,
+    }
+
+
+def household_receipts(state: State, household_id: str, month: str) -> list[dict[str, Any]]:
+    """The household's Bonus purchases of a month at receipt-total level, oldest first."""
+    if "|" in household_id or "|" in month:
+        return []
+    found = [r for _, r in state.items(f"hr|{household_id}|{month}|")]
+    return sorted(found, key=lambda r: (r["purchased_at"], r["receipt_id"]))
+
+
+def household_members(state: State, household_id: str) -> dict[str, str]:
+    """customer id -> card role (MAIN_MEMBER / MEMBER) of the household's members seen so far."""
+    if "|" in household_id:
+        return {}
+    prefix = f"mem|{household_id}|"
+    return {k[len(prefix) :]: v["role"] for k, v in state.items(prefix)}
+
+
+def _household_receipt(value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "receipt_id": value["receipt_id"],
+        "store_id": value["store_id"],
+        "chain": value["chain"],
+        "purchased_at": value["purchased_at"],
+        "total_cents": value["total_cents"],
+        "bonus_eligible_cents": value["bonus_eligible_cents"],
+        "payment_method": value["payment_method"],
     }
 
 

@@ -36,7 +36,12 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage(catalog.STAGE, catalog.INPUTS, catalog.step, is_global=True),
     Stage(card_join.STAGE, card_join.INPUTS, card_join.step, tick=card_join.tick),
-    Stage(personal_routing.STAGE, personal_routing.INPUTS, personal_routing.step),
+    Stage(
+        personal_routing.STAGE,
+        personal_routing.INPUTS,
+        personal_routing.step,
+        tick=personal_routing.tick,
+    ),
     Stage(
         group_aggregates.STAGE,
         group_aggregates.INPUTS,

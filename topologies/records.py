@@ -15,6 +15,8 @@ Record shapes (see ``avro/`` for the schemas of every non-internal topic):
 - ``marketing.signals`` MarketingSignal: customer_id, receipt_id, purchased_at, month,
   groups [{product_group, amount_cents, quantity_milli, line_count}]
 - ``ereceipts.archive`` EReceipt: customer_id, receipt (Receipt)
+- ``smobiili.counters`` SmobiiliCounters: customer_id, month, removed, the sums and shares of
+  :func:`topologies.counters.view`, updated_at
 - ``aggregates.group`` GroupAggregate: store_id, date, chain, receipt_count, total_cents,
   groups [{product_group, amount_cents, quantity_milli, line_count}]
 - ``audit.log`` AuditRecord: at, actor, action, subject_customer_id, purpose, outcome, detail

@@ -23,6 +23,22 @@ DEFAULT_BONUS_TIERS: tuple[tuple[int, int], ...] = (
 )
 
 
+# Stores with a retention period, and their defaults in days (DOMAIN.md §7: purchase data
+# and e-receipts 2 years from purchase, the recall index 1 year).
+RETENTION_STORES: dict[str, int] = {
+    "receipt_totals": 730,
+    "personal_line_items": 730,
+    "marketing_signals": 730,
+    "ereceipts": 730,
+    "counters": 730,
+    "household_receipts": 730,
+    "recall_index": 365,
+}
+DEFAULT_RETENTION: tuple[tuple[str, int], ...] = tuple(
+    (store, days * DAY_MS) for store, days in RETENTION_STORES.items()
+)
+
+
 @dataclass(frozen=True)
 class Rules:
     product_level_chains: frozenset[str]
@@ -39,10 +55,21 @@ class Rules:
     bonus_close_day: int = 10
     bonus_dedupe_window_ms: int = 35 * DAY_MS
     bonus_sweep_interval_ms: int = 60 * MINUTE_MS
+    # Retention per store (DOMAIN.md §7): store name -> how long after the purchase its
+    # records are kept. See RETENTION_STORES.
+    retention_ms: tuple[tuple[str, int], ...] = DEFAULT_RETENTION
+    retention_sweep_interval_ms: int = 60 * MINUTE_MS
     _tz: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_tz", ZoneInfo(self.zone))
+
+    def keep_ms(self, store: str) -> int:
+        """How long ``store`` keeps a record after its purchase time (KeyError: no such store)."""
+        for name, ms in self.retention_ms:
+            if name == store:
+                return ms
+        raise KeyError(store)
 
     def is_product_level(self, chain: str) -> bool:
         # Unknown chains are total-only: fail closed (DOMAIN.md §1).
@@ -78,7 +105,25 @@ class Rules:
             bonus_close_day=_close_day(bonus.get("close_day", 10)),
             bonus_dedupe_window_ms=int(bonus.get("dedupe_window_days", 35) * DAY_MS),
             bonus_sweep_interval_ms=int(bonus.get("sweep_interval_minutes", 60) * MINUTE_MS),
+            retention_ms=_retention(cfg.get("retention", {})),
+            retention_sweep_interval_ms=int(
+                cfg.get("retention", {}).get("sweep_interval_minutes", 60) * MINUTE_MS
+            ),
         )
+
+
+def _retention(cfg: dict) -> tuple[tuple[str, int], ...]:
+    known = {f"{store}_days" for store in RETENTION_STORES} | {"sweep_interval_minutes"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise ValueError(f"unknown retention setting(s): {sorted(unknown)}; known: {sorted(known)}")
+    out = []
+    for store, default in RETENTION_STORES.items():
+        days = cfg.get(f"{store}_days", default)
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise ValueError(f"retention.{store}_days must be a positive integer, got {days!r}")
+        out.append((store, days * DAY_MS))
+    return tuple(out)
 
 
 def _non_negative_int(name: str, value: object) -> int:

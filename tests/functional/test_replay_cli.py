@@ -93,8 +93,21 @@ def receipt(rid: str, card_no: str | None, at: int, ts: int | None = None) -> di
     }
 
 
+PRODUCT = {
+    "gtin": "6400000000017",
+    "name": "Oat drink 1 l",
+    "product_group": "BEVERAGES",
+    "food": True,
+    "vegetable": False,
+    "origin": "FINNISH_MADE",
+    "net_weight_grams": 1030,
+    "co2e_kg_per_kg": 0.4,
+}
+
+
 def test_replay_extract_and_clock(tmp_path: Path) -> None:
     events = [
+        {"topic": "product.catalog", "key": PRODUCT["gtin"], "timestamp": T0, "value": PRODUCT},
         card("CARD-1", "CUST-1"),
         consent("CUST-1", 1, T0, True),
         receipt("R-1", "CARD-1", T0 + HOUR),
@@ -117,13 +130,19 @@ def test_replay_extract_and_clock(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["bad_lines"] == 1
-    assert "line 8: invalid_json" in res.stderr
+    assert "line 9: invalid_json" in res.stderr
     assert summary["dead_letters"] == {"invalid_json": 1, "undecodable": 1}
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     totals = [r for r in records if r["topic"] == "receipts.totals"]
     # R-1 once, plus the identical re-emit for its redelivery (downstream dedupes by id).
     assert [r["value"]["receipt_id"] for r in totals] == ["R-1", "R-1"]
     assert totals[0] == totals[1]
+    counted = [r for r in records if r["topic"] == "smobiili.counters"]
+    assert [(r["key"], r["value"]["month"], r["value"]["receipt_count"]) for r in counted] == [
+        ("CUST-1", "2026-11", 1),
+        ("CUST-1", "2026-11", 1),  # the redelivery re-sends the month, not counted again
+    ]
+    assert counted[0] == counted[1]
 
     extract = cli("extract", "--state-dir", str(state), "--customer", "CUST-1")
     assert extract.returncode == 0, extract.stderr
@@ -138,6 +157,28 @@ def test_replay_extract_and_clock(tmp_path: Path) -> None:
     ] == [("R-1", 1, "6400000000017", 398)]
     assert [m["receipt_id"] for m in data["marketing_signals"]] == ["R-1"]
     assert [e["receipt_id"] for e in data["e_receipts"]] == ["R-1"]
+    assert data["counters"] == {
+        "2026-11": {
+            "food_cents": 398,
+            "finnish_raw_cents": 0,
+            "finnish_made_cents": 398,
+            "foreign_cents": 0,
+            "unknown_origin_cents": 0,
+            "food_grams": 2060,
+            "vegetable_grams": 0,
+            "co2e_grams": 824,
+            "unknown_gtin_lines": 0,
+            "line_count": 1,
+            "receipt_count": 1,
+            "domestic_share_pct": 100.0,
+            "finnish_raw_share_pct": 0.0,
+            "finnish_made_share_pct": 100.0,
+            "foreign_share_pct": 0.0,
+            "unknown_origin_share_pct": 0.0,
+            "vegetable_share_pct": 0.0,
+            "updated_at": T0 + HOUR + 500,
+        }
+    }
 
     # --now past the parking window: the parked receipt is dead-lettered with its bytes.
     empty = write(tmp_path / "empty.jsonl", [])
@@ -203,3 +244,41 @@ def test_replay_of_a_simulated_month_counts_every_receipt_once(tmp_path: Path) -
     # Receipt totals exist only for identified receipts, each once.
     assert distinct_totals <= expected
     assert summary["records_in"]["pos.receipts"] == len(receipts)
+    _counters_match_the_personal_store(events, records)
+
+
+def _counters_match_the_personal_store(
+    events: list[dict[str, Any]], records: list[dict[str, Any]]
+) -> None:
+    """The last counters record of each person-month = the formulas over what the product-level
+    store holds in the end (the simulator's catalogue comes first and never changes)."""
+    from stream.settings import load_rules
+    from topologies import counters
+
+    rules = load_rules()
+    catalog = {e["key"]: e["value"] for e in events if e["topic"] == "product.catalog"}
+    personal: dict[str, Any] = {}
+    last: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        if r["topic"] == "personal.line_items":
+            personal[r["key"]] = r["value"]
+        elif r["topic"] == "smobiili.counters":
+            assert r["key"] == r["value"]["customer_id"]
+            last[(r["key"], r["value"]["month"])] = r["value"]
+    want: dict[tuple[str, str], dict[str, Any]] = {}
+    for rec in personal.values():
+        if rec is None:
+            continue
+        month = rules.local_month(rec["purchased_at"])
+        c = want.setdefault((rec["customer_id"], month), counters.empty())
+        products = [catalog.get(x["gtin"]) for x in rec["lines"]]
+        counters.add(c, counters.receipt_contribution(products, rec["lines"]))
+    got = {k: v for k, v in last.items() if not v["removed"]}
+    assert got.keys() == want.keys()
+    for k, c in want.items():
+        assert {n: got[k][n] for n in counters.view(c)} == counters.view(c), k
+    removed = {k for k, v in last.items() if v["removed"]}
+    assert removed, "the simulated month has revocations and erasures"
+    assert sum(v["unknown_gtin_lines"] for v in got.values()) > 0
+    # Returned lines reached the store too (and so subtracted).
+    assert any(x["amount_cents"] < 0 for rec in personal.values() if rec for x in rec["lines"])

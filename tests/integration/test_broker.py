@@ -59,6 +59,13 @@ def test_topic_config_of_specs() -> None:
     assert personal["cleanup.policy"] == "compact"
     assert personal["min.insync.replicas"] == "2"
     assert "retention.ms" not in personal
+    # A live feed of personal figures: a day, in hourly segments so the day really applies.
+    counters = admin.topic_config(TOPICS["smobiili.counters"])
+    assert counters == {
+        "cleanup.policy": "delete",
+        "retention.ms": str(24 * 3600 * 1000),
+        "segment.ms": str(3600 * 1000),
+    }
 
 
 def test_produce_then_read_all_roundtrip(bootstrap: str) -> None:

@@ -1,10 +1,10 @@
 """The dashboards and alerts work against what a real worker really exports.
 
 A worker runs on its own embedded broker under the POS simulator's live load (plus a few
-undecodable records and API requests); a real Prometheus (the Debian package) scrapes its
-``/metrics`` every second and loads ``config/prometheus/alerts.yml``. Then every query of
-every Grafana dashboard panel must be valid *and return data*, and every alert expression
-must be valid and evaluate without error inside Prometheus.
+undecodable records, and API requests with a JWT and without); a real Prometheus (the Debian
+package) scrapes its ``/metrics`` every second and loads ``config/prometheus/alerts.yml``.
+Then every query of every Grafana dashboard panel must be valid *and return data*, and
+every alert expression must be valid and evaluate without error inside Prometheus.
 
 Set ``PURCHASE_STREAM_OVERVIEW_PNG=docs/img/pipeline-overview.png`` (and optionally
 ``PURCHASE_STREAM_OVERVIEW_SECONDS=240`` for a longer run) to render the README's picture of
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stream.auth import issue
 from stream.broker import EmbeddedBroker
 from stream.codec import Codec
 from stream.pos import produce
@@ -39,8 +40,9 @@ from tests.integration.prometheus_harness import (
     rule_expressions,
 )
 from tests.integration.worker_harness import WorkerProcess
+from topologies.access import MAIN
 
-API_TOKEN = "obs-test-token"
+JWT_SECRET = "observability-test-secret-of-32-bytes+"
 RATE = 40.0  # receipts/s: well within what one worker sustains on 2 busy cores
 # Dead letters from the start (the simulator's own broken receipts are rare).
 BAD_BYTES = [
@@ -83,7 +85,7 @@ def test_dashboards_and_alerts_on_real_prometheus(
         registry.url,
         tmp_path / "worker",
         app_id=f"obs-{uuid.uuid4().hex[:8]}",
-        extra_env={"PURCHASE_STREAM_API_TOKEN": API_TOKEN},
+        extra_env={"PURCHASE_STREAM_API_JWT_SECRET": JWT_SECRET},
     ).start()
     prom = PrometheusServer(prometheus, tmp_path, [f"127.0.0.1:{worker.web_port}"])
     stop = threading.Event()
@@ -121,12 +123,10 @@ def test_dashboards_and_alerts_on_real_prometheus(
         prom.start()
         pos.start()
         worker.wait_processing(timeout=120)
-        statuses = [
-            _api(worker.web_port, "/v1/households/H-0001/bonus/2026-01", API_TOKEN),
-            _api(worker.web_port, "/v1/households/H-0001/bonus/2026-1", API_TOKEN),
-            _api(worker.web_port, "/v1/households/H-0001/bonus/2026-01", None),
-        ]
-        assert statuses == [200, 400, 401], statuses
+        token = issue(JWT_SECRET, "C-OBS-1", household_id="H-OBS-1", household_role=MAIN)
+        counters = "/v1/me/counters/2026-01"
+        statuses = [_api(worker.web_port, counters, token), _api(worker.web_port, counters, None)]
+        assert statuses[0] in (200, 404) and statuses[1] == 401, statuses
 
         queries = list(panel_queries())
         assert len(queries) >= 30, "the three dashboards lost their panels"

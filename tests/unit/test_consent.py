@@ -25,7 +25,7 @@ from tests.unit.topo_helpers import (
     stored,
 )
 from topologies import consent as consent_rules
-from topologies import personal_routing
+from topologies import counters, personal_routing
 from topologies.consent import FLAGS
 from topologies.records import Emit
 from topologies.state import MemoryState
@@ -57,8 +57,9 @@ def gated_keys(state: MemoryState, cid: str = CID) -> list[str]:
 
 
 def person_keys(data: dict, cid: str) -> list[str]:
-    """Every state key that belongs to the person (any segment equal to the id)."""
-    return sorted(k for k in data if cid in k.split("|"))
+    """Every state key that belongs to the person (any segment equal to the id), except the
+    retention index (``exp|``), which test_retention covers."""
+    return sorted(k for k in data if cid in k.split("|") and not k.startswith("exp|"))
 
 
 def audit(now: int, action: str, cid: str, purpose: str, detail: dict) -> Emit:
@@ -302,16 +303,20 @@ def test_revocation_deletes_that_store_with_tombstones_and_audit(flag: str) -> N
     now = T0 + DAY_MS
     result = give(state, consent(version=2, effective_at=now, **{**ALL_ON, flag: False}), now)
     assert result.rejects == []
-    assert sorted(
-        [e for e in result.emits if e.topic != "audit.log"], key=lambda e: e.key or ""
-    ) == [
+    # The S-mobiili counters are made of the product-level line items: they go with them.
+    pl = flag == "product_level_services"
+    assert [e for e in result.emits if e.topic not in ("audit.log", topic)] == (
+        [Emit("smobiili.counters", CID, counters.removal_record(CID, "2024-03", now))] if pl else []
+    )
+    assert sorted(emits(result, topic), key=lambda e: e.key or "") == [
         Emit(topic, "CUST-0001/R-0001", None),
         Emit(topic, "CUST-0001/R-0002", None),
     ]
-    assert emits(result, "audit.log") == [
-        audit(now, "revocation_purge", CID, flag, {"store": topic, "deleted": 2})
-    ]
+    detail = {"store": topic, "deleted": 2} | ({"smobiili.counters": 1} if pl else {})
+    assert emits(result, "audit.log") == [audit(now, "revocation_purge", CID, flag, detail)]
     removed = {f"{prefix}|CUST-0001|R-0001", f"{prefix}|CUST-0001|R-0002"}
+    if pl:
+        removed.add("cn|CUST-0001|2024-03")
     changed = {k for k in before if before[k] != state.data.get(k)}
     assert changed == removed | {"consent|CUST-0001"}
     assert set(state.data) == set(before) - removed
@@ -321,7 +326,7 @@ def test_revocation_deletes_that_store_with_tombstones_and_audit(flag: str) -> N
     assert {k: state.data[k] for k in person_keys(state.data, "CUST-00010")} == {
         k: before[k] for k in person_keys(before, "CUST-00010")
     }
-    assert len(person_keys(state.data, "CUST-00010")) == 6
+    assert len(person_keys(state.data, "CUST-00010")) == 7
 
 
 def test_revoking_everything_purges_all_three_stores() -> None:
@@ -330,11 +335,16 @@ def test_revoking_everything_purges_all_three_stores() -> None:
     result = give(state, consent(version=2, effective_at=now), now)
     assert gated_keys(state) == []
     assert len(gated_keys(state, "CUST-00010")) == 3
-    tombstones = sorted((e.topic, e.key) for e in result.emits if e.topic != "audit.log")
+    tombstones = sorted(
+        (e.topic, e.key) for e in result.emits if e.topic not in ("audit.log", "smobiili.counters")
+    )
     assert tombstones == sorted(
         (topic, f"CUST-0001/{rid}") for _p, topic in GATED.values() for rid in ("R-0001", "R-0002")
     )
-    assert all(e.value is None for e in result.emits if e.topic != "audit.log")
+    store_topics = {topic for _p, topic in GATED.values()}
+    assert all(e.value is None for e in result.emits if e.topic in store_topics)
+    assert [e.value["removed"] for e in emits(result, "smobiili.counters")] == [True]
+    assert stored(state, "cn|") == {"cn|CUST-00010|2024-03": state.get("cn|CUST-00010|2024-03")}
     assert sorted(e.value["purpose"] for e in emits(result, "audit.log")) == sorted(GATED)
     assert sorted(stored(state, "rt|")) == [
         "rt|CUST-00010|R-0003",
@@ -373,7 +383,7 @@ def test_revocation_with_empty_store_is_still_audited() -> None:
             "revocation_purge",
             CID,
             "product_level_services",
-            {"store": "personal.line_items", "deleted": 0},
+            {"store": "personal.line_items", "deleted": 0, "smobiili.counters": 0},
         )
     ]
 
@@ -411,7 +421,8 @@ def test_erasure_deletes_everything_about_the_person_in_stage_2() -> None:
         T0 + 20,
     )
     before = copy.deepcopy(state.data)
-    assert len(person_keys(state.data, CID)) == 13  # consent, 3 rt, 2 rc, 2 pl, 2 ms, 3 er
+    # consent, 3 rt, 2 rc, 2 pl, 2 ms, 3 er, 1 cn (both receipts in March)
+    assert len(person_keys(state.data, CID)) == 14
     now = T0 + DAY_MS
     held_version = state.data[f"consent|{CID}"]["version"]
     result = give(state, None, now)
@@ -423,8 +434,15 @@ def test_erasure_deletes_everything_about_the_person_in_stage_2() -> None:
     assert {k: state.data[k] for k in person_keys(state.data, "CUST-00010")} == {
         k: before[k] for k in person_keys(before, "CUST-00010")
     }
-    assert len(person_keys(state.data, "CUST-00010")) == 6
-    tombstones = sorted((e.topic, e.key, e.value) for e in result.emits if e.topic != "audit.log")
+    assert len(person_keys(state.data, "CUST-00010")) == 7
+    assert emits(result, "smobiili.counters") == [
+        Emit("smobiili.counters", CID, counters.removal_record(CID, "2024-03", now))
+    ]
+    tombstones = sorted(
+        (e.topic, e.key, e.value)
+        for e in result.emits
+        if e.topic not in ("audit.log", "smobiili.counters")
+    )
     assert tombstones == sorted(
         [
             ("personal.line_items", "CUST-0001/R-0001", None),
@@ -446,6 +464,7 @@ def test_erasure_deletes_everything_about_the_person_in_stage_2() -> None:
                 "personal.line_items": 2,
                 "marketing.signals": 2,
                 "ereceipts.archive": 3,
+                "smobiili.counters": 1,
                 "recall_index": 2,
                 "receipt_totals": 3,
             },
@@ -505,6 +524,7 @@ def test_erasure_of_unknown_person_is_audited_and_changes_nothing() -> None:
                 "personal.line_items": 0,
                 "marketing.signals": 0,
                 "ereceipts.archive": 0,
+                "smobiili.counters": 0,
                 "recall_index": 0,
                 "receipt_totals": 0,
             },

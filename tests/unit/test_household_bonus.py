@@ -737,13 +737,18 @@ def test_receipt_ids_are_kept_in_the_tally_and_never_shown() -> None:
     assert_dedupe_consistent(state)
 
 
-def test_counting_a_receipt_into_an_open_month_is_two_writes() -> None:
+def test_counting_a_receipt_into_an_open_month_is_three_writes() -> None:
+    # The household's receipt list entry (idempotent), the dedupe counter, the tally.
     state = MemoryState()
     feed(state, total("R-1", 1_000), JAN)
     feed(state, total("R-2", 1_000), JAN + 1)  # starts the sweep schedule
     recorder = Recorder(state.data)
     feed(recorder, total("R-3", 1_000), JAN + 2)
-    assert [k for k, _ in recorder.writes] == [hb.SEEN_COUNT_KEY, hb.tally_key("HH-1", "2026-01")]
+    assert [k for k, _ in recorder.writes] == [
+        hb.receipt_key("HH-1", "2026-01", "R-3"),
+        hb.SEEN_COUNT_KEY,
+        hb.tally_key("HH-1", "2026-01"),
+    ]
 
 
 def test_ids_expire_a_window_after_the_close() -> None:

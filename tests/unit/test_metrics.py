@@ -74,7 +74,7 @@ def _exported_names() -> set[str]:
 
 def test_labels_are_bounded_and_never_ids() -> None:
     m, registry = _registry()
-    m.api_endpoint("/v1/households/{household_id}/bonus/{month}")
+    m.child(m.api_requests, "/v1/households/{household_id}/bonus/{month}", "200")
     for fam in registry.collect():
         for sample in fam.samples:
             assert set(sample.labels) <= BOUNDED_LABELS, (fam.name, sample.labels)

@@ -29,7 +29,7 @@ from tests.unit.topo_helpers import (
     stored,
     utc_ms,
 )
-from topologies import personal_routing
+from topologies import counters, personal_routing
 from topologies.context import no_catalog
 from topologies.records import Emit
 from topologies.state import MemoryState
@@ -98,6 +98,28 @@ def expected_signal(r: dict, month: str = "2024-03") -> dict:
     }
 
 
+# The S-mobiili counters of the default receipt (milk 1 piece of 1030 g, Finnish raw, 1.2 kg
+# CO2e/kg; 850 g of foreign apples, 0.7; beer is not food): see test_counters.py for formulas.
+DEFAULT_COUNTER = {
+    "food_cents": 434,
+    "finnish_raw_cents": 189,
+    "finnish_made_cents": 0,
+    "foreign_cents": 245,
+    "unknown_origin_cents": 0,
+    "food_grams": 1880,
+    "vegetable_grams": 850,
+    "co2e_grams": 1236 + 595,
+    "unknown_gtin_lines": 0,
+    "line_count": 3,
+    "receipt_count": 1,
+}
+
+
+def expected_counters(month: str = "2024-03", updated_at: int = T0 + 1, **sums: int) -> dict:
+    """A ``smobiili.counters`` record; ``sums`` override the default receipt's figures."""
+    return counters.record(CID, month, {**DEFAULT_COUNTER, **sums, "updated_at": updated_at})
+
+
 def expected_recall(r: dict) -> dict:
     return {
         "card_number": "CARD-0001",
@@ -109,7 +131,8 @@ def expected_recall(r: dict) -> dict:
 
 
 def data_keys(state: MemoryState) -> set[str]:
-    return {k for k in state.data if not k.startswith("consent|")}
+    """The stores' keys (not the consent, the retention index or bookkeeping)."""
+    return {k for k in state.data if not k.startswith(("consent|", "exp|", "meta|"))}
 
 
 # --- total record ------------------------------------------------------------------------
@@ -201,8 +224,9 @@ def test_gated_stores_follow_their_flags_at_product_level_chain(on: tuple[bool, 
     expected_keys = {"rt|CUST-0001|R-0001", RC_KEY}
     expected_emits = [Emit("receipts.totals", "HH-0001", expected_total(r))]
     if pls:
-        expected_keys.add("pl|CUST-0001|R-0001")
+        expected_keys |= {"pl|CUST-0001|R-0001", "cn|CUST-0001|2024-03"}
         expected_emits.append(Emit("personal.line_items", OKEY, expected_personal(r)))
+        expected_emits.append(Emit("smobiili.counters", CID, expected_counters()))
     if mt:
         expected_keys.add("ms|CUST-0001|R-0001")
         expected_emits.append(Emit("marketing.signals", OKEY, expected_signal(r)))
@@ -389,7 +413,11 @@ def test_duplicate_receipt_counted_once_and_reemitted_identically() -> None:
     assert second.events["routed"] == 0
     assert state.data == snapshot
     assert sorted(second.emits, key=lambda e: e.topic) == sorted(first.emits, key=lambda e: e.topic)
-    assert len(second.emits) == 4
+    assert len(second.emits) == 5
+    assert second.events["counters_updated"] == 0
+    assert emits(second, "smobiili.counters") == [
+        Emit("smobiili.counters", CID, expected_counters())
+    ]
 
 
 def test_duplicate_does_not_use_consent_given_since() -> None:
@@ -411,7 +439,9 @@ def test_duplicate_does_not_use_consent_given_since() -> None:
     second = route(state, r, now=T0 + 2 * HOUR_MS)
     assert second.events["duplicate"] == 1
     assert [e.topic for e in second.emits] == ["receipts.totals"]
-    assert data_keys(state) == {k for k in snapshot if not k.startswith("consent|")}
+    assert data_keys(state) == {
+        k for k in snapshot if not k.startswith(("consent|", "exp|", "meta|"))
+    }
 
 
 def test_duplicate_after_revocation_does_not_bring_back_purged_data() -> None:

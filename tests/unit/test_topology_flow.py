@@ -185,6 +185,7 @@ def test_stage_2_stores(flow: Flow) -> None:
             "consent|CUST-ANNA",
             "consent|CUST-BERT",
             "consent|CUST-DAN",
+            "cn|CUST-ANNA|2024-03",
             "er|CUST-ANNA|R-ANNA-1",
             "er|CUST-ANNA|R-ANNA-2",
             "ms|CUST-ANNA|R-ANNA-1",
@@ -201,6 +202,14 @@ def test_stage_2_stores(flow: Flow) -> None:
             "rt|CUST-BERT|R-BERT-2",
             "rt|CUST-CECI|R-CECI-1",
             "rt|CUST-DAN|R-DAN-1",
+            # the retention index: one entry per receipt, by Helsinki purchase date
+            f"exp|{d}|CUST-ANNA|R-ANNA-1",
+            f"exp|{d}|CUST-ANNA|R-ANNA-2",
+            f"exp|{d}|CUST-BERT|R-BERT-1",
+            f"exp|{d}|CUST-BERT|R-BERT-2",
+            f"exp|{d}|CUST-CECI|R-CECI-1",
+            f"exp|{d}|CUST-DAN|R-DAN-1",
+            "meta|expiry_low",
         ]
     )
     s2 = flow.states["personal_routing"]
@@ -259,6 +268,32 @@ def test_compacted_personal_outputs(flow: Flow) -> None:
     }
 
 
+def test_smobiili_counters_stream(flow: Flow) -> None:
+    # Product-level lines with product_level_services only; the redelivery re-sends the same
+    # figures (counted once); Bert's revocation removes his month; nothing after it.
+    got = [
+        (e.key, e.value["month"], e.value["removed"], e.value) for e in flow.on("smobiili.counters")
+    ]
+    assert [g[:3] for g in got] == [
+        ("CUST-ANNA", "2024-03", False),
+        ("CUST-BERT", "2024-03", False),
+        ("CUST-ANNA", "2024-03", False),
+        ("CUST-BERT", "2024-03", True),
+    ]
+    assert got[0][3] == got[2][3]
+    anna = got[0][3]
+    assert (anna["receipt_count"], anna["line_count"], anna["food_cents"]) == (1, 3, 434)
+    assert anna["updated_at"] == T0 + 10
+    bert = got[1][3]
+    assert (bert["receipt_count"], bert["food_cents"], bert["food_grams"]) == (1, 378, 2060)
+    assert bert["domestic_share_pct"] == 100.0
+    removed = got[3][3]
+    assert removed["updated_at"] == T0 + 2 * HOUR_MS
+    assert removed["food_cents"] == removed["receipt_count"] == 0
+    assert removed["domestic_share_pct"] is None
+    assert "cn|CUST-BERT|2024-03" not in flow.states["personal_routing"].data
+
+
 def test_audit_of_the_revocation(flow: Flow) -> None:
     audits = [e.value for e in flow.on("audit.log")]
     assert audits == [
@@ -269,7 +304,10 @@ def test_audit_of_the_revocation(flow: Flow) -> None:
             "subject_customer_id": "CUST-BERT",
             "purpose": "product_level_services",
             "outcome": "ok",
-            "detail": json.dumps({"deleted": 1, "store": "personal.line_items"}, sort_keys=True),
+            "detail": json.dumps(
+                {"deleted": 1, "smobiili.counters": 1, "store": "personal.line_items"},
+                sort_keys=True,
+            ),
         }
     ]
 

@@ -152,7 +152,7 @@ def product(
     name: str = "product",
     food: bool = True,
     vegetable: bool = False,
-    origin: str = "FI",
+    origin: str = "UNKNOWN",
     net_weight_grams: int | None = None,
     co2e_kg_per_kg: float | None = None,
 ) -> dict[str, Any]:
@@ -169,9 +169,18 @@ def product(
 
 
 DEFAULT_PRODUCTS = {
-    GTIN_MILK: product(GTIN_MILK, "DAIRY", name="Milk 1 l"),
-    GTIN_APPLE: product(GTIN_APPLE, "FRUIT", name="Apples", vegetable=True),
-    GTIN_BEER: product(GTIN_BEER, "ALCOHOL", name="Beer", food=False),
+    GTIN_MILK: product(
+        GTIN_MILK,
+        "DAIRY",
+        name="Milk 1 l",
+        origin="FINNISH_RAW",
+        net_weight_grams=1030,
+        co2e_kg_per_kg=1.2,
+    ),
+    GTIN_APPLE: product(
+        GTIN_APPLE, "FRUIT", name="Apples", vegetable=True, origin="FOREIGN", co2e_kg_per_kg=0.7
+    ),
+    GTIN_BEER: product(GTIN_BEER, "ALCOHOL", name="Beer", food=False, origin="FINNISH_MADE"),
 }
 
 

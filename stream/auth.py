@@ -1,0 +1,116 @@
+"""Caller identity for the worker's API: HS256-signed JWTs with an expiry.
+
+Tokens are issued by the member service (which owns logins and the card register's
+household links) with a key shared through settings (``api_jwt_secret``); the worker only
+verifies them. ``purchase-stream token`` mints one for development and tests.
+
+Claims:
+
+=================  =========================================================================
+``sub``            customer id (role ``customer``) or the staff member's id (role ``staff``)
+``role``           ``customer`` or ``staff``
+``hh``             household id (customers)
+``hh_role``        ``main`` or ``member`` (customers): their role in that household
+``iss``, ``aud``   must equal ``ISSUER`` and ``AUDIENCE``
+``exp``, ``iat``   required; a token past ``exp`` is refused (30 s leeway for clock skew)
+=================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+
+from topologies.access import CUSTOMER, MAIN, MEMBER, STAFF, Viewer
+
+ALGORITHM = "HS256"
+ISSUER = "s-mobiili-member-service"
+AUDIENCE = "purchase-stream"
+LEEWAY_S = 30
+MIN_SECRET_BYTES = 32
+
+
+class AuthError(Exception):
+    """No token, or one that is forged, expired or malformed (HTTP 401)."""
+
+
+def check_secret(secret: str) -> None:
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"api_jwt_secret must be at least {MIN_SECRET_BYTES} bytes (HS256 key); "
+            "set PURCHASE_STREAM_API_JWT_SECRET"
+        )
+
+
+def issue(
+    secret: str,
+    subject: str,
+    *,
+    role: str = CUSTOMER,
+    household_id: str | None = None,
+    household_role: str | None = None,
+    ttl_s: int = 3600,
+    now: float | None = None,
+) -> str:
+    check_secret(secret)
+    if role not in (CUSTOMER, STAFF):
+        raise ValueError(f"role must be {CUSTOMER!r} or {STAFF!r}")
+    if role == CUSTOMER and (household_id is None or household_role not in (MAIN, MEMBER)):
+        raise ValueError("a customer token needs a household id and hh_role main|member")
+    t = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "role": role,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": t,
+        "exp": t + ttl_s,
+    }
+    if role == CUSTOMER:
+        claims["hh"] = household_id
+        claims["hh_role"] = household_role
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: str, token: str) -> Viewer:
+    """The caller a token identifies; :class:`AuthError` for anything not valid."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],  # never "none", never a key-confused RS256
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            leeway=LEEWAY_S,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise AuthError(f"invalid token ({type(exc).__name__})") from None
+    role, sub = claims.get("role"), claims.get("sub")
+    if not isinstance(sub, str) or not sub or "|" in sub:
+        raise AuthError("invalid token (subject)")
+    if role == STAFF:
+        return Viewer(STAFF, sub)
+    if role == CUSTOMER:
+        hh, hh_role = claims.get("hh"), claims.get("hh_role")
+        if not isinstance(hh, str) or not hh or "|" in hh or hh_role not in (MAIN, MEMBER):
+            raise AuthError("invalid token (household claims)")
+        return Viewer(CUSTOMER, sub, hh, hh_role)
+    raise AuthError("invalid token (role)")
+
+
+def bearer(header: str | None, query_token: str | None = None) -> str:
+    """The token of an ``Authorization: Bearer`` header (or ``?access_token=`` for
+    EventSource, which cannot send headers)."""
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        raise AuthError("Authorization must be 'Bearer <token>'")
+    if query_token:
+        return query_token
+    raise AuthError("no bearer token")

@@ -94,27 +94,12 @@ class TableState:
         return iter(list(_prefix_items(self.db, prefix)))
 
 
-class GlobalTableReader:
-    """Read-only view of a Faust GlobalTable across all its partitions (the catalogue)."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def get(self, key: str) -> Any | None:
-        k = key.encode()
-        for db in list(self.table.data._dbs.values()):
-            v = db.get(k)
-            if v is not None:
-                return orjson.loads(v)
-        return None
-
-
 class CachedCatalog:
     """GTIN -> product lookups with an in-process cache in front of the catalogue state.
 
     Every line item needs its product; a RocksDB get + JSON decode per line was the largest
     cost in the replay profile. The cache is invalidated per GTIN whenever a catalogue record
-    is applied here or arrives on the GlobalTable changelog from another worker, so a new
+    is applied here (stream/catalog_feed.py applies every catalogue record), so a new
     catalogue entry takes effect as soon as this process has it (never rewriting history).
     """
 

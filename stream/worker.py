@@ -12,8 +12,9 @@ Facts that shape this (faust-streaming 0.15.x, see DESIGN.md):
 - ``web_tables_enabled=False``: the built-in ``/table/`` pages would serve personal data.
 - ``rocksdb://`` tables open one database per partition: the block cache is set explicitly
   (Faust's default is 2 GiB each).
-- the catalogue is a GlobalTable (every worker needs every GTIN); other tables are
-  partitioned like their input topics, which are co-partitioned by key.
+- every worker reads the whole catalogue itself (stream/catalog_feed.py: a Faust
+  GlobalTable stalled workers that restored it); the tables are partitioned like their
+  input topics, which are co-partitioned by key.
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ from prometheus_client import CollectorRegistry
 
 from stream.admin import COMPACT_TUNING
 from stream.api import Api
+from stream.catalog_feed import CatalogFeed
 from stream.codec import Codec
 from stream.live import LiveFeed
 from stream.metrics import Metrics, add_process_metrics
 from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
-from stream.runner import RawRecord, Runner
+from stream.runner import Outgoing, RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
-from stream.state import CachedCatalog, GlobalTableReader, TableState
+from stream.state import TableState
 from stream.topics import TOPICS
-from topologies import catalog as catalog_topology
 from topologies import household_bonus, personal_routing
 from topologies.pipeline import STAGES, Stage
 from topologies.rules import Rules
@@ -109,23 +110,14 @@ def create_app(
         "max_write_buffer_number": 2,
     }
 
-    async def on_catalog_changelog(event: Any) -> None:
-        # Another worker (or this one) changed a product: drop our cached copy. Changelog
-        # keys are state keys ("product|<gtin>").
-        key = event.message.key
-        if key:
-            catalog.invalidate(key.decode("utf-8", "replace").split("|", 1)[-1])
-
     tables: dict[str, Any] = {}
     for stage in STAGES:
-        extra: dict[str, Any] = {}
         if stage.is_global:
-            extra["on_changelog_event"] = on_catalog_changelog
-        factory = app.GlobalTable if stage.is_global else app.Table
+            continue  # the catalogue: stream/catalog_feed.py
         # key_type/value_type=bytes is what makes Faust use the raw serializer for the
         # changelog; a faust.Schema here leaves it at JSON, and restoring a table from its
         # changelog then fails forever.
-        tables[stage.name] = factory(
+        tables[stage.name] = app.Table(
             table_name(stage),
             partitions=settings.partitions,
             key_type=bytes,
@@ -133,14 +125,24 @@ def create_app(
             options=dict(options),  # Faust pops keys from it: one dict per table
             extra_topic_configs=dict(COMPACT_TUNING),
             help=f"state of stage {stage.name}",
-            **extra,
         )
-    catalog = CachedCatalog(GlobalTableReader(tables[catalog_topology.STAGE]), catalog_topology.key)
-    runner = Runner(codec, rules, metrics, catalog=catalog, wall_clock=time.time)
+    feed = CatalogFeed(settings.broker, settings.partitions)
+    runner = Runner(codec, rules, metrics, catalog=feed.catalog, wall_clock=time.time)
     out_topics = {name: app.topic(name, **RAW) for name in TOPICS}
 
     for stage in STAGES:
-        _bind_agent(app, stage, tables[stage.name], runner, out_topics, catalog)
+        if not stage.is_global:
+            _bind_agent(app, stage, tables[stage.name], runner, out_topics)
+
+    @app.task
+    async def start_catalog_feed() -> None:
+        def sink(out: Outgoing) -> None:
+            out_topics[out.topic].send_soon(key=out.key, value=out.value)
+
+        feed.sink = sink
+        if feed.runner is None:  # not caught up by run_worker (an embedded app)
+            feed.runner = runner
+        feed.start(asyncio.get_running_loop())
 
     from faust.sensors.prometheus import setup_prometheus_sensors
 
@@ -185,7 +187,13 @@ def create_app(
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "time_ms": int(time.time() * 1000)})
 
-    app.purchase_stream = {"metrics": metrics, "codec": codec, "tables": tables}  # type: ignore[attr-defined]
+    app.purchase_stream = {  # type: ignore[attr-defined]
+        "metrics": metrics,
+        "codec": codec,
+        "tables": tables,
+        "catalog_feed": feed,
+        "runner": runner,
+    }
     return app
 
 
@@ -195,7 +203,6 @@ def _bind_agent(
     table: Any,
     runner: Runner,
     out_topics: dict[str, Any],
-    catalog: CachedCatalog,
 ) -> None:
     source = app.topic(*stage.inputs, **RAW)
     states: dict[int, TableState] = {}
@@ -259,8 +266,6 @@ def _bind_agent(
             msg.key,
             msg.value,
         )
-        if stage.is_global and msg.key is not None:
-            catalog.invalidate(msg.key.decode("utf-8", "replace"))
         # Raises RegistryUnavailableError before any state write if decoding needs the
         # registry; after the step (encoding) a retry is a harmless duplicate.
         outs = runner.process(stage, state, rec)
@@ -310,4 +315,7 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     from faust.worker import Worker
 
     app = create_app(settings, rules)
+    parts = app.purchase_stream  # type: ignore[attr-defined]
+    # The whole catalogue before the first receipt (stream/catalog_feed.py).
+    parts["catalog_feed"].catch_up(parts["runner"])
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()

@@ -93,7 +93,7 @@ def test_worker_on_broker_matches_replay(
         registry.url,
         tmp_path / "worker",
         app_id=f"it-{uuid.uuid4().hex[:8]}",
-        extra_env={"PURCHASE_STREAM_API_TOKEN": API_TOKEN},
+        extra_env={"PURCHASE_STREAM_API_JWT_SECRET": API_SECRET},
     ).start()
     try:
         codec = Codec(HttpRegistryClient(registry.url))
@@ -126,8 +126,21 @@ def test_worker_on_broker_matches_replay(
 
     bonus_state = driver.states["household_bonus"]
     for (hh, month), body in served.items():
-        assert body == household_bonus_month(bonus_state, hh, month), (hh, month)
-    assert any(b["receipt_count"] > 0 for b in served.values())
+        assert body["bonus"] == household_bonus_month(bonus_state, hh, month), (hh, month)
+    assert any(b["bonus"]["receipt_count"] > 0 for b in served.values())
+    # Each API call left one audit record on the broker (replay made no API calls).
+    api_audit = [
+        r
+        for r in on_broker
+        if r["topic"] == "audit.log" and r["value"]["actor"] != "purchase-stream"
+    ]
+    assert Counter((a["value"]["action"], a["value"]["outcome"]) for a in api_audit) == Counter(
+        {
+            ("read_household_bonus", "ok"): len(served),
+            ("read_household_bonus", "unauthenticated"): 2,
+        }
+    )
+    on_broker = [r for r in on_broker if r not in api_audit]
 
     # Something of every kind really flowed.
     counts = Counter(r["topic"] for r in on_broker)
@@ -187,7 +200,7 @@ def test_worker_on_broker_matches_replay(
     )
 
 
-API_TOKEN = "integration-test-token"
+API_SECRET = "integration-test-jwt-secret-0123456789abcdef"
 
 
 def _bonus_over_http(port: int, events: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
@@ -220,13 +233,18 @@ def _bonus_over_http(port: int, events: list[dict[str, Any]]) -> dict[tuple[str,
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
 
+    from stream import auth
+
+    def main_member(hh: str) -> str:
+        return auth.issue(API_SECRET, "C-PROBE", household_id=hh, household_role="main")
+
     hh, month = next(iter(wanted))
     assert get(f"{hh}/bonus/{month}", None)[0] == 401
     assert get(f"{hh}/bonus/{month}", "wrong-token")[0] == 401
-    assert get(f"{hh}/bonus/2026-13x", API_TOKEN)[0] == 400
+    assert get(f"{hh}/bonus/2026-13x", main_member(hh))[0] == 400
     served = {}
     for hh, month in wanted:
-        status, body = get(f"{hh}/bonus/{month}", API_TOKEN)
+        status, body = get(f"{hh}/bonus/{month}", main_member(hh))
         assert status == 200, body
         served[(hh, month)] = body
     return served

@@ -18,13 +18,16 @@ from stream.broker import free_port
 from stream.codec import Codec
 from stream.replay import encode_event
 
+# What the worker's consumer group reads (product.catalog is read outside the group by
+# every worker: stream/catalog_feed.py).
 STAGE_INPUTS = (
     "pos.receipts",
     "customer.cards",
     "customer.consents",
-    "product.catalog",
+    "recall.requests",
     "receipts.identified",
     "aggregates.contributions",
+    "receipts.totals",
 )
 
 

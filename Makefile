@@ -21,9 +21,11 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 # Debian packages that help but are not required (kcat: poke at topics by hand).
 APT_PACKAGES ?= kcat
-# Debian packages the tests need (command -> package): a real Prometheus and promtool for the
-# monitoring tests, docker-compose (v1, no engine needed) to validate docker-compose.yml.
-APT_REQUIRED ?= prometheus:prometheus promtool:prometheus docker-compose:docker-compose
+# Debian packages the tests need (command:package): a real Prometheus and promtool for the
+# monitoring tests, docker-compose (v1, no engine needed) to validate docker-compose.yml,
+# chromium and its driver for the live-page test.
+APT_REQUIRED ?= prometheus:prometheus promtool:prometheus docker-compose:docker-compose \
+  chromium:chromium chromedriver:chromium-driver
 
 # The install stamp changes whenever pyproject.toml does, so edits to the dependencies
 # reinstall and repeated runs are instant.
@@ -110,7 +112,7 @@ clean: ## Remove caches, build output and local state (.state, .noida); keeps .v
 distclean: clean ## clean, and remove .venv too
 	rm -rf $(VENV)
 
-apt: ## Install the Debian packages the tests need (prometheus, docker-compose) and optional ones ($(APT_PACKAGES))
+apt: ## Install the Debian packages the tests need (prometheus, docker-compose, chromium) and optional ones ($(APT_PACKAGES))
 	@missing=""; required=""; \
 	for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	for cp in $(APT_REQUIRED); do \
@@ -124,7 +126,7 @@ apt: ## Install the Debian packages the tests need (prometheus, docker-compose) 
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
 	    || { echo "error: apt-get install $$missing failed" >&2; exit 1; }; \
 	elif [ -n "$${required// /}" ]; then \
-	  echo "error: the tests need the Debian packages$$required (prometheus, promtool, docker-compose);" >&2; \
+	  echo "error: the tests need the Debian packages$$required;" >&2; \
 	  echo "       run 'make apt' as root, or: sudo apt-get install --no-install-recommends$$required" >&2; \
 	  exit 1; \
 	else echo ">> apt: cannot install here (no apt-get or not root), skipping optional:$$missing"; fi

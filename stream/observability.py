@@ -60,6 +60,9 @@ class WorkerCollector:
         self._lag_children: set[tuple[str, str]] = set()
 
     async def collect(self) -> None:
+        if getattr(self.app, "rebalancing", False):
+            # Assignments are in flux: keep the previous figures, ask the broker nothing.
+            return
         started = time.perf_counter()
         try:
             owned = self._owned()

@@ -21,6 +21,11 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 # Debian packages that help but are not required (kcat: poke at topics by hand).
 APT_PACKAGES ?= kcat
+# Debian packages the tests need (command:package): a real Prometheus and promtool for the
+# monitoring tests, docker-compose (v1, no engine needed) to validate docker-compose.yml,
+# chromium and its driver for the live-page test.
+APT_REQUIRED ?= prometheus:prometheus promtool:prometheus docker-compose:docker-compose \
+  chromium:chromium chromedriver:chromium-driver
 
 # The install stamp changes whenever pyproject.toml does, so edits to the dependencies
 # reinstall and repeated runs are instant.
@@ -75,7 +80,7 @@ check: venv ## Lint, format check and type check (ruff, ruff format --check, myp
 	$(BIN)/ruff format --check $(SRC_DIRS)
 	$(BIN)/mypy $(TYPED_DIRS)
 
-test: venv check ## check, then every test (integration tests required to run)
+test: venv apt check ## check, then every test (integration tests required to run)
 	@mkdir -p $(BUILD_DIR)
 	$(TEST_ENV) $(BIN)/python -m pytest --junitxml=$(JUNIT) $(PYTEST_ARGS)
 	@$(assert_tests_ran)
@@ -85,7 +90,7 @@ unit: venv ## Tests that need no broker (-m "not integration")
 	$(BIN)/python -m pytest -m "not integration" --junitxml=$(JUNIT) $(PYTEST_ARGS)
 	@$(assert_tests_ran)
 
-integration: venv ## Integration tests on the embedded broker (fail if it cannot start)
+integration: venv apt ## Integration tests on the embedded broker (fail if it cannot start)
 	@mkdir -p $(BUILD_DIR)
 	$(TEST_ENV) $(BIN)/python -m pytest -m integration --junitxml=$(JUNIT) $(PYTEST_ARGS)
 	@$(assert_tests_ran)
@@ -107,11 +112,21 @@ clean: ## Remove caches, build output and local state (.state, .noida); keeps .v
 distclean: clean ## clean, and remove .venv too
 	rm -rf $(VENV)
 
-apt: ## Install optional Debian packages ($(APT_PACKAGES)) if missing; no-op without root
-	@missing=""; \
+apt: ## Install the Debian packages the tests need (prometheus, docker-compose, chromium) and optional ones ($(APT_PACKAGES))
+	@missing=""; required=""; \
 	for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for cp in $(APT_REQUIRED); do \
+	  command -v "$${cp%%:*}" >/dev/null 2>&1 || { missing="$$missing $${cp##*:}"; required="$$required $${cp##*:}"; }; \
+	done; \
 	$(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
-	if [ -z "$$missing" ]; then echo ">> apt: nothing to install"; \
-	elif ! command -v apt-get >/dev/null 2>&1; then echo ">> apt: no apt-get here; wanted:$$missing"; \
-	elif [ "$$(id -u)" != 0 ]; then echo ">> apt: not root, skipping; wanted:$$missing"; \
-	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	missing="$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' ')"; \
+	if [ -z "$${missing// /}" ]; then echo ">> apt: nothing to install"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo ">> apt: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+	    || { echo "error: apt-get install $$missing failed" >&2; exit 1; }; \
+	elif [ -n "$${required// /}" ]; then \
+	  echo "error: the tests need the Debian packages$$required;" >&2; \
+	  echo "       run 'make apt' as root, or: sudo apt-get install --no-install-recommends$$required" >&2; \
+	  exit 1; \
+	else echo ">> apt: cannot install here (no apt-get or not root), skipping optional:$$missing"; fi

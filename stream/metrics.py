@@ -1,26 +1,115 @@
 """Business metrics in one object on an injected prometheus-client registry.
 
 Label values come from bounded sets only (topic names, stage names, purposes, decision and
-reason codes); never a customer, card or household id. Durations are in seconds, as
-Prometheus conventions ask.
+reason codes, route templates, audit action codes, partition numbers); never a customer,
+card or household id. Durations and ages are in seconds, sizes in bytes, as Prometheus
+conventions ask. Faust's own engine metrics (``faust_*``, in milliseconds: Faust's names)
+share the registry; see ``stream/worker.py``.
+
+Counters whose label values are known in advance are created at 0, so a dashboard panel
+shows 0 rather than "no data" before the first event, and ``rate()`` sees the first one.
+
+The README's "Observability" section lists every metric with its unit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from stream.topics import TOPICS
+from topologies.pipeline import STAGES as PIPELINE
 from topologies.records import StepResult
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400)
+# Purchase -> output: seconds when healthy, hours when a till uploads a day's receipts late.
+E2E_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 21600, 86400)
+API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+STAGES = tuple(s.name for s in PIPELINE)
+INPUT_TOPICS = tuple(dict.fromkeys(t for s in PIPELINE for t in s.inputs))
+# Every topic a stage may write (the sources that only producers write are left out).
+OUTPUT_TOPICS = tuple(
+    t
+    for t in TOPICS
+    if t not in ("pos.receipts", "customer.cards", "customer.consents", "product.catalog")
+)
+AUDIT_TOPIC = "audit.log"
+PURPOSES = ("personal", "marketing", "ereceipt", "recall")
+DECISIONS = (
+    "allowed",
+    "consent_off",
+    "consent_unknown",
+    "consent_lapsed",
+    "total_only_chain",
+    "anonymous",
+)
+# Reason codes pre-created per stage (others appear when they first happen).
+COMMON_DLQ_REASONS = ("undecodable", "schema_mismatch", "processing_error")
+PURGE_STORES = ("personal", "marketing", "ereceipt")
+AUDIT_ACTIONS = (
+    "read_counters",
+    "read_purchases",
+    "read_extract",
+    "recall",
+    "revocation_purge",
+    "erasure",
+)
+AUDIT_OUTCOMES = ("ok", "denied", "not_found")
+# End-to-end latency is measured for these outputs (those that carry or follow one receipt).
+E2E_TOPICS = frozenset(
+    {
+        "receipts.identified",
+        "aggregates.contributions",
+        "receipts.totals",
+        "personal.line_items",
+        "marketing.signals",
+        "ereceipts.archive",
+        "household.bonus",
+    }
+)
+
+
+def add_process_metrics(registry: CollectorRegistry) -> None:
+    """The worker process's own figures: ``process_*`` (CPU seconds, resident memory, open
+    files, start time) and ``purchase_stream_build_info{version}``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    ProcessCollector(registry=registry)
+    try:
+        running = version("purchase-stream")
+    except PackageNotFoundError:
+        running = "unknown"
+    Gauge(
+        "purchase_stream_build_info",
+        "Always 1; the running version as a label",
+        ["version"],
+        registry=registry,
+    ).labels(running).set(1)
+
+
+def purchase_time_ms(value: dict[str, Any] | None) -> int | None:
+    """The purchase time a record carries (its own or its receipt's), epoch millis."""
+    if not value:
+        return None
+    t = value.get("purchased_at")
+    if t is None:
+        receipt = value.get("receipt")
+        if isinstance(receipt, dict):
+            t = receipt.get("purchased_at")
+    return t if isinstance(t, int) else None
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+
+        # --- Flow ----------------------------------------------------------------------
         self.events_in = Counter(
             "purchase_stream_events_in_total",
             "Records consumed, per input topic",
@@ -29,7 +118,7 @@ class Metrics:
         )
         self.records_out = Counter(
             "purchase_stream_records_out_total",
-            "Records produced, per output topic",
+            "Records produced, per output topic (tombstones included)",
             ["topic"],
             registry=r,
         )
@@ -52,22 +141,10 @@ class Metrics:
             ["stage", "event"],
             registry=r,
         )
-        self.processing = Histogram(
-            "purchase_stream_processing_seconds",
-            "Time to process one record in a stage",
+        self.duplicates = Counter(
+            "purchase_stream_duplicates_dropped_total",
+            "Redelivered records recognised by receipt id and not counted again, per stage",
             ["stage"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        self.event_time_lag = Histogram(
-            "purchase_stream_receipt_event_time_lag_seconds",
-            "Processing clock minus purchase time of receipts entering stage 1",
-            buckets=LAG_BUCKETS_S,
-            registry=r,
-        )
-        self.parked = Gauge(
-            "purchase_stream_parked_receipts",
-            "Receipts waiting for their card, in the partitions this process owns",
             registry=r,
         )
         self.processing_errors = Counter(
@@ -77,6 +154,128 @@ class Metrics:
             registry=r,
         )
 
+        # --- Latency -------------------------------------------------------------------
+        self.processing = Histogram(
+            "purchase_stream_processing_seconds",
+            "Time to process one record in a stage (decode, step, encode), seconds",
+            ["stage"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.event_time_lag = Histogram(
+            "purchase_stream_receipt_event_time_lag_seconds",
+            "Broker timestamp minus purchase time of receipts entering stage 1, seconds "
+            "(how late the tills deliver)",
+            buckets=LAG_BUCKETS_S,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "purchase_stream_end_to_end_latency_seconds",
+            "Wall-clock time from purchase (purchased_at) to the output being handed to the "
+            "producer, per output topic, seconds",
+            ["topic"],
+            buckets=E2E_BUCKETS_S,
+            registry=r,
+        )
+        self.partition_event_time_lag = Gauge(
+            "purchase_stream_partition_event_time_lag_seconds",
+            "Wall clock minus the latest purchase time processed, per pos.receipts partition "
+            "this worker owns, seconds (grows while a partition stalls)",
+            ["partition"],
+            registry=r,
+        )
+        self._receipt_watermark_ms: dict[int, int] = {}
+
+        # --- Collected periodically from the worker's state and consumer ---------------
+        self.parked = Gauge(
+            "purchase_stream_parked_receipts",
+            "Receipts waiting for their card, in the card_join partitions this worker owns",
+            registry=r,
+        )
+        self.parked_max_age = Gauge(
+            "purchase_stream_parked_receipt_max_age_seconds",
+            "Age of the oldest parked receipt in the partitions this worker owns, seconds "
+            "(processing clock; 0 when none is parked)",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "purchase_stream_consumer_lag_records",
+            "Records not yet committed (end offset minus committed offset), per input "
+            "topic partition this worker owns",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "purchase_stream_assigned_partitions",
+            "Input partitions assigned to this worker, per topic",
+            ["topic"],
+            registry=r,
+        )
+        self.table_keys = Gauge(
+            "purchase_stream_table_keys",
+            "Keys in a stage's state table (RocksDB estimate), active partitions of this worker",
+            ["table"],
+            registry=r,
+        )
+        self.table_disk_bytes = Gauge(
+            "purchase_stream_rocksdb_disk_bytes",
+            "On-disk size of a stage's RocksDB state on this worker (all partitions, "
+            "standbys included), bytes",
+            ["table"],
+            registry=r,
+        )
+        self.collect_duration = Gauge(
+            "purchase_stream_collector_duration_seconds",
+            "How long the last periodic collection (lag, tables, parked receipts) took, seconds",
+            registry=r,
+        )
+        self.collect_errors = Counter(
+            "purchase_stream_collector_errors_total",
+            "Periodic collections that failed (the previous values stay)",
+            registry=r,
+        )
+
+        # --- Privacy -------------------------------------------------------------------
+        self.purges = Counter(
+            "purchase_stream_revocation_purges_total",
+            "Stores deleted for a person after a consent revocation, per store",
+            ["store"],
+            registry=r,
+        )
+        self.erasures = Counter(
+            "purchase_stream_erasures_total",
+            "Customers erased (consent tombstone)",
+            registry=r,
+        )
+        self.audit_records = Counter(
+            "purchase_stream_audit_records_total",
+            "Audit records written, per action and outcome",
+            ["action", "outcome"],
+            registry=r,
+        )
+
+        # --- Bonus and counters --------------------------------------------------------
+        self.bonus_updates = Counter(
+            "purchase_stream_bonus_tally_updates_total",
+            "Receipts counted into a household's monthly Bonus tally",
+            registry=r,
+        )
+        self.bonus_late = Counter(
+            "purchase_stream_bonus_late_receipts_total",
+            "Receipts counted into a month that was already closed",
+            registry=r,
+        )
+        self.bonus_statements = Counter(
+            "purchase_stream_bonus_statements_total",
+            "Bonus statements emitted, per kind (statement at month close, correction)",
+            ["kind"],
+            registry=r,
+        )
+        self.bonus_months_closed = Counter(
+            "purchase_stream_bonus_months_closed_total",
+            "Household-months closed",
+            registry=r,
+        )
         self.bonus_dedupe = Gauge(
             "purchase_stream_bonus_dedupe_receipts",
             "Receipt ids the Bonus ledger keeps for dedupe, per state partition (bounded by "
@@ -84,23 +283,24 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.counters_updated = Counter(
+            "purchase_stream_smobiili_counter_updates_total",
+            "S-mobiili counter updates",
+            registry=r,
+        )
+
+        # --- API, audit, recall (called by the API layer) ------------------------------
         self.api_requests = Counter(
             "purchase_stream_api_requests_total",
-            "API requests served, per route template and HTTP status",
+            "API requests per route template and HTTP status",
             ["endpoint", "status"],
             registry=r,
         )
         self.api_latency = Histogram(
             "purchase_stream_api_request_duration_seconds",
-            "Time to answer an API request, per route template",
+            "API request duration per route template, seconds",
             ["endpoint"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        self.audit_records = Counter(
-            "purchase_stream_audit_records_total",
-            "Audit records written, per action and outcome",
-            ["action", "outcome"],
+            buckets=API_BUCKETS_S,
             registry=r,
         )
         self.recall_runs = Counter(
@@ -113,8 +313,51 @@ class Metrics:
             "Customers found by recall runs",
             registry=r,
         )
+
         # labels() costs about a microsecond per call; per-record paths use cached children.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._init_known_labels()
+        # (stage, event) -> the dedicated counter child that event also increments.
+        self._event_metric: dict[tuple[str, str], Any] = {
+            ("household_bonus", "counted"): self.bonus_updates,
+            ("household_bonus", "late_receipt"): self.bonus_late,
+            ("household_bonus", "statement"): self.child(self.bonus_statements, "statement"),
+            ("household_bonus", "correction"): self.child(self.bonus_statements, "correction"),
+            ("household_bonus", "month_closed"): self.bonus_months_closed,
+            ("personal_routing", "counters_updated"): self.counters_updated,
+            ("personal_routing", "erasure"): self.erasures,
+        }
+        for store in PURGE_STORES:
+            self._event_metric[("personal_routing", f"purge_{store}")] = self.child(
+                self.purges, store
+            )
+        for stage in STAGES:
+            self._event_metric[(stage, "duplicate")] = self.child(self.duplicates, stage)
+
+    def _init_known_labels(self) -> None:
+        for topic in INPUT_TOPICS:
+            self.child(self.events_in, topic)
+        for topic in OUTPUT_TOPICS:
+            self.child(self.records_out, topic)
+        for topic in E2E_TOPICS:
+            self.child(self.end_to_end, topic)
+        for purpose in PURPOSES:
+            for decision in DECISIONS:
+                self.child(self.routed, purpose, decision)
+        for stage in STAGES:
+            self.child(self.duplicates, stage)
+            self.child(self.processing_errors, stage)
+            self.child(self.processing, stage)
+            for reason in COMMON_DLQ_REASONS:
+                self.child(self.dead_letters, stage, reason)
+        self.child(self.dead_letters, "card_join", "card_unknown_timeout")
+        for store in PURGE_STORES:
+            self.child(self.purges, store)
+        for kind in ("statement", "correction"):
+            self.child(self.bonus_statements, kind)
+        for action in AUDIT_ACTIONS:
+            for outcome in AUDIT_OUTCOMES:
+                self.child(self.audit_records, action, outcome)
 
     def child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -123,23 +366,49 @@ class Metrics:
             c = self._children[key] = metric.labels(*labels)
         return c
 
-    def audit(self, action: str, outcome: str) -> None:
-        self.child(self.audit_records, action, outcome).inc()
-
     def observe(self, stage: str, result: StepResult) -> None:
         for (purpose, decision), n in result.routed.items():
             if n:
                 self.child(self.routed, purpose, decision).inc(n)
         for event, n in result.events.items():
+            if not n:
+                continue
             self.child(self.stage_events, stage, event).inc(n)
+            dedicated = self._event_metric.get((stage, event))
+            if dedicated is not None:
+                dedicated.inc(n)
         if result.events.get("recall_run"):
             self.recall_runs.inc(result.events["recall_run"])
             self.recall_notifications.inc(result.events.get("recall_notifications", 0))
+        # Audit records the topology writes (purges, erasures, recalls); the API layer
+        # calls audit() itself for the records it writes.
         for e in result.emits:
-            if e.topic == "audit.log" and e.value is not None:
-                self.audit(e.value["action"], e.value["outcome"])
-        if stage == "card_join":
-            delta = result.events.get("parked", 0) - result.events.get("released", 0)
-            delta -= sum(1 for r in result.rejects if r.code == "card_unknown_timeout")
-            if delta:
-                self.parked.inc(delta)
+            if e.topic == AUDIT_TOPIC and e.value is not None:
+                self.audit(str(e.value["action"]), str(e.value["outcome"]))
+
+    def audit(self, action: str, outcome: str) -> None:
+        """One audit record written (the topology's purges and erasures, the API's reads)."""
+        self.child(self.audit_records, action, outcome).inc()
+
+    def end_to_end_latency(self, topic: str, purchased_at_ms: int, now_s: float) -> None:
+        self.child(self.end_to_end, topic).observe(max(0.0, now_s - purchased_at_ms / 1000))
+
+    def receipt_watermark(self, partition: int, purchased_at_ms: int) -> None:
+        """Latest purchase time seen on a ``pos.receipts`` partition (event-time lag)."""
+        held = self._receipt_watermark_ms.get(partition)
+        if held is None or purchased_at_ms > held:
+            self._receipt_watermark_ms[partition] = purchased_at_ms
+
+    def refresh_event_time_lag(
+        self, owned: set[int] | None = None, now_s: float | None = None
+    ) -> None:
+        """Set the per-partition event-time lag gauges; forget partitions no longer owned."""
+        now = time.time() if now_s is None else now_s
+        for partition in list(self._receipt_watermark_ms):
+            if owned is not None and partition not in owned:
+                del self._receipt_watermark_ms[partition]
+                with contextlib.suppress(KeyError):
+                    self.partition_event_time_lag.remove(str(partition))
+                continue
+            lag = max(0.0, now - self._receipt_watermark_ms[partition] / 1000)
+            self.partition_event_time_lag.labels(str(partition)).set(lag)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from stream.codec import Codec, DecodeError
-from stream.metrics import Metrics
+from stream.metrics import E2E_TOPICS, Metrics, purchase_time_ms
 from topologies import household_bonus
 from topologies.context import CatalogLookup, Context, no_catalog
 from topologies.pipeline import Stage
@@ -29,6 +30,8 @@ from topologies.state import State
 log = logging.getLogger(__name__)
 
 DLQ_TOPIC = "deadletters"
+# Inputs whose records carry a purchase time (their own or their receipt's).
+RECEIPT_TOPICS = frozenset({"pos.receipts", "receipts.identified", "receipts.totals"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +58,15 @@ class Runner:
         rules: Rules,
         metrics: Metrics | None = None,
         catalog: CatalogLookup = no_catalog,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.codec = codec
         self.rules = rules
         self.metrics = metrics or Metrics()
         self.catalog = catalog
+        # The worker passes time.time: end-to-end latency and event-time lag are wall-clock
+        # figures, meaningless in a replay of old events (which leaves them out).
+        self.wall_clock = wall_clock
 
     def process(self, stage: Stage, state: State, rec: RawRecord) -> list[Outgoing]:
         started = time.perf_counter()
@@ -70,8 +77,11 @@ class Runner:
             value = self.codec.decode(rec.topic, rec.value)
         except DecodeError as exc:
             return [self.dead_letter(stage.name, rec, Reject(exc.code, str(exc)))]
-        if rec.topic == "pos.receipts" and value is not None:
-            m.event_time_lag.observe(max(0.0, (rec.timestamp - value["purchased_at"]) / 1000))
+        in_purchased_at = purchase_time_ms(value) if rec.topic in RECEIPT_TOPICS else None
+        if rec.topic == "pos.receipts" and in_purchased_at is not None:
+            m.event_time_lag.observe(max(0.0, (rec.timestamp - in_purchased_at) / 1000))
+            if self.wall_clock is not None:
+                m.receipt_watermark(rec.partition, in_purchased_at)
         ctx = Context(
             now_ms=rec.timestamp,
             rules=self.rules,
@@ -103,6 +113,15 @@ class Runner:
         for reject in result.rejects:
             out.append(self.dead_letter(stage.name, rec, reject))
         m.observe(stage.name, result)
+        if self.wall_clock is not None:
+            now_s = self.wall_clock()
+            for e in result.emits:
+                if e.value is not None and e.topic in E2E_TOPICS:
+                    # The output's own purchase time (a released parked receipt is older
+                    # than the card record that released it), else the input's (a tally).
+                    t = purchase_time_ms(e.value) or in_purchased_at
+                    if t is not None:
+                        m.end_to_end_latency(e.topic, t, now_s)
         if stage.name == household_bonus.STAGE and (
             result.events.get("counted") or result.events.get("dedupe_expired")
         ):

@@ -34,7 +34,8 @@ from stream.api import Api
 from stream.catalog_feed import CatalogFeed
 from stream.codec import Codec
 from stream.live import LiveFeed
-from stream.metrics import Metrics
+from stream.metrics import Metrics, add_process_metrics
+from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
 from stream.runner import Outgoing, RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
@@ -99,6 +100,7 @@ def create_app(
     )
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
+    add_process_metrics(registry)
     codec = codec or Codec(registry_from_url(settings.schema_registry_url))
     # One RocksDB per table partition: bound its block cache and write buffers (Faust's
     # defaults are 2 GiB of cache and up to 3 x 64 MiB of memtables per database).
@@ -125,7 +127,7 @@ def create_app(
             help=f"state of stage {stage.name}",
         )
     feed = CatalogFeed(settings.broker, settings.partitions)
-    runner = Runner(codec, rules, metrics, catalog=feed.catalog)
+    runner = Runner(codec, rules, metrics, catalog=feed.catalog, wall_clock=time.time)
     out_topics = {name: app.topic(name, **RAW) for name in TOPICS}
 
     for stage in STAGES:
@@ -145,6 +147,10 @@ def create_app(
     from faust.sensors.prometheus import setup_prometheus_sensors
 
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+
+    # Consumer lag, state sizes and parked receipts: read periodically, on every worker.
+    collector = WorkerCollector(app, metrics, tables, settings.partitions)
+    app.timer(interval=COLLECT_INTERVAL_S, name="purchase_stream.metrics")(collector.collect)
 
     live = LiveFeed(settings.broker, codec, settings.partitions)
     Api(

@@ -212,6 +212,17 @@ def parked_count(state: State) -> int:
     return sum(1 for _ in state.items("park|"))
 
 
+def parked_summary(state: State) -> tuple[int, int | None]:
+    """How many receipts are parked, and the earliest ``parked_at`` (None when none is)."""
+    count = 0
+    oldest: int | None = None
+    for _key, parked in state.items("park|"):
+        count += 1
+        t = parked["parked_at"]
+        oldest = t if oldest is None or t < oldest else oldest
+    return count, oldest
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 

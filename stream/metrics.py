@@ -284,7 +284,7 @@ class Metrics:
             registry=r,
         )
         self.counters_updated = Counter(
-            "purchase_stream_smobiili_counter_updates_total",
+            "purchase_stream_smobiili_updates_total",
             "S-mobiili counter updates",
             registry=r,
         )

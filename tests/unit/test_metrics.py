@@ -91,7 +91,7 @@ def test_known_series_start_at_zero() -> None:
         'purchase_stream_audit_records_total{action="read_counters",outcome="denied"} 0.0',
         'purchase_stream_revocation_purges_total{store="marketing"} 0.0',
         'purchase_stream_duplicates_dropped_total{stage="household_bonus"} 0.0',
-        "purchase_stream_smobiili_counter_updates_total 0.0",
+        "purchase_stream_smobiili_updates_total 0.0",
         "purchase_stream_recall_runs_total 0.0",
         "purchase_stream_recall_notifications_total 0.0",
     ):
@@ -123,7 +123,7 @@ def test_stage_events_feed_dedicated_metrics() -> None:
     assert value("purchase_stream_bonus_months_closed_total") == 2
     assert value("purchase_stream_duplicates_dropped_total", stage="household_bonus") == 4
     assert value("purchase_stream_duplicates_dropped_total", stage="personal_routing") == 1
-    assert value("purchase_stream_smobiili_counter_updates_total") == 5
+    assert value("purchase_stream_smobiili_updates_total") == 5
     assert value("purchase_stream_revocation_purges_total", store="marketing") == 1
     assert value("purchase_stream_erasures_total") == 1
     # The generic per-stage count stays.

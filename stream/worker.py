@@ -61,6 +61,47 @@ RAW: dict[str, Any] = {
 }
 
 
+def strict_producer_flush() -> None:
+    """Make Faust's producer-buffer flush wait until the buffer is really empty.
+
+    Faust flushes its send buffer (our ``send_soon`` outputs *and* the table changelogs)
+    before it commits offsets, but ``ProducerBuffer.flush`` gives up as soon as 0.1 s pass
+    without a message sent -- on a loaded machine that happens with messages still
+    buffered, the offsets are committed anyway, and the outputs are lost if the worker then
+    stops (seen: a receipt consumed by card_join whose ``receipts.identified`` record never
+    reached the broker after a SIGTERM). Here the flush returns only when no message is
+    buffered and none is on its way into the client (aiokafka's accumulator is flushed
+    after it, completely, by Faust). A buffer that can no longer send raises instead, and
+    the commit does not happen: the records are read again after a restart.
+    """
+    from faust.transport.producer import ProducerBuffer
+
+    if getattr(ProducerBuffer, "_purchase_stream_strict", False):
+        return
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending(self: Any, fut: Any) -> None:
+        self._ps_in_flight = getattr(self, "_ps_in_flight", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._ps_in_flight -= 1
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "_ps_in_flight", 0):
+            if self.state != "running":
+                raise RuntimeError(f"cannot flush: producer buffer {self.state} with messages")
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            except TimeoutError:
+                continue
+
+    ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = flush  # type: ignore[method-assign]
+    ProducerBuffer._purchase_stream_strict = True  # type: ignore[attr-defined]
+
+
 def table_name(stage: Stage) -> str:
     return f"{stage.name}-store"
 
@@ -71,6 +112,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     codec: Codec | None = None,
 ) -> faust.App:
+    strict_producer_flush()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",

@@ -25,7 +25,7 @@ from stream.codec import Codec
 from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
 from stream.settings import load_rules
 from tests.integration import api_scenario as sc
-from tests.integration.worker_harness import WorkerProcess, produce_events
+from tests.integration.worker_harness import WorkerProcess, produce_events, wait_group_stable
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,7 @@ def test_api_roles_tokens_routing_and_audit(
     codec = Codec(HttpRegistryClient(registry.url))
     workers = start_workers(broker.bootstrap, registry.url, tmp_path, 2)
     try:
+        wait_group_stable(workers, 4)
         now = int(time.time() * 1000)
         month = load_rules().local_month(now)
         produce_events(broker.bootstrap, codec, sc.world(now - 60_000))

@@ -184,3 +184,42 @@ def phases(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], ...]:
         else:
             c.append(e)
     return a, b, c
+
+
+def assigned(worker: WorkerProcess, topic: str = "pos.receipts") -> int:
+    """Partitions of ``topic`` the worker reports as its own (/metrics), -1 if unreadable."""
+    import urllib.request
+
+    prefix = f'purchase_stream_assigned_partitions{{topic="{topic}"}}'
+    try:
+        url = f"http://127.0.0.1:{worker.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            for line in resp.read().decode().splitlines():
+                if line.startswith(prefix):
+                    return int(float(line.split()[-1]))
+    except OSError:
+        pass
+    return -1
+
+
+def wait_group_stable(workers: list[WorkerProcess], partitions: int, timeout: float = 120) -> None:
+    """Wait until the workers share every partition between them, each owning some.
+
+    Tests start all workers and wait for this *before* producing: a member joining while
+    another commits makes that one's commit fail (IllegalGeneration), aiokafka then rejoins
+    under a new member id, and noida-db, which never expires the old id, can keep the group
+    rebalancing for minutes.
+    """
+    deadline = time.monotonic() + timeout
+    stable = 0
+    while time.monotonic() < deadline:
+        for w in workers:
+            assert w.proc is not None
+            if w.proc.poll() is not None:
+                raise AssertionError(f"worker died ({w.proc.returncode}):\n{w.log_tail()}")
+        owned = [assigned(w) for w in workers]
+        stable = stable + 1 if min(owned) > 0 and sum(owned) == partitions else 0
+        if stable >= 7:  # the gauges refresh every 5 s: the same split for longer than that
+            return
+        time.sleep(1)
+    raise AssertionError(f"group not stable in {timeout}s: {owned}")

@@ -58,7 +58,7 @@ class Env:
             self.registry.url,
             self.tmp / f"worker{self.n}",
             app_id,
-            {"PURCHASE_STREAM_LOG_LEVEL": "warning", **(extra_env or {})},
+            dict(extra_env or {}),
         )
         self.workers.append(w.start())
         return w

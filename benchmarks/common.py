@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -68,10 +69,8 @@ def workload(receipts: int, households: int, seed: int = 11) -> Workload:
     codec = Codec(InMemoryRegistry())
     encoded = []
     for e in events:
-        try:
+        with contextlib.suppress(Exception):  # the simulator's deliberately broken lines
             encoded.append(encode_event(codec, e))
-        except Exception:  # noqa: BLE001 - the simulator's deliberately broken lines
-            pass
     bodies = [v[5:] for (t, _k, v, _ts) in encoded if t == "pos.receipts" and v]
     schema = parsed_schema("fi.coop.purchase.Receipt")
     lines = 0

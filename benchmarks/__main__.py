@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--households", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--no-two-workers", action="store_true")
+    ap.add_argument(
+        "--merge", action="store_true", help="keep the other figures of the existing latest.json"
+    )
     args = ap.parse_args(argv)
     q = 1 if args.quick else 0
 
@@ -66,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = args.only or list(FIGURES)
     results = Results(vars(args))
+    if args.merge and LATEST.exists():
+        import json
+
+        old = json.loads(LATEST.read_text())
+        results.data["figures"] = old.get("figures", {})
+        results.data["merged_from"] = old.get("started")
     t_all = time.monotonic()
     for fig in figures:
         t0 = time.monotonic()

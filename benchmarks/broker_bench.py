@@ -141,9 +141,14 @@ def throughput(
 ) -> dict[str, Any]:
     log(f"{label}: producing the register ({len(register):,} events)")
     env.produce(_encode(env.codec, register))
-    workers = [env.worker(a) for a in app_ids]
     t_start = time.monotonic()
-    env.wait_idle(app_ids[0], timeout=600)
+    workers = [env.worker(app_ids[0])]
+    for a in app_ids[1:]:
+        # Joined one after the other: two members joining noida-db's group within a second
+        # were seen to stall in the rebalance for good (both revoked, neither assigned).
+        time.sleep(8.0)
+        workers.append(env.worker(a))
+    env.wait_idle(app_ids[0], timeout=300)
     startup = time.monotonic() - t_start
     log(f"{label}: {len(workers)} worker(s) caught up on the register in {startup:.1f}s")
     backlog = _encode(env.codec, receipts)
@@ -313,6 +318,12 @@ def run(
         env = Env("two")
         try:
             both = throughput(env, ["bench-two", "bench-two"], register, backlog, "two workers")
+        except Exception as exc:  # noqa: BLE001 - keep the one-worker figures
+            log(f"two workers FAILED: {exc}")
+            out["two_workers"] = {"error": f"{type(exc).__name__}: {str(exc)[:1500]}"}
+            env.close()
+            return out
+        try:
             out["two_workers"] = both
             row(
                 f"two workers, sustained ({both['receipts']:,} receipt backlog)",

@@ -32,7 +32,7 @@ SIZES = {
     "worker_receipts": (20_000, 2_000),
     "latency_s": (15.0, 5.0),
     "peer_receipts": (20_000, 2_000),
-    "state_cards": (200_000, 20_000),
+    "state_cards": (20_000, 5_000),  # noida-db loads ~300 register records/s here
     "growth": ([10_000, 100_000, 200_000], [2_000, 10_000, 30_000]),
     # population of the broker figures (its register is loaded before the clock starts)
     "broker_households": (5_000, 2_000),

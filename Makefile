@@ -98,7 +98,7 @@ integration: venv apt ## Integration tests on the embedded broker (fail if it ca
 demo: venv ## Run the local end-to-end demo (purchase-stream demo $(DEMO_ARGS))
 	$(BIN)/purchase-stream demo $(DEMO_ARGS)
 
-bench: venv ## Run the benchmarks (python -m benchmarks $(BENCH_ARGS))
+bench: venv ## Benchmarks, ~30 min (python -m benchmarks $(BENCH_ARGS)); quick: BENCH_ARGS="--quick", one figure: BENCH_ARGS="--only core --receipts 20000"
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 fmt: venv ## Format and auto-fix (ruff format, ruff check --fix)

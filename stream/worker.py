@@ -360,4 +360,10 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     parts = app.purchase_stream  # type: ignore[attr-defined]
     # The whole catalogue before the first receipt (stream/catalog_feed.py).
     parts["catalog_feed"].catch_up(parts["runner"])
-    Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    worker = Worker(app, loglevel=settings.log_level, quiet=True)
+    # Faust's terminal spinner, when the level is WARNING or above, sets the root logger to
+    # DEBUG (so it can spin on every record): aiokafka's per-request debug() calls then build
+    # LogRecords that are filtered only at the handler, ~10 % of the worker's CPU in a py-spy
+    # profile (BENCHMARKS.md). We never run on a terminal that needs it.
+    worker.spinner = None
+    worker.execute_from_commandline()

@@ -1,0 +1,202 @@
+"""``python -m benchmarks.report``: the Markdown tables of BENCHMARKS.md from latest.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from benchmarks.common import LATEST
+
+
+def _n(x: Any, d: int = 0) -> str:
+    if x is None:
+        return "not reached"
+    return f"{x:,.{d}f}".replace(",", " ")
+
+
+def figures(f: dict[str, Any]) -> str:
+    out = [
+        "| figure | receipts/s | line items/s | receipts per CPU-s | note |",
+        "|---|---:|---:|---:|---|",
+    ]
+    c = f.get("core", {})
+    if "core" in c:
+        ce = c["ceiling"]
+        for k, label in (
+            ("decode", "fastavro decode (best of 3)"),
+            ("decode_encode", "fastavro decode + encode (ceiling)"),
+        ):
+            r = ce[k]
+            out.append(
+                f"| {label} | {_n(r['receipts_per_s'])} | {_n(r['line_items_per_s'])} | "
+                f"{_n(r['receipts_per_cpu_s'])} | {ce['receipts']:,} receipts |"
+            )
+        r = c["core"]
+        out.append(
+            f"| replay core, RocksDB state | {_n(r['receipts_per_s'])} | "
+            f"{_n(r['line_items_per_s'])} | {_n(r['receipts_per_cpu_s'])} | "
+            f"state {c['rocksdb_bytes'] / 1e6:.0f} MB |"
+        )
+    w = f.get("worker", {})
+    for k, label in (
+        ("one_worker", "one Faust worker, sustained"),
+        ("two_workers", "two Faust workers, sustained"),
+    ):
+        if k in w and "error" in w[k]:
+            out.append(f"| {label} | failed | | | {w[k]['error'][:160]} |")
+        elif k in w:
+            r = w[k]
+            rss = "/".join(f"{b / 2**20:.0f}" for b in r["worker_rss_bytes"])
+            out.append(
+                f"| {label} | {_n(r['receipts_per_s'])} | {_n(r['line_items_per_s'])} | "
+                f"{_n(r['receipts_per_worker_cpu_s'])} | {r['receipts']:,} backlog, "
+                f"RSS {rss} MiB |"
+            )
+    p = f.get("peer", {})
+    if "transport_ceiling" in p:
+        r = p["transport_ceiling"]
+        out.append(
+            f"| confluent-kafka consume→produce, no processing | {_n(r['receipts_per_s'])} |"
+            f" | | includes producing the backlog |"
+        )
+    if "faust_worker" in p:
+        r = p["faust_worker"]
+        out.append(
+            f"| Faust worker (peer run) | {_n(r['receipts_per_s'])} | | "
+            f"{_n(r['receipts_per_worker_cpu_s'])} | |"
+        )
+    if "quix" in p:
+        r = p["quix"]
+        if "error" in r:
+            out.append(f"| Quix Streams peer | failed | | | {r['error'][:200]} |")
+        else:
+            out.append(
+                f"| Quix Streams peer (same steps, stages chained in process) | "
+                f"{_n(r['receipts_per_s'])} | | {_n(r['receipts_per_cpu_s'])} | |"
+            )
+    lines = ["\n".join(out)]
+    lat = []
+    for k in ("latency_400", "latency_4000"):
+        if k in w:
+            r = w[k]
+            lat.append(
+                f"| {r['offered_per_s']:.0f}/s (sent {r['achieved_send_per_s']:.0f}/s) | "
+                f"{_n(r['p50_ms'])} | {_n(r['p95_ms'])} | {_n(r['p99_ms'])} | "
+                f"{r['seen']:,} of {r['sent']:,} within {r['wait_s']:.0f} s of the end |"
+            )
+    if lat:
+        lines.append(
+            "\nEnd-to-end latency, one worker (send → receipts.totals, ms):\n\n"
+            "| offered | p50 | p95 | p99 | seen |\n|---|---:|---:|---:|---|\n" + "\n".join(lat)
+        )
+    s = f.get("state", {})
+    if "cards" in s:
+        x = s["extrapolated_4m"]
+        lines.append(
+            f"\nScale of state ({s['cards']:,} cards + {s['consents']:,} consents, "
+            f"{s['households']:,} households; 4 M column extrapolated linearly):\n\n"
+            "| figure | measured | 4 M (extrapolated) |\n|---|---:|---:|\n"
+            f"| load into the tables incl. start-up (s) | {s['load_s']} "
+            f"| {_n(x['load_s'])} |\n"
+            f"| worker RSS after load (MiB) | {s['worker_rss_bytes'] / 2**20:.0f} "
+            "| not extrapolated |\n"
+            f"| RocksDB on disk (MB) | {s['rocksdb_bytes'] / 1e6:.1f} "
+            f"| {x['rocksdb_bytes'] / 1e6:,.0f} |\n"
+            f"| fresh worker: restore + probe (s) | {s['restore_s']} | {_n(x['restore_s'])} |\n"
+            f"| restored worker RSS (MiB) | {s['restored_worker_rss_bytes'] / 2**20:.0f} | |\n"
+            f"| random point lookups/s (rocksdict) | {_n(s['lookups']['lookups_per_s'])} | |"
+        )
+    g = f.get("growth", {})
+    if "points" in g:
+        rows = "\n".join(
+            f"| {p['receipts']:,} | {_n(p['segment_receipts_per_s'])} | "
+            f"{p['segment_cpu_us_per_receipt']:.0f} | {p['rss_bytes'] / 2**20:.0f} | "
+            f"{p['rocksdb_bytes'] / 1e6:.0f} |"
+            for p in g["points"]
+        )
+        lines.append(
+            "\nGrowth (one streaming replay; each row is the segment since the previous):\n\n"
+            "| receipts | receipts/s | CPU µs/receipt | RSS MiB | RocksDB MB |\n"
+            "|---:|---:|---:|---:|---:|\n"
+            + rows
+            + f"\n\nCPU cost per receipt, last segment / first: {g['cpu_cost_last_over_first']}"
+        )
+    return "\n".join(lines)
+
+
+def targets(f: dict[str, Any]) -> str:
+    c, w, p, s = (f.get(k, {}) for k in ("core", "worker", "peer", "state"))
+
+    def get(d: dict[str, Any], *path: str) -> Any:
+        for k in path:
+            if not isinstance(d, dict) or k not in d:
+                return None
+            d = d[k]
+        return d
+
+    def mark(ok: bool | None) -> str:
+        return "—" if ok is None else ("met" if ok else "**missed**")
+
+    r1 = get(c, "ratio_core_to_decode_encode")
+    r1c = get(c, "ratio_core_to_decode_encode_cpu")
+    one = get(w, "one_worker", "receipts_per_s")
+    one_cpu = get(w, "one_worker", "receipts_per_worker_cpu_s")
+    two = get(w, "ratio_two_to_one")
+    p99 = get(w, "latency_400", "p99_ms")
+    rss = get(s, "worker_rss_bytes")
+    fq = get(p, "ratio_faust_to_quix")
+    rows = [
+        (
+            "topology core / ceiling",
+            "≥ 0.35",
+            f"{r1} (per CPU-s {r1c})",
+            mark(r1 >= 0.35) if r1 else "—",
+        ),
+        (
+            "one worker, sustained",
+            "≥ 4 000 receipts/s",
+            f"{_n(one)} receipts/s ({_n(one_cpu)} per worker CPU-s)",
+            mark(one >= 4000) if one else "—",
+        ),
+        (
+            "two workers / one worker",
+            "≥ 1.7",
+            f"{two}" if two else "not measured",
+            mark(two >= 1.7) if two else "—",
+        ),
+        (
+            "p99 end-to-end latency at 400 receipts/s",
+            "≤ 250 ms",
+            f"{_n(p99)} ms" if p99 else "not reached (the worker falls behind)",
+            mark(p99 is not None and p99 <= 250),
+        ),
+        (
+            "worker RSS with the full state loaded",
+            "≤ 1 GiB",
+            f"{rss / 2**20:.0f} MiB at {s.get('cards', 0):,} cards" if rss else "—",
+            mark(rss <= 2**30) + " (at the scaled size)" if rss else "—",
+        ),
+        ("Faust worker / Quix Streams peer", "≥ 1.0", f"{fq}", mark(fq >= 1.0) if fq else "—"),
+    ]
+    return "| figure | target | measured | |\n|---|---|---|---|\n" + "\n".join(
+        f"| {a} | {b} | {m} | {k} |" for a, b, m, k in rows
+    )
+
+
+def main() -> int:
+    data = json.loads(LATEST.read_text())
+    f = data["figures"]
+    print(
+        f"Run of {data['started']}, `{data['command']}`, "
+        f"load average at start {data['machine']['loadavg_at_start']}, "
+        f"{data.get('total_seconds', '?')} s in all.\n"
+    )
+    print(figures(f))
+    print("\n---TARGETS---\n")
+    print(targets(f))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

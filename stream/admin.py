@@ -99,6 +99,32 @@ def _throwaway_consumer(bootstrap: str, extra: Mapping[str, Any] | None = None) 
     )
 
 
+def assigned_consumer(
+    bootstrap: str,
+    name: str,
+    topics: Iterable[str],
+    partitions: int,
+    offset: int,
+    fetch_wait_ms: int,
+) -> Consumer:
+    """A consumer that reads every partition of ``topics`` from ``offset`` by ``assign``,
+    outside any consumer group (the worker's catalogue and live-update feeds: every worker
+    reads all of it, and nothing is committed). ``group.id`` is required by librdkafka but
+    never joined."""
+    consumer = Consumer(
+        _client_config(
+            bootstrap,
+            **{
+                "group.id": f"purchase-stream-{name}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": fetch_wait_ms,
+            },
+        )
+    )
+    consumer.assign([TopicPartition(t, p, offset) for t in topics for p in range(partitions)])
+    return consumer
+
+
 def _topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int]:
     try:
         md = admin.list_topics(timeout=timeout)

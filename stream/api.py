@@ -48,6 +48,7 @@ from stream.settings import Settings
 from stream.state import TableState
 from topologies import access, recall
 from topologies.access import Viewer
+from topologies.records import AUDIT_TOPIC, audit_record
 from topologies.rules import Rules
 
 log = logging.getLogger(__name__)
@@ -142,16 +143,10 @@ class Api:
         detail: dict[str, Any],
     ) -> None:
         """Append one audit record and wait for the broker's acknowledgement."""
-        record = {
-            "at": int(time.time() * 1000),
-            "actor": actor,
-            "action": action,
-            "subject_customer_id": subject,
-            "purpose": purpose,
-            "outcome": outcome,
-            "detail": json.dumps(detail, sort_keys=True),
-        }
-        fut = await self.audit_topic.send(value=self.codec.encode("audit.log", record))
+        record = audit_record(
+            int(time.time() * 1000), actor, action, subject, purpose, outcome, detail
+        )
+        fut = await self.audit_topic.send(value=self.codec.encode(AUDIT_TOPIC, record))
         await fut
         self.metrics.audit(action, outcome)
 
@@ -241,29 +236,29 @@ class Api:
 
             return check
 
-        @app.page(E_COUNTERS)
-        async def me_counters(web: Any, request: Any, month: str) -> Any:
-            return await self.serve(
-                web, request, E_COUNTERS, "read_counters", own(access.COUNTERS),
-                self.personal, lambda v, st: counters_month(st, v.subject, month),
-                month_ok(month),
-            )  # fmt: skip
+        def own_month(
+            endpoint: str, action: str, kind: str, query: Callable[[TableState, str, str], Any]
+        ) -> None:
+            """A caller's own data for a month, from their partition of the personal table."""
 
-        @app.page(E_PURCHASES)
-        async def me_purchases(web: Any, request: Any, month: str) -> Any:
-            return await self.serve(
-                web, request, E_PURCHASES, "read_purchases", own(access.PRODUCT_LEVEL),
-                self.personal, lambda v, st: purchases_month(st, rules, v.subject, month),
-                month_ok(month),
-            )  # fmt: skip
+            async def view(web: Any, request: Any, month: str) -> Any:
+                return await self.serve(
+                    web, request, endpoint, action, own(kind), self.personal,
+                    lambda v, st: query(st, v.subject, month), month_ok(month),
+                )  # fmt: skip
 
-        @app.page(E_RECEIPTS)
-        async def me_receipts(web: Any, request: Any, month: str) -> Any:
-            return await self.serve(
-                web, request, E_RECEIPTS, "read_receipts", own(access.RECEIPT_TOTALS),
-                self.personal, lambda v, st: receipts_month(st, rules, v.subject, month),
-                month_ok(month),
-            )  # fmt: skip
+            view.__name__ = action  # Faust names the view after the function
+            app.page(endpoint)(view)
+
+        own_month(E_COUNTERS, "read_counters", access.COUNTERS, counters_month)
+        own_month(
+            E_PURCHASES, "read_purchases", access.PRODUCT_LEVEL,
+            lambda st, cid, month: purchases_month(st, rules, cid, month),
+        )  # fmt: skip
+        own_month(
+            E_RECEIPTS, "read_receipts", access.RECEIPT_TOTALS,
+            lambda st, cid, month: receipts_month(st, rules, cid, month),
+        )  # fmt: skip
 
         @app.page(E_EXTRACT)
         async def me_extract(web: Any, request: Any) -> Any:

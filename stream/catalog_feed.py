@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from stream.admin import assigned_consumer
 from stream.runner import Outgoing, RawRecord, Runner
 from stream.state import CachedCatalog
 from topologies import catalog as catalog_topology
@@ -55,19 +56,9 @@ class CatalogFeed:
         self._thread: threading.Thread | None = None
 
     def _new_consumer(self) -> Consumer:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "purchase-stream-catalog",  # required by librdkafka; never joined
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 100,
-                "log_level": 3,
-            }
+        return assigned_consumer(
+            self.bootstrap, "catalog", [TOPIC], self.partitions, OFFSET_BEGINNING, 100
         )
-        consumer.assign(
-            [TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(self.partitions)]
-        )
-        return consumer
 
     def _apply(self, msg: Message, live: bool) -> None:
         assert self.runner is not None

@@ -15,8 +15,9 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END
 
+from stream.admin import assigned_consumer
 from stream.codec import Codec, DecodeError
 from topologies.access import Viewer
 
@@ -83,23 +84,10 @@ class LiveFeed:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "purchase-stream-live",  # required by librdkafka; never joined
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-                "log_level": 3,
-            }
+        consumer = assigned_consumer(
+            self.bootstrap, "live", (COUNTERS_TOPIC, BONUS_TOPIC), self.partitions, OFFSET_END, 50
         )
         try:
-            consumer.assign(
-                [
-                    TopicPartition(topic, p, OFFSET_END)
-                    for topic in (COUNTERS_TOPIC, BONUS_TOPIC)
-                    for p in range(self.partitions)
-                ]
-            )
             self.ready.set()
             while not self._stop.is_set():
                 msgs = consumer.consume(500, timeout=0.2)

@@ -14,7 +14,6 @@ broker could never have carried is reported with its line number and dead-letter
 from __future__ import annotations
 
 import base64
-import json
 import sys
 import time
 from collections import Counter, deque
@@ -33,7 +32,7 @@ from stream.state import CachedCatalog, RocksState
 from stream.topics import TOPICS
 from topologies import catalog as catalog_topology
 from topologies.pipeline import STAGE_FOR_TOPIC, STAGES
-from topologies.records import Reject
+from topologies.records import AUDIT_TOPIC, Reject, audit_record
 from topologies.rules import Rules
 from topologies.state import MemoryState, State
 
@@ -306,17 +305,9 @@ def append_audit(
 ) -> None:
     """Append one audit record to ``<state_dir>/audit.log.jsonl``: the replay world's
     ``audit.log`` topic (same records, append-only), for reads made by the CLI."""
-    record = {
-        "at": int(time.time() * 1000),
-        "actor": actor,
-        "action": action,
-        "subject_customer_id": subject,
-        "purpose": purpose,
-        "outcome": outcome,
-        "detail": json.dumps(detail, sort_keys=True),
-    }
+    record = audit_record(int(time.time() * 1000), actor, action, subject, purpose, outcome, detail)
     with open(Path(state_dir) / AUDIT_FILE, "ab") as f:
-        f.write(orjson.dumps({"topic": "audit.log", "key": None, "value": record}) + b"\n")
+        f.write(orjson.dumps({"topic": AUDIT_TOPIC, "key": None, "value": record}) + b"\n")
 
 
 def recall_on_state(

@@ -116,6 +116,7 @@ from zoneinfo import ZoneInfo
 from topologies.context import Context
 from topologies.records import Emit, Reject, StepResult
 from topologies.rules import Rules
+from topologies.schedule import run_on_grid
 from topologies.state import State
 
 STAGE = "household_bonus"
@@ -316,11 +317,13 @@ def tick(ctx: Context, state: State) -> StepResult:
     result = StepResult()
     _close_due_months(ctx, state, result)
     _maybe_sweep(ctx, state, result, force=True)
-    due = state.get(RETENTION_SWEEP_KEY)
-    if due is None or ctx.now_ms >= due:
-        purge_expired(ctx, state, result)
-        every = ctx.rules.retention_sweep_interval_ms
-        state.set(RETENTION_SWEEP_KEY, (ctx.now_ms // every + 1) * every)
+    run_on_grid(
+        ctx,
+        state,
+        RETENTION_SWEEP_KEY,
+        ctx.rules.retention_sweep_interval_ms,
+        lambda: purge_expired(ctx, state, result),
+    )
     return result
 
 

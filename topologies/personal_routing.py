@@ -40,7 +40,6 @@ catalogue change does not move the counter either.
 
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 from typing import Any
 
@@ -48,7 +47,8 @@ from topologies import consent as consent_rules
 from topologies import counters, recall
 from topologies.catalog import UNKNOWN_GROUP, group_totals
 from topologies.context import Context
-from topologies.records import Emit, Reject, StepResult
+from topologies.records import Emit, Reject, StepResult, audit_emit
+from topologies.schedule import run_on_grid
 from topologies.state import State
 
 STAGE = "personal_routing"
@@ -290,11 +290,13 @@ def tick(ctx: Context, state: State) -> StepResult:
     """Time-driven work: the retention purge, every ``retention.sweep_interval_minutes``
     (on a fixed grid of the processing clock, so a redone tick lands on the same slot)."""
     result = StepResult()
-    due = state.get(RETENTION_SWEEP_KEY)
-    if due is None or ctx.now_ms >= due:
-        purge_expired(ctx, state, result)
-        every = ctx.rules.retention_sweep_interval_ms
-        state.set(RETENTION_SWEEP_KEY, (ctx.now_ms // every + 1) * every)
+    run_on_grid(
+        ctx,
+        state,
+        RETENTION_SWEEP_KEY,
+        ctx.rules.retention_sweep_interval_ms,
+        lambda: purge_expired(ctx, state, result),
+    )
     return result
 
 
@@ -496,16 +498,4 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
 def _audit(
     ctx: Context, action: str, cid: str | None, purpose: str, detail: dict[str, Any]
 ) -> Emit:
-    return Emit(
-        "audit.log",
-        None,
-        {
-            "at": ctx.now_ms,
-            "actor": ACTOR,
-            "action": action,
-            "subject_customer_id": cid,
-            "purpose": purpose,
-            "outcome": "ok",
-            "detail": json.dumps(detail, sort_keys=True),
-        },
-    )
+    return audit_emit(ctx.now_ms, ACTOR, action, cid, purpose, detail)

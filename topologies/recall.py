@@ -13,12 +13,11 @@ Nothing here changes state: a run can be repeated and reads the same index.
 
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 from typing import Any
 
 from topologies.context import Context
-from topologies.records import Emit, Reject, StepResult
+from topologies.records import Emit, Reject, StepResult, audit_emit
 from topologies.state import State
 
 INPUT = "recall.requests"
@@ -77,7 +76,7 @@ def step(ctx: Context, state: State, key: str | None, value: dict[str, Any] | No
         hit["receipts"].sort(key=lambda r: (r["purchased_at"], r["receipt_id"]))
         result.emits.append(Emit(OUTPUT, f"{value['recall_id']}/{cid}", hit))
         result.emits.append(
-            _audit(ctx, actor, cid, "ok", {"recall_id": value["recall_id"], "gtin": gtin})
+            _audit(ctx, actor, cid, {"recall_id": value["recall_id"], "gtin": gtin})
         )
     summary = {
         "recall_id": value["recall_id"],
@@ -89,25 +88,11 @@ def step(ctx: Context, state: State, key: str | None, value: dict[str, Any] | No
         "customers": len(found),
         "receipts": sum(len(h["receipts"]) for h in found.values()),
     }
-    result.emits.append(_audit(ctx, actor, None, "ok", summary))
+    result.emits.append(_audit(ctx, actor, None, summary))
     result.events["recall_run"] += 1
     result.events["recall_notifications"] += len(found)
     return result
 
 
-def _audit(
-    ctx: Context, actor: str, subject: str | None, outcome: str, detail: dict[str, Any]
-) -> Emit:
-    return Emit(
-        "audit.log",
-        None,
-        {
-            "at": ctx.now_ms,
-            "actor": actor,
-            "action": "recall",
-            "subject_customer_id": subject,
-            "purpose": "product_recall",
-            "outcome": outcome,
-            "detail": json.dumps(detail, sort_keys=True),
-        },
-    )
+def _audit(ctx: Context, actor: str, subject: str | None, detail: dict[str, Any]) -> Emit:
+    return audit_emit(ctx.now_ms, actor, "recall", subject, "product_recall", detail)

@@ -28,6 +28,7 @@ Record shapes (see ``avro/`` for the schemas of every non-internal topic):
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,3 +77,35 @@ class StepResult:
         self.rejects.extend(other.rejects)
         self.routed.update(other.routed)
         self.events.update(other.events)
+
+
+AUDIT_TOPIC = "audit.log"
+
+
+def audit_record(
+    at: int,
+    actor: str,
+    action: str,
+    subject: str | None,
+    purpose: str,
+    outcome: str,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    """One ``AuditRecord`` (who, whose, what, purpose, when, outcome): the single shape the
+    topology, the API and the CLI write to the audit trail."""
+    return {
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "subject_customer_id": subject,
+        "purpose": purpose,
+        "outcome": outcome,
+        "detail": json.dumps(detail, sort_keys=True),
+    }
+
+
+def audit_emit(
+    at: int, actor: str, action: str, subject: str | None, purpose: str, detail: dict[str, Any]
+) -> Emit:
+    """An audit record of a successful action, to send on ``audit.log`` (no key)."""
+    return Emit(AUDIT_TOPIC, None, audit_record(at, actor, action, subject, purpose, "ok", detail))

@@ -13,17 +13,11 @@ import urllib.request
 from typing import Any
 
 from stream import auth
+from topologies.consent import FLAGS
 
 SECRET = "integration-test-jwt-secret-0123456789abcdef"
 GTIN_TOMATO = "6400000000031"  # Finnish vegetables, weighed
 GTIN_MILK = "6400000000017"  # Finnish milk, 1 kg pack
-FLAGS = (
-    "product_level_services",
-    "marketing_targeting",
-    "external_audiences",
-    "direct_marketing",
-    "e_receipts",
-)
 
 
 def product(gtin: str, group: str, vegetable: bool, net: int | None) -> dict[str, Any]:

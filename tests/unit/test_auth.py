@@ -66,10 +66,10 @@ def test_a_tampered_claim_breaks_the_signature() -> None:
         auth.verify(SECRET, f"{head}.{forged_body}.{sig}")
 
 
-@pytest.mark.parametrize("drop", ["exp", "iat", "sub", "iss", "aud"], ids=lambda d: f"without-{d}")
-def test_required_claims(drop: str) -> None:
+def valid_claims() -> dict:
+    """Claims that verify (checked below), for the tests that break one of them."""
     now = int(time.time())
-    claims = {
+    return {
         "sub": "C-1",
         "role": "customer",
         "hh": "HH-1",
@@ -79,6 +79,16 @@ def test_required_claims(drop: str) -> None:
         "iat": now,
         "exp": now + 60,
     }
+
+
+def test_the_valid_claims_verify() -> None:
+    token = jwt.encode(valid_claims(), SECRET, algorithm="HS256")
+    assert auth.verify(SECRET, token) == access.Viewer(access.CUSTOMER, "C-1", "HH-1", "main")
+
+
+@pytest.mark.parametrize("drop", ["exp", "iat", "sub", "iss", "aud"], ids=lambda d: f"without-{d}")
+def test_required_claims(drop: str) -> None:
+    claims = valid_claims()
     del claims[drop]
     with pytest.raises(auth.AuthError):
         auth.verify(SECRET, jwt.encode(claims, SECRET, algorithm="HS256"))

@@ -576,6 +576,18 @@ def test_redelivery_of_a_receipt_that_was_not_counted_sends_no_counters() -> Non
     assert emits(again, "smobiili.counters") == []
 
 
+def after_prefix(base: MemoryState, writes: list[tuple[str, str, Any]]) -> MemoryState:
+    """``base`` with the first writes of a step applied: what a crash leaves behind."""
+    state = MemoryState()
+    state.data = copy.deepcopy(base.data)
+    for op, key, value in writes:
+        if op == "set":
+            state.set(key, value)
+        else:
+            state.delete(key)
+    return state
+
+
 class Recording(MemoryState):
     """A MemoryState that logs every write, to cut a step short as a crash would."""
 
@@ -607,13 +619,7 @@ def test_a_crash_after_any_prefix_of_the_writes_counts_the_receipt_once() -> Non
         "pl", "cn", "ms", "er", "rc", "exp", "rt"
     ]  # fmt: skip
     for kept in range(len(writes) + 1):
-        state = MemoryState()
-        state.data = copy.deepcopy(base.data)
-        for op, key, value in writes[:kept]:
-            if op == "set":
-                state.set(key, value)
-            else:
-                state.delete(key)
+        state = after_prefix(base, writes[:kept])
         route(state, receipt("R-1", purchased_at=T0 + 5), T0 + 6)
         assert state.get("cn|CUST-0001|2024-03") == want["cn|CUST-0001|2024-03"], kept
         assert state.data == want, kept
@@ -698,12 +704,6 @@ def test_a_crash_in_a_revocation_never_leaves_a_closed_store_filled() -> None:
     writes = rec.log
     assert writes[-1][1] == f"consent|{CID}"  # the consent is the last write
     for kept in range(len(writes) + 1):
-        state = MemoryState()
-        state.data = copy.deepcopy(base.data)
-        for op, key, value in writes[:kept]:
-            if op == "set":
-                state.set(key, value)
-            else:
-                state.delete(key)
+        state = after_prefix(base, writes[:kept])
         give(state, off, T0 + HOUR_MS, key=CID)
         assert state.data == want, kept

@@ -150,6 +150,11 @@ class Api:
         await fut
         self.metrics.audit(action, outcome)
 
+    def _count(self, endpoint: str, status: int, started: float) -> None:
+        m = self.metrics
+        m.child(m.api_requests, endpoint, str(status)).inc()
+        m.child(m.api_latency, endpoint).observe(time.perf_counter() - started)
+
     def _partition(self, key: str) -> int:
         from stream.worker import key_partition
 
@@ -217,9 +222,7 @@ class Api:
             status = 200
             return web.json(data)
         finally:
-            m = self.metrics
-            m.child(m.api_requests, endpoint, str(status)).inc()
-            m.child(m.api_latency, endpoint).observe(time.perf_counter() - started)
+            self._count(endpoint, status, started)
 
     # --- routes -----------------------------------------------------------------------
 
@@ -376,9 +379,7 @@ class Api:
                 status=202,
             )
         finally:
-            m = self.metrics
-            m.child(m.api_requests, E_STAFF_RECALL, str(status)).inc()
-            m.child(m.api_latency, E_STAFF_RECALL).observe(time.perf_counter() - started)
+            self._count(E_STAFF_RECALL, status, started)
 
     # --- live updates -----------------------------------------------------------------
 

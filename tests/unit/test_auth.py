@@ -108,17 +108,7 @@ def test_required_claims(drop: str) -> None:
     ids=str,
 )
 def test_bad_claims_are_refused(change: dict) -> None:
-    now = int(time.time())
-    claims = {
-        "sub": "C-1",
-        "role": "customer",
-        "hh": "HH-1",
-        "hh_role": "main",
-        "iss": auth.ISSUER,
-        "aud": auth.AUDIENCE,
-        "iat": now,
-        "exp": now + 60,
-    } | change
+    claims = valid_claims() | change
     with pytest.raises(auth.AuthError):
         auth.verify(SECRET, jwt.encode(claims, SECRET, algorithm="HS256"))
 

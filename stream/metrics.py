@@ -74,6 +74,20 @@ E2E_TOPICS = frozenset(
 )
 
 
+class _PendingFlusher:
+    """A collector with no metrics of its own: collecting it applies Metrics' pending counts."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        self._metrics.flush()
+        return []
+
+
 def add_process_metrics(registry: CollectorRegistry) -> None:
     """The worker process's own figures: ``process_*`` (CPU seconds, resident memory, open
     files, start time) and ``purchase_stream_build_info{version}``."""
@@ -108,6 +122,13 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # Per-record counter increments are summed here (a dict update) and applied to the
+        # prometheus children by flush(): a prometheus-client inc() takes a lock and three
+        # calls, ~1.5 us, and a record makes about seven (BENCHMARKS.md). The flusher is
+        # registered before every metric, so any collect() -- a scrape, a test's
+        # get_sample_value() -- applies the pending counts before reading a value.
+        self._pending: dict[Any, float] = {}
+        r.register(_PendingFlusher(self))
 
         # --- Flow ----------------------------------------------------------------------
         self.events_in = Counter(
@@ -366,20 +387,33 @@ class Metrics:
             c = self._children[key] = metric.labels(*labels)
         return c
 
+    def inc(self, counter: Any, n: float = 1) -> None:
+        """Add ``n`` to a counter (or labelled child) at the next flush()/collect()."""
+        p = self._pending
+        p[counter] = p.get(counter, 0) + n
+
+    def flush(self) -> None:
+        """Apply the pending increments of :meth:`inc` to the prometheus counters."""
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            for counter, n in pending.items():
+                counter.inc(n)
+
     def observe(self, stage: str, result: StepResult) -> None:
+        inc = self.inc
         for (purpose, decision), n in result.routed.items():
             if n:
-                self.child(self.routed, purpose, decision).inc(n)
+                inc(self.child(self.routed, purpose, decision), n)
         for event, n in result.events.items():
             if not n:
                 continue
-            self.child(self.stage_events, stage, event).inc(n)
+            inc(self.child(self.stage_events, stage, event), n)
             dedicated = self._event_metric.get((stage, event))
             if dedicated is not None:
-                dedicated.inc(n)
+                inc(dedicated, n)
         if result.events.get("recall_run"):
-            self.recall_runs.inc(result.events["recall_run"])
-            self.recall_notifications.inc(result.events.get("recall_notifications", 0))
+            inc(self.recall_runs, result.events["recall_run"])
+            inc(self.recall_notifications, result.events.get("recall_notifications", 0))
         # Audit records the topology writes (purges, erasures, recalls); the API layer
         # calls audit() itself for the records it writes.
         for e in result.emits:
@@ -388,7 +422,7 @@ class Metrics:
 
     def audit(self, action: str, outcome: str) -> None:
         """One audit record written (the topology's purges and erasures, the API's reads)."""
-        self.child(self.audit_records, action, outcome).inc()
+        self.inc(self.child(self.audit_records, action, outcome))
 
     def end_to_end_latency(self, topic: str, purchased_at_ms: int, now_s: float) -> None:
         self.child(self.end_to_end, topic).observe(max(0.0, now_s - purchased_at_ms / 1000))

@@ -71,7 +71,7 @@ class Runner:
     def process(self, stage: Stage, state: State, rec: RawRecord) -> list[Outgoing]:
         started = time.perf_counter()
         m = self.metrics
-        m.child(m.events_in, rec.topic).inc()
+        m.inc(m.child(m.events_in, rec.topic))
         try:
             key = self.codec.decode_key(rec.key)
             value = self.codec.decode(rec.topic, rec.value)
@@ -104,7 +104,7 @@ class Runner:
                 type(exc).__name__,
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
-            m.processing_errors.labels(stage.name).inc()
+            m.inc(m.child(m.processing_errors, stage.name))
             result = StepResult(rejects=[Reject("processing_error", type(exc).__name__)])
         out = [
             Outgoing(e.topic, self.codec.encode_key(e.key), self.codec.encode(e.topic, e.value))
@@ -128,7 +128,7 @@ class Runner:
             # Only these change the dedupe state's size: no extra read on other records.
             m.child(m.bonus_dedupe, str(rec.partition)).set(household_bonus.seen_count(state))
         for o in out:
-            m.child(m.records_out, o.topic).inc()
+            m.inc(m.child(m.records_out, o.topic))
         m.child(m.processing, stage.name).observe(time.perf_counter() - started)
         return out
 
@@ -146,12 +146,12 @@ class Runner:
         out.extend(self.dead_letter(stage.name, rec, r) for r in result.rejects)
         self.metrics.observe(stage.name, result)
         for o in out:
-            self.metrics.child(self.metrics.records_out, o.topic).inc()
+            self.metrics.inc(self.metrics.child(self.metrics.records_out, o.topic))
         return out
 
     def dead_letter(self, stage: str, rec: RawRecord, reject: Reject) -> Outgoing:
         """The dead-letter record for ``rec`` (or for ``reject.origin``), counted."""
-        self.metrics.child(self.metrics.dead_letters, stage, reject.code).inc()
+        self.metrics.inc(self.metrics.child(self.metrics.dead_letters, stage, reject.code))
         o = reject.origin
         record: dict[str, Any] = {
             "stage": stage,

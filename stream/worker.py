@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -352,11 +354,51 @@ def key_partition(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+CLEAN_STOP_MARKER = ".clean-stop"
+
+
+def discard_state_unless_stopped_cleanly(tabledir: Path) -> bool:
+    """Delete the local table databases unless the last worker on them stopped cleanly.
+
+    A state write goes to the local RocksDB at once and to the changelog through the
+    producer buffer; offsets are committed only after that buffer is flushed. A crash
+    (SIGKILL, OOM, power) can therefore leave the local database *ahead* of the changelog:
+    the records after the last commit are processed again, each stage's dedupe finds them
+    already applied locally and writes nothing, and their changelog records are never
+    written -- a later restore from the changelog (another worker, a fresh disk) loses
+    them. So local state is trusted only after a clean stop (Faust flushed and committed,
+    then :func:`mark_clean_stop`); otherwise the tables are restored from the changelogs,
+    which agree with the committed offsets. (Kafka Streams wipes its stores after an
+    unclean exit under exactly-once for the same reason.) Returns True when it discarded.
+    """
+    marker = tabledir / CLEAN_STOP_MARKER
+    had_state = tabledir.is_dir() and any(tabledir.glob("*.db"))
+    clean = marker.exists()
+    marker.unlink(missing_ok=True)  # from here on, this run's stop decides
+    if had_state and not clean:
+        log.warning(
+            "the last worker on %s did not stop cleanly: discarding its local table state, "
+            "every table is restored from its changelog",
+            tabledir,
+        )
+        for db in tabledir.glob("*.db"):
+            shutil.rmtree(db)
+        return True
+    return False
+
+
+def mark_clean_stop(tabledir: Path) -> None:
+    if tabledir.is_dir():
+        (tabledir / CLEAN_STOP_MARKER).touch()
+
+
 def run_worker(settings: Settings, rules: Rules) -> None:
     """Start the worker in the foreground (blocks until stopped by a signal)."""
     from faust.worker import Worker
 
     app = create_app(settings, rules)
+    tabledir = Path(app.conf.tabledir)
+    discard_state_unless_stopped_cleanly(tabledir)
     parts = app.purchase_stream  # type: ignore[attr-defined]
     # The whole catalogue before the first receipt (stream/catalog_feed.py).
     parts["catalog_feed"].catch_up(parts["runner"])
@@ -366,4 +408,11 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     # LogRecords that are filtered only at the handler, ~10 % of the worker's CPU in a py-spy
     # profile (BENCHMARKS.md). We never run on a terminal that needs it.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        # Faust flushed the producer and committed on the way out; a crashed service, an
+        # error exit or os._exit (registry outage) leaves no marker.
+        if exc.code in (0, None) and app.crash_reason is None:
+            mark_clean_stop(tabledir)
+        raise

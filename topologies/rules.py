@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
+QUARTER_HOUR_MS = 15 * MINUTE_MS
 
 # The common Bonus table (DOMAIN.md §4): at least 50 € -> 1 %, ..., at least 900 € -> 5 %.
 DEFAULT_BONUS_TIERS: tuple[tuple[int, int], ...] = (
@@ -60,9 +61,14 @@ class Rules:
     retention_ms: tuple[tuple[str, int], ...] = DEFAULT_RETENTION
     retention_sweep_interval_ms: int = 60 * MINUTE_MS
     _tz: ZoneInfo = field(init=False, repr=False, compare=False)
+    # 15-minute UTC bucket -> local date. Every UTC offset and transition of the zones in
+    # use since 1970 falls on a quarter hour, so the local date is constant within a
+    # bucket; the cache saves a datetime conversion and a strftime per call.
+    _dates: dict[int, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_tz", ZoneInfo(self.zone))
+        object.__setattr__(self, "_dates", {})
 
     def keep_ms(self, store: str) -> int:
         """How long ``store`` keeps a record after its purchase time (KeyError: no such store)."""
@@ -77,9 +83,17 @@ class Rules:
 
     def local_date(self, epoch_ms: int) -> str:
         """Calendar date (YYYY-MM-DD) of an instant in the co-op's zone."""
-        return (
-            datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(self._tz).strftime("%Y-%m-%d")
-        )
+        bucket = epoch_ms // QUARTER_HOUR_MS
+        date = self._dates.get(bucket)
+        if date is None:
+            if len(self._dates) >= 100_000:  # ~3 years of quarter hours
+                self._dates.clear()
+            date = self._dates[bucket] = (
+                datetime.fromtimestamp(bucket * QUARTER_HOUR_MS / 1000, UTC)
+                .astimezone(self._tz)
+                .strftime("%Y-%m-%d")
+            )
+        return date
 
     def local_month(self, epoch_ms: int) -> str:
         return self.local_date(epoch_ms)[:7]

@@ -474,3 +474,21 @@ def test_line_groups_summed_per_product_group() -> None:
         {"product_group": "DAIRY", "amount_cents": 378, "quantity_milli": 2000, "line_count": 2},
         {"product_group": "FRUIT", "amount_cents": 100, "quantity_milli": 400, "line_count": 1},
     ]
+
+
+@pytest.mark.parametrize("zone", ["Europe/Helsinki", "Asia/Kolkata", "Asia/Kathmandu", "UTC"])
+def test_rules_cached_local_date_equals_the_direct_conversion(zone: str) -> None:
+    # local_date caches per 15-minute UTC bucket: check every second-before and minute
+    # around both DST changes of 2024 and 2025, midnights included, against zoneinfo.
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    rules = Rules(frozenset(), zone=zone)
+    tz = ZoneInfo(zone)
+    starts = [utc_ms(y, m, d, 0, 0, 0) for y in (2024, 2025) for m, d in ((3, 30), (10, 26))]
+    starts += [utc_ms(2024, 12, 31, 0, 0, 0)]
+    for start in starts:
+        for minute in range(0, 48 * 60):
+            for at in (start + minute * 60_000 - 1, start + minute * 60_000):
+                expect = datetime.fromtimestamp(at / 1000, UTC).astimezone(tz).strftime("%Y-%m-%d")
+                assert rules.local_date(at) == expect, (zone, at)

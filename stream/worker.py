@@ -104,6 +104,45 @@ def strict_producer_flush() -> None:
     ProducerBuffer._purchase_stream_strict = True  # type: ignore[attr-defined]
 
 
+# The shortest time between two fetch requests of the worker's consumer when the first
+# came back empty (see idle_fetch_wait).
+IDLE_FETCH_WAIT_S = 0.01
+
+
+def idle_fetch_wait(seconds: float = IDLE_FETCH_WAIT_S) -> None:
+    """Make aiokafka wait before re-fetching after an empty fetch that came back early.
+
+    Kafka holds a fetch until data arrives or ``fetch_max_wait_ms`` passes (Faust asks for
+    1.5 s), so an idle consumer sends a request or so a second. The embedded noida-db
+    ignores the wait and answers at once: aiokafka then re-fetches in a tight loop, ~2 400
+    requests a second from one consumer on an idle topic (measured), which cost a worker's
+    consumer thread ~0.45 of a core and the broker as much again, even while the worker had
+    nothing to do -- on 2 cores, CPU taken from the processing itself (BENCHMARKS.md). Here a
+    fetch that returned no records sooner than ``seconds`` after it was sent is followed by
+    a pause for the rest of ``seconds``: no effect against a broker that long-polls (its
+    empty answers take ``fetch_max_wait_ms``), and at most ``seconds`` more latency for the
+    first record after a quiet spell on one that does not.
+    """
+    from aiokafka.consumer.fetcher import Fetcher
+
+    Fetcher._ps_idle_fetch_wait_s = seconds
+    if getattr(Fetcher, "_ps_idle_fetch_wait_patched", False):
+        return
+    proc = Fetcher._proc_fetch_request
+
+    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        started = time.monotonic()
+        got_records = await proc(self, assignment, node_id, request)
+        if not got_records and assignment.active:
+            rest = Fetcher._ps_idle_fetch_wait_s - (time.monotonic() - started)
+            if rest > 0:
+                await asyncio.sleep(rest)
+        return got_records
+
+    Fetcher._proc_fetch_request = _proc_fetch_request
+    Fetcher._ps_idle_fetch_wait_patched = True
+
+
 def table_name(stage: Stage) -> str:
     return f"{stage.name}-store"
 
@@ -115,6 +154,7 @@ def create_app(
     codec: Codec | None = None,
 ) -> faust.App:
     strict_producer_flush()
+    idle_fetch_wait()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",

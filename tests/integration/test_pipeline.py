@@ -205,12 +205,10 @@ def test_worker_on_broker_matches_replay(
 
     # Each receipt counted once: distinct receipt totals = receipts the driver routed.
     totals = {r["value"]["receipt_id"] for r in on_broker if r["topic"] == "receipts.totals"}
-    assert (
-        len(totals)
-        == driver.metrics.child(
-            driver.metrics.stage_events, "personal_routing", "routed"
-        )._value.get()
+    routed = driver.metrics.registry.get_sample_value(
+        "purchase_stream_stage_events_total", {"stage": "personal_routing", "event": "routed"}
     )
+    assert len(totals) == routed
 
 
 API_SECRET = "integration-test-jwt-secret-0123456789abcdef"

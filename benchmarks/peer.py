@@ -2,29 +2,40 @@
 
 - ``transport ceiling``: a plain confluent-kafka loop (consume pos.receipts -> produce the
   bytes unchanged to receipts.identified), no processing: what the client and broker cost.
+- ``Faust worker``: one worker (``stream/worker.py``), set up as the worker figure does it.
 - ``Quix Streams``: benchmarks/quix_peer.py in its own venv (quixstreams 3.28 pins
-  confluent-kafka < 2.13; the project pins 2.16.0), running the project's topology code.
-- ``Faust worker``: the one-worker figure, re-measured here on the same events.
+  confluent-kafka < 2.13; the project pins 2.16.0): one Quix Application doing the same work
+  per receipt over the broker as the worker (one dataframe per stage input running the
+  project's Runner, every output produced and the internal hops consumed back from the
+  broker, one changelog record per state write).
 
-Every rate is timed from the first send of the receipt backlog to the last receipt done.
+Both runtimes are timed by the same code (``_backlog``), with the clock of
+``broker_bench.throughput``: from the first send of the receipt backlog until the group's
+committed offsets reach the end of every stage input (lag 0). Both commit every 2.8 s. The
+records each run added to every topic (outputs, and the table changelogs per stage) are
+compared: equal counts show the two did the same work.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
 from stream.pos import producer_config
+from stream.simulator import SimConfig, generate
+from stream.topics import TOPICS
+from topologies.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIX_VENV = Path(__file__).resolve().parent / ".venv-quix"
@@ -34,8 +45,10 @@ QUIX_PINS = ["quixstreams==3.28.1", "fastavro>=1.9,<2", "prometheus-client>=0.20
 def quix_python() -> Path:
     py = QUIX_VENV / "bin" / "python"
     if not py.exists():
-        log(f"creating {QUIX_VENV} ({' '.join(QUIX_PINS)})")
-        subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+        # resolve(): the venv may be a (dangling) symlink shared between worktrees.
+        target = QUIX_VENV.resolve()
+        log(f"creating {target} ({' '.join(QUIX_PINS)})")
+        subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", *QUIX_PINS], check=True)
     return py
 
@@ -87,10 +100,106 @@ def transport(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
     }
 
 
+class _QuixProcess:
+    """The Quix peer as an ``Env`` worker: ``Env.wait_idle`` watches it die, ``close`` stops it."""
+
+    def __init__(self, proc: subprocess.Popen[str], log_path: Path) -> None:
+        self.proc = proc
+        self.log_path = log_path
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _canonical(topic: str) -> str | None:
+    """A topic's name in the per-topic counts: each side's table changelogs as
+    ``changelog:<stage>`` (Faust: ``<app>-<stage>-store-changelog``, Quix peer:
+    ``quix-peer-<stage>-changelog``); the registry's topics as they are."""
+    if topic in TOPICS:
+        return topic
+    for stage in STAGES:
+        if topic.endswith(f"-{stage.name}-store-changelog") or topic == (
+            f"quix-peer-{stage.name}-changelog"
+        ):
+            return f"changelog:{stage.name}"
+    return None
+
+
+def _topic_counts(bootstrap: str) -> Counter[str]:
+    """Records per topic now on the broker (sum of the partitions' high watermarks)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-peer-counts"})
+    try:
+        out: Counter[str] = Counter()
+        for name, t in c.list_topics(timeout=10).topics.items():
+            canon = _canonical(name)
+            if canon is None or t.error is not None:
+                continue
+            for p in t.partitions:
+                out[canon] += c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+        return out
+    finally:
+        c.close()
+
+
+def _backlog(env: bb.Env, group: str, pid: int, backlog: list[Any]) -> dict[str, Any]:
+    """The throughput clock of ``broker_bench.throughput``, the same for both runtimes: from
+    the first send of the backlog to the moment the group's committed offsets first reach
+    the end of every stage input (``Env.wait_idle``: ``stream.admin.lag`` == 0, held 3 s),
+    CPU of the runtime's process and of the broker over that span (plus the settle), and the
+    records each topic gained (outputs per topic, table changelogs per stage)."""
+    before = _topic_counts(env.bootstrap)
+    cpu0 = proc_cpu_s(pid)
+    bcpu0 = proc_cpu_s(env.broker.pid) if env.broker.pid else 0.0
+    t0 = time.monotonic()
+    env.produce(backlog)
+    zero_at = env.wait_idle(group, timeout=3600)
+    elapsed = zero_at - t0
+    cpu = proc_cpu_s(pid) - cpu0
+    bcpu = (proc_cpu_s(env.broker.pid) - bcpu0) if env.broker.pid else 0.0
+    after = _topic_counts(env.bootstrap)
+    n = len(backlog)
+    return {
+        "receipts": n,
+        "seconds": round(elapsed, 2),
+        "receipts_per_s": round(n / elapsed, 1),
+        "worker_cpu_s": round(cpu, 2),
+        "receipts_per_worker_cpu_s": round(n / cpu, 1) if cpu else None,
+        "broker_cpu_s": round(bcpu, 2),
+        "records_per_topic": {
+            t: after[t] - before[t] for t in sorted(after) if after[t] - before[t]
+        },
+    }
+
+
+def faust(env: bb.Env, register: list[Any], backlog: list[Any]) -> dict[str, Any]:
+    """One Faust worker, set up as ``broker_bench.throughput`` does it."""
+    w = env.worker("bench-peer")
+    log(f"faust: producing the register ({len(register):,} events)")
+    env.produce(bb._encode(env.codec, register))
+    env.wait_idle("bench-peer", timeout=300)
+    log("faust: caught up on the register; producing the receipt backlog")
+    assert w.proc is not None
+    return _backlog(env, "bench-peer", w.proc.pid, backlog)
+
+
 def quix(env: bb.Env, register: list[Any], backlog: list[Any]) -> dict[str, Any]:
     py = quix_python()
+    group = "bench-peer-quix"
     reg = bb._encode(env.codec, register)
-    env.produce(reg)
+    log_path = env.tmp / "quix.log"
     proc = subprocess.Popen(
         [
             str(py),
@@ -98,45 +207,78 @@ def quix(env: bb.Env, register: list[Any], backlog: list[Any]) -> dict[str, Any]
             env.bootstrap,
             env.registry.url,
             str(env.tmp / "quix"),
-            str(len(backlog)),
+            group,
+            str(bb.PARTITIONS),
             str(len(reg)),
         ],
         stdout=subprocess.PIPE,
-        stderr=open(env.tmp / "quix.log", "wb"),  # noqa: SIM115
+        stderr=open(log_path, "wb"),  # noqa: SIM115
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=str(ROOT),
     )
+    peer = _QuixProcess(proc, log_path)
+    env.workers.append(peer)  # type: ignore[arg-type] - Env only needs proc/log_tail/stop
     assert proc.stdout is not None
-    first = proc.stdout.readline()
-    if not first:
+    log(f"quix: producing the register ({len(register):,} events)")
+    env.produce(reg)
+    if not proc.stdout.readline():
         proc.wait()
-        raise RuntimeError(f"quix peer failed:\n{(env.tmp / 'quix.log').read_text()[-3000:]}")
+        raise RuntimeError(f"quix peer failed:\n{peer.log_tail()}")
+    env.wait_idle(group, timeout=300)
     log("quix: caught up on the register; producing the receipt backlog")
-    cpu0 = proc_cpu_s(proc.pid)
-    t0 = time.perf_counter()
-    env.produce(backlog)
+    out = _backlog(env, group, proc.pid, backlog)
+    peer.stop(timeout=60)
     line = proc.stdout.readline()
-    elapsed = time.perf_counter() - t0
-    cpu = None
-    with contextlib.suppress(OSError):
-        cpu = proc_cpu_s(proc.pid) - cpu0
-    proc.wait(60)
     if not line:
-        raise RuntimeError(f"quix peer failed:\n{(env.tmp / 'quix.log').read_text()[-3000:]}")
-    r = json.loads(line)
-    n = r["receipts"]
+        raise RuntimeError(f"quix peer gave no counts:\n{peer.log_tail()}")
+    out["peer_counts"] = json.loads(line)  # its own view, register included
+    out["receipts_per_cpu_s"] = out["receipts_per_worker_cpu_s"]
+    return out
+
+
+def _compare(f: dict[str, Any], q: dict[str, Any]) -> dict[str, Any]:
+    """Per topic, the records each run added to the broker for the same backlog.
+
+    The registry's topics (the backlog itself, every output and the internal hops) must
+    match exactly. The table changelogs also carry the stages' time-driven work (a sweep
+    per partition every ``tick_interval_s`` of wall-clock time), so a run that lasts longer
+    can write a few more changelog records; those differences are reported, not failed.
+    """
+    fc, qc = f["records_per_topic"], q["records_per_topic"]
+    diff = {t: [fc.get(t, 0), qc.get(t, 0)] for t in sorted(set(fc) | set(qc))}
+    mismatched = {t: v for t, v in diff.items() if v[0] != v[1]}
+    outputs = {t: v for t, v in mismatched.items() if not t.startswith("changelog:")}
     return {
-        "receipts": n,
-        "outputs": r["outputs"],
-        "seconds": round(elapsed, 2),
-        "receipts_per_s": round(n / elapsed, 1),
-        "receipts_per_cpu_s": round(n / cpu, 1) if cpu else None,
+        "faust_quix": diff,
+        "mismatched": mismatched,
+        "same_work": not outputs,
+        "changelog_difference": {
+            t: v[0] - v[1] for t, v in mismatched.items() if t.startswith("changelog:")
+        },
     }
 
 
+def _events(receipts: int, households: int, seed: int) -> tuple[list[Any], list[Any]]:
+    """``broker_bench._events``, with broker timestamps of the last few hours.
+
+    The simulator's default start (2026-11-02) is older than the 7-day retention of
+    receipts.identified and aggregates.contributions (and noida-db's default for
+    pos.receipts), and outputs carry their source record's timestamp: noida-db then deletes
+    records before the downstream stage has read them ("offset out of range", the consumer
+    skips to the new start), so a slower runtime did less work and still reached lag 0.
+    Events of the last hours stay on the broker for the whole run.
+    """
+    start = int(time.time() * 1000) - 3 * 3600 * 1000
+    register, rcpts = [], []
+    cfg = SimConfig(seed=seed, households=households, receipts=receipts, start_ms=start)
+    for e in generate(cfg):
+        (rcpts if e["topic"] == "pos.receipts" else register).append(e)
+    return register, rcpts
+
+
 def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
-    register, rcpts = bb._events(receipts, households, seed)
+    register, rcpts = _events(receipts, households, seed)
     out: dict[str, Any] = {"receipts": receipts}
     header("peers on the same broker and events", "receipts/s", "rcpt/CPU-s")
     env = bb.Env("transport")
@@ -148,7 +290,7 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
         env.close()
     env = bb.Env("faust")
     try:
-        f = bb.throughput(env, ["bench-peer"], register, rcpts, "faust")
+        f = faust(env, register, bb._encode(env.codec, rcpts))
         out["faust_worker"] = f
         row(
             "Faust worker (all stages, hops via the broker)",
@@ -162,12 +304,22 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
         q = quix(env, register, bb._encode(env.codec, rcpts))
         out["quix"] = q
         row(
-            "Quix Streams app (same steps, hops in process)",
+            "Quix Streams app (same stages, hops via the broker)",
             fmt(q["receipts_per_s"]),
             fmt(q["receipts_per_cpu_s"]),
         )
         out["ratio_faust_to_quix"] = round(f["receipts_per_s"] / q["receipts_per_s"], 3)
         row("Faust worker / Quix Streams peer (target >= 1.0)", f"{out['ratio_faust_to_quix']:.2f}")
+        cmp = out["same_work"] = _compare(f, q)
+        for t, (a, b) in cmp["faust_quix"].items():
+            row(f"  records to {t} (Faust / Quix)", fmt(a), fmt(b))
+        if not cmp["same_work"]:
+            log(f"quix peer: NOT the same records per topic as Faust: {cmp['mismatched']}")
+        elif cmp["changelog_difference"]:
+            log(
+                "same records on every registry topic; changelog records Faust - Quix "
+                f"(timer sweeps): {cmp['changelog_difference']}"
+            )
     except Exception as exc:  # noqa: BLE001 - report, keep the other peers' figures
         out["quix"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
         log(f"quix peer failed: {exc}")

@@ -71,9 +71,25 @@ def figures(f: dict[str, Any]) -> str:
         if "error" in r:
             out.append(f"| Quix Streams peer | failed | | | {r['error'][:200]} |")
         else:
+            same = p.get("same_work", {})
+            label = "Quix Streams peer (same stages, hops via the broker)"
+            if "same_work" not in same:
+                # A run of the earlier peer (benchmarks/quix_peer.py before the rewrite).
+                label, note = "Quix Streams peer (same steps, stages chained in process)", ""
+            elif same["same_work"]:
+                note = "same records per output topic as the Faust run"
+                if same.get("changelog_difference"):
+                    note += "; changelog records Faust − Quix (timer sweeps): " + ", ".join(
+                        f"{t.removeprefix('changelog:')} {d:+d}"
+                        for t, d in same["changelog_difference"].items()
+                    )
+            else:
+                note = "records per topic differ from the Faust run (Faust/Quix): " + ", ".join(
+                    f"{t} {a}/{b}" for t, (a, b) in same["mismatched"].items()
+                )
             out.append(
-                f"| Quix Streams peer (same steps, stages chained in process) | "
-                f"{_n(r['receipts_per_s'])} | | {_n(r['receipts_per_cpu_s'])} | |"
+                f"| {label} | {_n(r['receipts_per_s'])} | | "
+                f"{_n(r['receipts_per_cpu_s'])} | {note} |"
             )
     lines = ["\n".join(out)]
     lat = []

@@ -33,7 +33,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
 from stream.pos import producer_config
-from stream.simulator import SimConfig, generate
 from stream.topics import TOPICS
 from topologies.pipeline import STAGES
 
@@ -259,26 +258,8 @@ def _compare(f: dict[str, Any], q: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _events(receipts: int, households: int, seed: int) -> tuple[list[Any], list[Any]]:
-    """``broker_bench._events``, with broker timestamps of the last few hours.
-
-    The simulator's default start (2026-11-02) is older than the 7-day retention of
-    receipts.identified and aggregates.contributions (and noida-db's default for
-    pos.receipts), and outputs carry their source record's timestamp: noida-db then deletes
-    records before the downstream stage has read them ("offset out of range", the consumer
-    skips to the new start), so a slower runtime did less work and still reached lag 0.
-    Events of the last hours stay on the broker for the whole run.
-    """
-    start = int(time.time() * 1000) - 3 * 3600 * 1000
-    register, rcpts = [], []
-    cfg = SimConfig(seed=seed, households=households, receipts=receipts, start_ms=start)
-    for e in generate(cfg):
-        (rcpts if e["topic"] == "pos.receipts" else register).append(e)
-    return register, rcpts
-
-
 def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
-    register, rcpts = _events(receipts, households, seed)
+    register, rcpts = bb._events(receipts, households, seed)
     out: dict[str, Any] = {"receipts": receipts}
     header("peers on the same broker and events", "receipts/s", "rcpt/CPU-s")
     env = bb.Env("transport")

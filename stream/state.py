@@ -4,7 +4,7 @@ the worker. Values are JSON (orjson) so a state directory is readable by ``extra
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,17 @@ class TableState:
     partitions stay correct) and without Faust's unbounded in-memory key index.
     """
 
-    def __init__(self, table: Any, partition: int) -> None:
+    def __init__(
+        self,
+        table: Any,
+        partition: int,
+        changelog: Callable[[int, bytes, bytes | None], Any] | None = None,
+    ) -> None:
         self.table = table
         self.partition = partition
+        # (partition, key, value) -> changelog record; the worker's is stream.output's
+        # producer, Faust's own send path otherwise.
+        self._changelog = changelog or table.send_changelog
 
     @property
     def db(self) -> Any:
@@ -83,12 +91,12 @@ class TableState:
     def set(self, key: str, value: Any) -> None:
         k, v = key.encode(), orjson.dumps(value)
         self.db.put(k, v)
-        self.table.send_changelog(self.partition, k, v)
+        self._changelog(self.partition, k, v)
 
     def delete(self, key: str) -> None:
         k = key.encode()
         self.db.delete(k)
-        self.table.send_changelog(self.partition, k, None)
+        self._changelog(self.partition, k, None)
 
     def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
         return iter(list(_prefix_items(self.db, prefix)))

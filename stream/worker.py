@@ -38,6 +38,7 @@ from stream.codec import Codec
 from stream.live import LiveFeed
 from stream.metrics import Metrics, add_process_metrics
 from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
+from stream.output import Output, attach
 from stream.runner import Outgoing, RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
@@ -66,8 +67,9 @@ RAW: dict[str, Any] = {
 def strict_producer_flush() -> None:
     """Make Faust's producer-buffer flush wait until the buffer is really empty.
 
-    Faust flushes its send buffer (our ``send_soon`` outputs *and* the table changelogs)
-    before it commits offsets, but ``ProducerBuffer.flush`` gives up as soon as 0.1 s pass
+    Faust flushes its send buffer (the API's audit records; stage outputs and changelogs
+    go through stream/output.py, whose flush is chained to this one) before it commits
+    offsets, but ``ProducerBuffer.flush`` gives up as soon as 0.1 s pass
     without a message sent -- on a loaded machine that happens with messages still
     buffered, the offsets are committed anyway, and the outputs are lost if the worker then
     stops (seen: a receipt consumed by card_join whose ``receipts.identified`` record never
@@ -136,7 +138,12 @@ def idle_fetch_wait(seconds: float = IDLE_FETCH_WAIT_S) -> None:
         if not got_records and assignment.active:
             rest = Fetcher._ps_idle_fetch_wait_s - (time.monotonic() - started)
             if rest > 0:
-                await asyncio.sleep(rest)
+                try:
+                    await asyncio.sleep(rest)
+                except asyncio.CancelledError:
+                    # Closing or unassigned: like aiokafka's own fetch task, end quietly
+                    # (Fetcher.close() awaits the cancelled task).
+                    return got_records
         return got_records
 
     Fetcher._proc_fetch_request = _proc_fetch_request
@@ -212,16 +219,20 @@ def create_app(
         )
     feed = CatalogFeed(settings.broker, settings.partitions)
     runner = Runner(codec, rules, metrics, catalog=feed.catalog, wall_clock=time.time)
-    out_topics = {name: app.topic(name, **RAW) for name in TOPICS}
+    # Stage outputs and table changelogs go through one confluent-kafka producer
+    # (stream/output.py), flushed by Faust before every commit.
+    output = Output(settings.broker, f"{settings.app_id}-output", settings.producer_max_batch_size)
+    attach(app, output)
+    changelogs = {name: output.changelog(table) for name, table in tables.items()}
 
     for stage in STAGES:
         if not stage.is_global:
-            _bind_agent(app, stage, tables[stage.name], runner, out_topics)
+            _bind_agent(app, stage, tables[stage.name], runner, output, changelogs[stage.name])
 
     @app.task
     async def start_catalog_feed() -> None:
         def sink(out: Outgoing) -> None:
-            out_topics[out.topic].send_soon(key=out.key, value=out.value)
+            output.send(out.topic, out.key, out.value)
 
         feed.sink = sink
         if feed.runner is None:  # not caught up by run_worker (an embedded app)
@@ -231,6 +242,7 @@ def create_app(
     from faust.sensors.prometheus import setup_prometheus_sensors
 
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+    app.monitor = _lean_monitor(app.monitor)
 
     # Consumer lag, state sizes and parked receipts: read periodically, on every worker.
     collector = WorkerCollector(app, metrics, tables, settings.partitions)
@@ -263,9 +275,10 @@ def create_app(
                 continue
             owned = sorted({tp.partition for tp in active if tp.topic == stage.inputs[0]})
             for partition in owned:
-                state = TableState(tables[stage.name], partition)
+                state = TableState(tables[stage.name], partition, changelogs[stage.name])
                 for out in runner.tick(stage, state, now_ms, partition):
-                    out_topics[out.topic].send_soon(key=out.key, value=out.value)
+                    output.send(out.topic, out.key, out.value)
+        output.poll()
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -277,8 +290,57 @@ def create_app(
         "tables": tables,
         "catalog_feed": feed,
         "runner": runner,
+        "output": output,
     }
     return app
+
+
+def _lean_monitor(monitor: Any) -> Any:
+    """Faust's Prometheus monitor without its per-message hooks.
+
+    Faust calls the monitor for every record in and out of a stream, every table access and
+    every send; the base Monitor keeps per-message statistics and the Prometheus one adds
+    several labelled metric updates each time: 5-8 % of the worker's main thread in a py-spy
+    profile (BENCHMARKS.md), for ``faust_*`` figures our own metrics already give
+    (``purchase_stream_events_in_total``, ``records_out_total``, stage latency). What the
+    dashboards use from Faust -- commit latency, rebalances, assignment -- comes from the
+    hooks kept here.
+    """
+    from faust.sensors.prometheus import PrometheusMonitor
+
+    class LeanPrometheusMonitor(PrometheusMonitor):
+        def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+        def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+            return None
+
+        def on_stream_event_out(
+            self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+        ) -> None:
+            return None
+
+        def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+        def on_table_get(self, table: Any, key: Any) -> None:
+            return None
+
+        def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+            return None
+
+        def on_table_del(self, table: Any, key: Any) -> None:
+            return None
+
+        def on_send_initiated(
+            self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+        ) -> None:
+            return None
+
+        def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+            return None
+
+    return LeanPrometheusMonitor(metrics=monitor._metrics)
 
 
 def _bind_agent(
@@ -286,7 +348,8 @@ def _bind_agent(
     stage: Stage,
     table: Any,
     runner: Runner,
-    out_topics: dict[str, Any],
+    output: Output,
+    changelog: Any,
 ) -> None:
     source = app.topic(*stage.inputs, **RAW)
     states: dict[int, TableState] = {}
@@ -297,14 +360,15 @@ def _bind_agent(
         # the loop body ends, *also when it is cancelled* (shutdown, rebalance): a batch
         # cancelled half-way would have its unprocessed records committed and lost. So a
         # batch is processed with no await at all (asyncio cancels only at awaits): steps,
-        # state writes and send_soon() into the producer buffer, which Faust flushes before
-        # it commits offsets.
+        # state writes and produce() into librdkafka's queue (stream/output.py), which
+        # Faust's pre-commit flush waits for before it commits offsets.
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             pending = list(events)
             delay = 0.5
             while pending:
                 try:
                     _process_all(pending)
+                    output.poll()
                 except RegistryUnavailableError as exc:
                     # The one await point: a registry outage blocks the partition.
                     log.warning(
@@ -341,7 +405,7 @@ def _bind_agent(
         _track_offset(stage.name, msg.topic, msg.partition, msg.offset)
         state = states.get(msg.partition)
         if state is None:
-            state = states[msg.partition] = TableState(table, msg.partition)
+            state = states[msg.partition] = TableState(table, msg.partition, changelog)
         rec = RawRecord(
             msg.topic,
             msg.partition,
@@ -355,9 +419,9 @@ def _bind_agent(
         outs = runner.process(stage, state, rec)
         # Outputs carry the source record's timestamp, so downstream stages run on the
         # same processing clock as in ``replay`` (parking windows, dedupe expiry, audit).
-        ts = msg.timestamp
+        ts_ms = rec.timestamp
         for out in outs:
-            out_topics[out.topic].send_soon(key=out.key, value=out.value, timestamp=ts)
+            output.send(out.topic, out.key, out.value, timestamp_ms=ts_ms)
 
     run_stage.__name__ = stage.name
     app.agent(source, name=stage.name, concurrency=1)(run_stage)
@@ -451,6 +515,8 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
+        # Normally empty by now (Faust flushed it before its last commit).
+        parts["output"].close(10)
         # Faust flushed the producer and committed on the way out; a crashed service, an
         # error exit or os._exit (registry outage) leaves no marker.
         if exc.code in (0, None) and app.crash_reason is None:

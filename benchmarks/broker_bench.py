@@ -61,12 +61,16 @@ class Env:
 
     def worker(self, app_id: str, extra_env: dict[str, str] | None = None) -> WorkerProcess:
         self.n += 1
+        env = dict(extra_env or {})
+        if self.kind == "tansu":
+            # tansu waits session.timeout/2 before a new group's first assignment
+            env.setdefault("PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S", "6")
         w = WorkerProcess(
             self.bootstrap,
             self.registry.url,
             self.tmp / f"worker{self.n}",
             app_id,
-            dict(extra_env or {}),
+            env,
         )
         self.workers.append(w.start())
         return w
@@ -297,9 +301,10 @@ def run(
     n_lat = int(rate_lo * latency_s) + int(rate_hi * latency_s)
     register, rcpts = _events(receipts + n_lat + 1000, households, seed)
     backlog, rest = rcpts[:receipts], rcpts[receipts:]
-    out: dict[str, Any] = {"households": households}
+    kind = os.environ.get("BENCH_BROKER", "noida-db")
+    out: dict[str, Any] = {"households": households, "broker": kind}
     header(
-        "worker on the broker (noida-db, 4 partitions)",
+        f"worker on the broker ({kind}, 4 partitions)",
         "receipts/s",
         "line items/s",
         "rcpt/CPU-s",

@@ -370,6 +370,44 @@ def lag(bootstrap: str, group: str, topic: str, timeout: float = 10) -> dict[int
     return out
 
 
+def read_range(
+    bootstrap: str, topic: str, partition: int, first: int, last: int, timeout: float = 10
+) -> list[Record]:
+    """Records ``first``..``last`` (inclusive) of one partition, read directly (no group).
+
+    Fewer are returned if some no longer exist (retention) or the end of the partition is
+    reached. Raises ``TimeoutError`` after ``timeout`` s.
+    """
+    deadline = time.monotonic() + timeout
+    records: list[Record] = []
+    consumer = _throwaway_consumer(bootstrap, {"enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(topic, partition, first)])
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"read_range({topic}[{partition}] {first}..{last}) timed out")
+            msg = consumer.poll(min(left, 0.5))
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return records
+                raise AdminError(f"read_range({topic}[{partition}]) failed: {err.str()}")
+            offset = int(msg.offset() or 0)
+            if offset > last:
+                return records
+            ts_type, ts = msg.timestamp()
+            records.append(
+                Record(msg.key(), msg.value(), partition, offset, int(ts) if ts_type else -1)
+            )
+            if offset == last:
+                return records
+    finally:
+        consumer.close()
+
+
 def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Record]:
     """Every committed record of ``topic`` from the earliest offset to the current ends.
 

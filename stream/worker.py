@@ -31,7 +31,7 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
-from stream.admin import COMPACT_TUNING
+from stream.admin import COMPACT_TUNING, AdminError, read_range
 from stream.api import Api
 from stream.catalog_feed import CatalogFeed
 from stream.codec import Codec
@@ -227,7 +227,15 @@ def create_app(
 
     for stage in STAGES:
         if not stage.is_global:
-            _bind_agent(app, stage, tables[stage.name], runner, output, changelogs[stage.name])
+            _bind_agent(
+                app,
+                stage,
+                tables[stage.name],
+                runner,
+                output,
+                changelogs[stage.name],
+                settings.broker,
+            )
 
     @app.task
     async def start_catalog_feed() -> None:
@@ -279,6 +287,13 @@ def create_app(
                 for out in runner.tick(stage, state, now_ms, partition):
                     output.send(out.topic, out.key, out.value)
         output.poll()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_offsets(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Another worker may process them meanwhile: a jump after they come back is not
+        # a gap (see _offset_gap).
+        for tp in revoked:
+            _last_offsets.pop((tp.topic, tp.partition), None)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -350,6 +365,7 @@ def _bind_agent(
     runner: Runner,
     output: Output,
     changelog: Any,
+    bootstrap: str,
 ) -> None:
     source = app.topic(*stage.inputs, **RAW)
     states: dict[int, TableState] = {}
@@ -402,18 +418,41 @@ def _bind_agent(
 
     def _handle(event: Any) -> None:
         msg = event.message
-        _track_offset(stage.name, msg.topic, msg.partition, msg.offset)
-        state = states.get(msg.partition)
-        if state is None:
-            state = states[msg.partition] = TableState(table, msg.partition, changelog)
-        rec = RawRecord(
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            int(msg.timestamp * 1000),
-            msg.key,
-            msg.value,
+        gap = _offset_gap(stage.name, msg.topic, msg.partition, msg.offset)
+        if gap is not None:
+            # Blocking read (no await: see run_stage); rare. Each stage is idempotent, so a
+            # record that was in fact processed before is a harmless duplicate.
+            try:
+                missing = read_range(bootstrap, msg.topic, msg.partition, *gap)
+            except (TimeoutError, AdminError) as exc:
+                log.error("stage %s: could not read the missing records: %s", stage.name, exc)
+                missing = []
+            log.warning(
+                "stage %s: %d of %d missing records of %s[%d] read back and processed",
+                stage.name,
+                len(missing),
+                gap[1] - gap[0] + 1,
+                msg.topic,
+                msg.partition,
+            )
+            for r in missing:
+                _run(RawRecord(msg.topic, msg.partition, r.offset, r.timestamp, r.key, r.value))
+        _run(
+            RawRecord(
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                int(msg.timestamp * 1000),
+                msg.key,
+                msg.value,
+            )
         )
+        _offset_done(msg.topic, msg.partition, msg.offset)
+
+    def _run(rec: RawRecord) -> None:
+        state = states.get(rec.partition)
+        if state is None:
+            state = states[rec.partition] = TableState(table, rec.partition, changelog)
         # Raises RegistryUnavailableError before any state write if decoding needs the
         # registry; after the step (encoding) a retry is a harmless duplicate.
         outs = runner.process(stage, state, rec)
@@ -430,25 +469,35 @@ def _bind_agent(
 _last_offsets: dict[tuple[str, int], int] = {}
 
 
-def _track_offset(stage: str, topic: str, partition: int, offset: int) -> None:
-    """Log where each input partition starts and any forward jump in its offsets.
+def _offset_gap(stage: str, topic: str, partition: int, offset: int) -> tuple[int, int] | None:
+    """Log where each input partition starts; return a forward jump in its offsets.
 
-    Offsets carry no personal data. A jump means records this worker never saw: on a
-    compacted topic that is normal, elsewhere it is worth an operator's look.
+    Offsets carry no personal data. On a compacted topic a jump is normal. Elsewhere it
+    means records Faust never handed to this stage: seen on a fresh worker right after
+    recovery ("Seek stream partitions to committed offsets"), a known class of Faust races
+    between recovery, flow control and the fetcher (faust-streaming issues #216, #596). The
+    caller reads the missing records from the broker and processes them first.
     """
-    key = (topic, partition)
-    last = _last_offsets.get(key)
+    last = _last_offsets.get((topic, partition))
     if last is None:
         log.info("stage %s starts %s[%d] at offset %d", stage, topic, partition, offset)
     elif offset > last + 1 and not TOPICS[topic].compacted:
         log.warning(
-            "stage %s: offsets %d..%d of %s[%d] were never delivered to this worker",
+            "stage %s: offsets %d..%d of %s[%d] were never delivered to this worker; "
+            "reading them from the broker",
             stage,
             last + 1,
             offset - 1,
             topic,
             partition,
         )
+        return last + 1, offset - 1
+    return None
+
+
+def _offset_done(topic: str, partition: int, offset: int) -> None:
+    key = (topic, partition)
+    last = _last_offsets.get(key)
     if last is None or offset > last:
         _last_offsets[key] = offset
 

@@ -15,6 +15,7 @@ differs from the registry.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -26,6 +27,7 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
+    Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
@@ -123,6 +125,54 @@ def assigned_consumer(
     )
     consumer.assign([TopicPartition(t, p, offset) for t in topics for p in range(partitions)])
     return consumer
+
+
+class RestingReader:
+    """Polls an :func:`assigned_consumer` and stops it fetching while there is nothing new.
+
+    A Kafka broker holds an empty fetch for ``fetch.wait.max.ms``; the embedded noida-db
+    answers at once, and librdkafka then re-fetches in a tight loop: ~0.43 of a core per idle
+    feed consumer in a worker with no traffic, and the broker's CPU to answer it
+    (BENCHMARKS.md). librdkafka has no backoff for empty fetches, and ``pause``/``resume``
+    delayed records by up to 1.3 s and skipped one at a logical offset. So the reader keeps
+    every partition's next offset itself (numeric from the start), and when a poll finds
+    nothing it unassigns, rests ``rest_s`` and assigns again at those offsets: nothing is
+    skipped, and the first record after a quiet spell waits at most ``rest_s`` longer.
+    """
+
+    def __init__(
+        self, consumer: Consumer, positions: Mapping[tuple[str, int], int], rest_s: float = 0.1
+    ) -> None:
+        self.consumer = consumer
+        self.positions = dict(positions)
+        self.rest_s = rest_s
+        consumer.assign(self._assignment())
+
+    @classmethod
+    def at(
+        cls, consumer: Consumer, topics: Iterable[str], partitions: int, end: bool
+    ) -> RestingReader:
+        """From each partition's high (``end``) or low watermark as it is now."""
+        positions = {}
+        for t in topics:
+            for p in range(partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)
+                positions[(t, p)] = high if end else low
+        return cls(consumer, positions)
+
+    def _assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
+
+    def poll(self, stop: threading.Event) -> list[Message]:
+        msgs = self.consumer.consume(500, timeout=0.01)
+        for m in msgs:
+            if m.error() is None:
+                self.positions[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+        if not msgs and not stop.is_set():
+            self.consumer.unassign()
+            stop.wait(self.rest_s)
+            self.consumer.assign(self._assignment())
+        return msgs
 
 
 def _topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int]:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from stream.admin import assigned_consumer
+from stream.admin import RestingReader, assigned_consumer
 from stream.runner import Outgoing, RawRecord, Runner
 from stream.state import CachedCatalog
 from topologies import catalog as catalog_topology
@@ -52,6 +52,7 @@ class CatalogFeed:
         self.sink: Callable[[Outgoing], None] | None = None
         self.applied = 0
         self._consumer: Consumer | None = None
+        self._caught_up_to: dict[int, int] = {}  # partition -> high watermark at catch_up
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -81,6 +82,7 @@ class CatalogFeed:
         ends: dict[int, int] = {}
         for p in range(self.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=30)
+            self._caught_up_to[p] = high
             if high > low:
                 ends[p] = high
         pending = dict(ends)
@@ -104,13 +106,22 @@ class CatalogFeed:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Keep applying new catalogue records on ``loop``'s thread."""
         if self._consumer is None:
-            self._consumer = self._new_consumer()
-        consumer = self._consumer
+            consumer = self._consumer = self._new_consumer()
+            reader = RestingReader.at(consumer, [TOPIC], self.partitions, end=False)
+        else:
+            # Continue where catch_up stopped: the consumer's position where it read
+            # something, else the high watermark catch_up saw (nothing before it existed).
+            consumer = self._consumer
+            positions = {}
+            for tp in consumer.position([TopicPartition(TOPIC, p) for p in range(self.partitions)]):
+                start = tp.offset if tp.offset >= 0 else self._caught_up_to.get(tp.partition, 0)
+                positions[(TOPIC, tp.partition)] = start
+            reader = RestingReader(consumer, positions)
 
         def run() -> None:
             try:
                 while not self._stop.is_set():
-                    for msg in consumer.consume(500, timeout=0.2):
+                    for msg in reader.poll(self._stop):
                         if msg.error() is None:
                             loop.call_soon_threadsafe(self._apply, msg, True)
             except Exception:  # noqa: BLE001 - logged; the worker keeps the catalogue it has

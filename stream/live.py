@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END
 
-from stream.admin import assigned_consumer
+from stream.admin import RestingReader, assigned_consumer
 from stream.codec import Codec, DecodeError
 from topologies.access import Viewer
 
@@ -88,10 +88,12 @@ class LiveFeed:
             self.bootstrap, "live", (COUNTERS_TOPIC, BONUS_TOPIC), self.partitions, OFFSET_END, 50
         )
         try:
+            reader = RestingReader.at(
+                consumer, (COUNTERS_TOPIC, BONUS_TOPIC), self.partitions, end=True
+            )
             self.ready.set()
             while not self._stop.is_set():
-                msgs = consumer.consume(500, timeout=0.2)
-                for msg in msgs:
+                for msg in reader.poll(self._stop):
                     if msg.error() is None:
                         self._dispatch(msg.topic() or "", msg.key(), msg.value())
         except Exception:  # noqa: BLE001 - the feed is best effort; the API still answers

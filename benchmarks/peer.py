@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
 from stream.pos import producer_config
 from stream.topics import TOPICS
+from tests.integration.worker_harness import terminate
 from topologies.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,14 +113,7 @@ class _QuixProcess:
             return "(no log)"
 
     def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
 
 def _canonical(topic: str) -> str | None:

@@ -31,6 +31,18 @@ STAGE_INPUTS = (
 )
 
 
+def terminate(proc: subprocess.Popen[Any], timeout: float = 60) -> int:
+    """SIGTERM ``proc`` and wait for it (SIGKILL after ``timeout`` s); its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class WorkerProcess:
     def __init__(
         self,
@@ -71,14 +83,7 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 60) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def wait_processing(self, timeout: float = 120) -> float:
         """Wait until this worker has processed receipts (its own /metrics says so)."""

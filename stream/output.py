@@ -114,12 +114,19 @@ class Output:
         self._raise_errors()
         self._persist_changelog_offsets()
 
-    def close(self, timeout: float = 30.0) -> int:
-        """Deliver what is queued (at shutdown); returns how many records were left."""
+    def close(self, timeout: float = 30.0) -> bool:
+        """Deliver what is queued (at shutdown); True only if every record was delivered."""
         left = self._producer.flush(timeout)
-        if not self._errors and left == 0:
+        delivered = left == 0 and not self._errors
+        if delivered:
             self._persist_changelog_offsets()
-        return left
+        else:
+            log.error(
+                "output producer closed with %d record(s) undelivered and %d failed",
+                left,
+                len(self._errors),
+            )
+        return delivered
 
     def _on_delivery(self, err: Any, msg: Message) -> None:
         if err is not None:

@@ -62,9 +62,10 @@ class TableState:
     """One partition of a Faust ``rocksdb://`` table (raw key/value serializers).
 
     Writes go to the partition's rocksdict database *and* to the table's changelog with an
-    explicit partition number, which is exactly what Faust's own ``table[key] = value`` does
-    for the current event, but without depending on the "current event" (so batches that mix
-    partitions stay correct) and without Faust's unbounded in-memory key index.
+    explicit partition number, which is what Faust's own ``table[key] = value`` does for the
+    current event, but without depending on the "current event" (so batches that mix
+    partitions stay correct) and without Faust's unbounded in-memory key index. The worker
+    passes ``changelog`` (stream/output.py's producer); without it, Faust's send path.
     """
 
     def __init__(

@@ -564,10 +564,11 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        # Normally empty by now (Faust flushed it before its last commit).
-        parts["output"].close(10)
+        # Normally empty by now (Faust flushed it before its last commit). Records it could
+        # not deliver mean local state is ahead of the changelog: no clean-stop marker.
+        delivered = parts["output"].close(10)
         # Faust flushed the producer and committed on the way out; a crashed service, an
         # error exit or os._exit (registry outage) leaves no marker.
-        if exc.code in (0, None) and app.crash_reason is None:
+        if delivered and exc.code in (0, None) and app.crash_reason is None:
             mark_clean_stop(tabledir)
         raise

@@ -59,7 +59,10 @@ class Env:
         self.workers: list[WorkerProcess] = []
         self.n = 0
 
-    def worker(self, app_id: str, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    def worker(
+        self, app_id: str, extra_env: dict[str, str] | None = None, state_dir: Path | None = None
+    ) -> WorkerProcess:
+        """Start a worker; a fresh state directory unless ``state_dir`` (an earlier one's)."""
         self.n += 1
         env = dict(extra_env or {})
         if self.kind == "tansu":
@@ -68,7 +71,7 @@ class Env:
         w = WorkerProcess(
             self.bootstrap,
             self.registry.url,
-            self.tmp / f"worker{self.n}",
+            state_dir or self.tmp / f"worker{self.n}",
             app_id,
             env,
         )
@@ -89,16 +92,19 @@ class Env:
         assert p.flush(60) == 0
         return time.perf_counter() - t0
 
-    def total_lag(self, app_id: str) -> int:
+    def total_lag(self, app_id: str, topics: tuple[str, ...] = STAGE_INPUTS) -> int:
         try:
-            return sum(
-                sum(lag(self.bootstrap, app_id, t, timeout=5).values()) for t in STAGE_INPUTS
-            )
+            return sum(sum(lag(self.bootstrap, app_id, t, timeout=5).values()) for t in topics)
         except Exception:  # noqa: BLE001 - group not there yet
             return -1
 
     def wait_idle(
-        self, app_id: str, timeout: float, settle: float = 3.0, poll: float = 0.5
+        self,
+        app_id: str,
+        timeout: float,
+        settle: float = 3.0,
+        poll: float = 0.5,
+        topics: tuple[str, ...] = STAGE_INPUTS,
     ) -> float:
         """Wait for lag 0 (held for ``settle`` s); returns the moment it first hit 0."""
         deadline = time.monotonic() + timeout
@@ -109,7 +115,7 @@ class Env:
                 assert w.proc is not None
                 if w.proc.poll() is not None:
                     raise RuntimeError(f"worker died ({w.proc.returncode}):\n{w.log_tail()}")
-            total = self.total_lag(app_id)
+            total = self.total_lag(app_id, topics)
             now = time.monotonic()
             if total == 0:
                 zero_at = zero_at or now

@@ -33,7 +33,7 @@ from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
 from stream.pos import producer_config
 from stream.topics import TOPICS
-from tests.integration.worker_harness import terminate
+from tests.integration.worker_harness import STAGE_INPUTS, terminate
 from topologies.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +99,29 @@ def transport(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
     }
 
 
+def faust_hop(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
+    """The transport loop as a Faust app with the worker's engine settings (faust_hop.py)."""
+    from stream.broker import free_port
+
+    group = "bench-faust-hop"
+    log_path = env.tmp / "faust-hop.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.faust_hop", env.bootstrap, group, str(free_port())],
+        stdout=open(log_path, "wb"),  # noqa: SIM115 - owned by the child
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=str(ROOT),
+    )
+    hop = _QuixProcess(proc, log_path)
+    env.workers.append(hop)  # type: ignore[arg-type] - Env only needs proc/log_tail/stop
+    # Joined and assigned before the clock starts: one record through, lag 0.
+    env.produce(backlog[:1])
+    env.wait_idle(group, timeout=300, poll=0.5, topics=("pos.receipts",))
+    out = _backlog(env, group, proc.pid, backlog, topics=("pos.receipts",))
+    out["note"] = "consume pos.receipts -> produce unchanged, in Faust; no processing"
+    return out
+
+
 class _QuixProcess:
     """The Quix peer as an ``Env`` worker: ``Env.wait_idle`` watches it die, ``close`` stops it."""
 
@@ -146,7 +169,13 @@ def _topic_counts(bootstrap: str) -> Counter[str]:
         c.close()
 
 
-def _backlog(env: bb.Env, group: str, pid: int, backlog: list[Any]) -> dict[str, Any]:
+def _backlog(
+    env: bb.Env,
+    group: str,
+    pid: int,
+    backlog: list[Any],
+    topics: tuple[str, ...] = STAGE_INPUTS,
+) -> dict[str, Any]:
     """The throughput clock of ``broker_bench.throughput``, the same for both runtimes: from
     the first send of the backlog to the moment the group's committed offsets first reach
     the end of every stage input (``Env.wait_idle``: ``stream.admin.lag`` == 0, held 3 s),
@@ -157,7 +186,7 @@ def _backlog(env: bb.Env, group: str, pid: int, backlog: list[Any]) -> dict[str,
     bcpu0 = proc_cpu_s(env.broker.pid) if env.broker.pid else 0.0
     t0 = time.monotonic()
     env.produce(backlog)
-    zero_at = env.wait_idle(group, timeout=3600)
+    zero_at = env.wait_idle(group, timeout=3600, topics=topics)
     elapsed = zero_at - t0
     cpu = proc_cpu_s(pid) - cpu0
     bcpu = (proc_cpu_s(env.broker.pid) - bcpu0) if env.broker.pid else 0.0
@@ -260,6 +289,20 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
         t = transport(env, bb._encode(env.codec, rcpts))
         out["transport_ceiling"] = t
         row("confluent-kafka consume->produce, no processing", fmt(t["receipts_per_s"]), "-")
+    finally:
+        env.close()
+    env = bb.Env("faust-hop")
+    try:
+        h = faust_hop(env, bb._encode(env.codec, rcpts))
+        out["faust_hop"] = h
+        row(
+            "Faust consume->produce, no processing (worker's settings)",
+            fmt(h["receipts_per_s"]),
+            fmt(h["receipts_per_worker_cpu_s"]),
+        )
+    except Exception as exc:  # noqa: BLE001 - report, keep the other peers' figures
+        out["faust_hop"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        log(f"faust hop failed: {exc}")
     finally:
         env.close()
     env = bb.Env("faust")

@@ -149,11 +149,20 @@ def figures(f: dict[str, Any]) -> str:
             f"| random point lookups/s, {lk['keys']:,} keys (rocksdict) | "
             f"{_n(lk['lookups_per_s'])} ({lk['hits']:,} of {lk['samples']:,} found) |\n"
             f"| restore sample: {r['changelog_records']:,} changelog records "
-            f"({r['customers']:,} customers), fresh worker (s) | {r['restore_s']} |\n"
-            f"| same app, empty start-up (s) | {r['empty_start_s']} |\n"
-            f"| restore rate (changelog records/s) | {_n(r['restore_records_per_s'])} |\n"
-            f"| restore of the national state, estimated from that rate (s) | "
-            f"{_n(full['restore_s_estimated'])} |"
+            f"({r['customers']:,} customers): empty start-up of the same app (s) | "
+            f"{r['empty_start_s']} |\n"
+            + "\n".join(
+                f"| {label}: fresh worker to its first record (s) / records/s / RSS MiB / "
+                f"national state estimated (s) | {r[k]['restore_s']} / "
+                f"{_n(r[k]['restore_records_per_s'])} / "
+                f"{r[k]['restored_worker_rss_bytes'] / 2**20:.0f} / "
+                f"{_n(full['restore_s_estimated'][k])} |"
+                for k, label in (
+                    ("faust_recovery", "Faust's own recovery"),
+                    ("bulk_restore", "bulk restore (stream/restore.py)"),
+                )
+                if k in r
+            )
         )
     g = f.get("growth", {})
     if "points" in g:

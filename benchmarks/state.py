@@ -231,7 +231,11 @@ def _state_dir(w: Any) -> Path:
 
 
 def _start_until_probe(
-    env: bb.Env, app_id: str, probe: list[Any], state_dir: Path | None = None
+    env: bb.Env,
+    app_id: str,
+    probe: list[Any],
+    state_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> float:
     """Start a worker and time it until it has processed ``probe`` (sent 1 s after start).
 
@@ -239,7 +243,7 @@ def _start_until_probe(
     start-up + restore + probe done (plus up to one commit interval).
     """
     t0 = time.monotonic()
-    env.worker(app_id, state_dir=state_dir)
+    env.worker(app_id, extra_env, state_dir=state_dir)
     time.sleep(1.0)
     env.produce(bb._encode(env.codec, probe))
     env.wait_idle(app_id, timeout=3600, poll=0.5)
@@ -347,13 +351,15 @@ def _build_in_place(tabledir: Path, cards: int, partitions: int) -> dict[str, An
 
 
 def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, Any]:
-    """Faust's restore rate: the state of ``customers`` written to a new app's changelogs.
+    """Restore rates: the state of ``customers`` written to a new app's changelogs.
 
     A worker of a fresh app id is started (Faust creates its changelog topics) and stopped;
-    the stage steps then run the register of ``customers`` against in-memory partitions and
+    the stage steps then run the register of ``customers`` against scratch partitions and
     every write goes to that app's changelog partition, as the worker's own writes would.
-    A fresh worker (empty state directory) is timed until it has restored them and
-    processed a probe, against the same app's start-up with nothing to restore.
+    Two fresh workers (empty state directories) are timed until they have restored them and
+    processed a probe: one with Faust's own recovery only (``bulk_restore`` off), one with
+    the bulk restore (stream/restore.py), each against the same app's start-up with nothing
+    to restore.
     """
     from confluent_kafka import Producer
 
@@ -393,22 +399,28 @@ def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, A
             db.close()
     assert producer.flush(120) == 0, "changelog sample not delivered"
     records = _changelog_records(env, app)
-    log(f"state: fresh worker restoring {records:,} changelog records")
-    restore_s = _start_until_probe(env, app, probe)
-    w = env.workers[-1]
-    assert w.proc is not None
-    rss = proc_rss_bytes(w.proc.pid)
-    env.workers.pop().stop()
-    beyond = restore_s - empty_s
-    return {
+    out: dict[str, Any] = {
         "customers": customers,
         "changelog_records": records,
         "state_writes": built["state_writes"],
         "empty_start_s": round(empty_s, 1),
-        "restore_s": round(restore_s, 1),
-        "restore_records_per_s": round(records / beyond) if beyond > 1.0 else None,
-        "restored_worker_rss_bytes": rss,
     }
+    for name, bulk in (("faust_recovery", "0"), ("bulk_restore", "1")):
+        log(f"state: fresh worker restoring {records:,} changelog records ({name})")
+        restore_s = _start_until_probe(
+            env, app, probe, extra_env={"PURCHASE_STREAM_BULK_RESTORE": bulk}
+        )
+        w = env.workers[-1]
+        assert w.proc is not None
+        rss = proc_rss_bytes(w.proc.pid)
+        env.workers.pop().stop()
+        beyond = restore_s - empty_s
+        out[name] = {
+            "restore_s": round(restore_s, 1),
+            "restore_records_per_s": round(records / beyond) if beyond > 1.0 else None,
+            "restored_worker_rss_bytes": rss,
+        }
+    return out
 
 
 def _probe_receipts(n: int, cards: int) -> tuple[list[Any], list[Any]]:
@@ -486,8 +498,10 @@ def full_state(
         env.workers.remove(w2)
     finally:
         env.close()
-    rate = restore["restore_records_per_s"]
-    restore_est = round(built["state_writes"] / rate) if rate else None
+    estimates = {}
+    for name in ("faust_recovery", "bulk_restore"):
+        rate = restore[name]["restore_records_per_s"]
+        estimates[name] = round(built["state_writes"] / rate) if rate else None
     out = {
         "cards": cards,
         "consents": cards,
@@ -502,7 +516,7 @@ def full_state(
         "worker_rss_after_probe_bytes": rss_after,
         "lookups": look,
         "restore_sample": restore,
-        "restore_s_estimated": restore_est,
+        "restore_s_estimated": estimates,
         "restore_note": "this state's changelog records / the restore rate of the sample "
         "(restore time beyond an empty start-up of the same app)",
     }
@@ -515,11 +529,13 @@ def full_state(
     row("  those receipts / s", fmt(out["probe_receipts_per_s"]))
     row("random point lookups / s (rocksdict)", fmt(look.get("lookups_per_s")))
     row(
-        f"restore sample: {restore['changelog_records']:,} changelog records (s)",
-        fmt(restore["restore_s"], 1),
+        f"restore sample: {restore['changelog_records']:,} changelog records; empty start (s)",
+        fmt(restore["empty_start_s"], 1),
     )
-    row("  empty start-up of the same app (s)", fmt(restore["empty_start_s"], 1))
-    row("  restore rate (changelog records/s)", fmt(rate))
-    row("  restored worker RSS (MB)", fmt(restore["restored_worker_rss_bytes"] / 2**20))
-    row("restore of this whole state from changelogs, estimated (s)", fmt(restore_est))
+    for name, label in (("faust_recovery", "Faust's recovery"), ("bulk_restore", "bulk restore")):
+        r = restore[name]
+        row(f"  {label}: fresh worker to the probe (s)", fmt(r["restore_s"], 1))
+        row(f"  {label}: changelog records/s", fmt(r["restore_records_per_s"]))
+        row(f"  {label}: restored worker RSS (MB)", fmt(r["restored_worker_rss_bytes"] / 2**20))
+        row(f"  {label}: this whole state, estimated (s)", fmt(estimates[name]))
     return out

@@ -49,6 +49,9 @@ class Settings:
     # How often the worker runs each stage's time-driven work (retention purge, parking
     # expiry, Bonus month close) on the partitions it owns.
     tick_interval_s: float = 60.0
+    # Restore the tables from their changelogs with librdkafka before Faust starts
+    # (stream/restore.py); off = Faust's own, per-record recovery only.
+    bulk_restore: bool = True
 
     def with_overrides(self, **kwargs: Any) -> Settings:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})

@@ -39,6 +39,7 @@ from stream.live import LiveFeed
 from stream.metrics import Metrics, add_process_metrics
 from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
 from stream.output import Output, attach
+from stream.restore import restore_tables
 from stream.runner import Outgoing, RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
@@ -551,8 +552,14 @@ def run_worker(settings: Settings, rules: Rules) -> None:
 
     app = create_app(settings, rules)
     tabledir = Path(app.conf.tabledir)
+    # Faust configures logging only when its worker starts: let the long start-up work
+    # below (restore, catalogue) report its progress at the configured level.
+    logging.getLogger("stream").setLevel(settings.log_level.upper())
     discard_state_unless_stopped_cleanly(tabledir)
     parts = app.purchase_stream  # type: ignore[attr-defined]
+    if settings.bulk_restore:
+        # Tables from their changelogs at librdkafka speed; Faust's recovery reads the rest.
+        restore_tables(settings.broker, parts["tables"].values(), settings.partitions)
     # The whole catalogue before the first receipt (stream/catalog_feed.py).
     parts["catalog_feed"].catch_up(parts["runner"])
     worker = Worker(app, loglevel=settings.log_level, quiet=True)

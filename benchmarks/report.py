@@ -135,7 +135,7 @@ def figures(f: dict[str, Any]) -> str:
             f"\nScale of state, national size built in place ({full['cards']:,} cards, "
             f"{full['consents']:,} consents, {full['households']:,} households):\n\n"
             "| figure | measured |\n|---|---:|\n"
-            f"| state records written by the stage code (s) | {full['state_writes']:,} "
+            f"| state records written by the stage code | {full['state_writes']:,} "
             f"in {full['build_s']} s |\n"
             f"| RocksDB on disk (MB) | {full['rocksdb_bytes'] / 1e6:,.0f} |\n"
             f"| worker RSS, empty state (MiB) | {full['worker_rss_empty_bytes'] / 2**20:.0f} |\n"

@@ -141,7 +141,6 @@ def restore_tables(
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
                 "fetch.wait.max.ms": 100,
-                "queued.max.messages.kbytes": 262_144,
             },
         )
     )

@@ -51,7 +51,8 @@ class Settings:
     tick_interval_s: float = 60.0
     # Restore the tables from their changelogs with librdkafka before Faust starts
     # (stream/restore.py); off = Faust's own, per-record recovery only.
-    bulk_restore: bool = True
+    # Off by default: see README (a partition restored here but owned elsewhere goes stale).
+    bulk_restore: bool = False
 
     def with_overrides(self, **kwargs: Any) -> Settings:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})

@@ -29,12 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from benchmarks import broker_bench as bb
 from benchmarks.common import dir_bytes, fmt, header, log, proc_rss_bytes, row
 from stream.admin import end_offsets
 from stream.simulator import _luhn_digit
+from stream.state import TableState
 from stream.worker import key_partition, table_name
 from topologies import card_join, personal_routing
 from topologies.context import Context
@@ -250,39 +249,27 @@ def _start_until_probe(
     return time.monotonic() - t0
 
 
-class _PartitionState:
-    """topologies.state.State over one table partition database, encoded as TableState does.
+class _PartitionState(TableState):
+    """The worker's TableState over one open partition database instead of a Faust table.
 
-    ``changelog``: also send every write there as ``(key, value)`` (the restore sample).
+    Same encoding and write order as the worker's; every write is also passed to
+    ``changelog(key, value)`` if given (the restore sample) and counted.
     """
 
     def __init__(self, db: Any, changelog: Any = None) -> None:
-        self.db = db
-        self.changelog = changelog
+        self._db = db
         self.writes = 0
 
-    def get(self, key: str) -> Any | None:
-        v = self.db.get(key.encode())
-        return None if v is None else orjson.loads(v)
+        def record(_partition: int, key: bytes, value: bytes | None) -> None:
+            self.writes += 1
+            if changelog is not None:
+                changelog(key, value)
 
-    def set(self, key: str, value: Any) -> None:
-        k, v = key.encode(), orjson.dumps(value)
-        self.db.put(k, v)
-        self.writes += 1
-        if self.changelog is not None:
-            self.changelog(k, v)
+        super().__init__(None, 0, record)
 
-    def delete(self, key: str) -> None:
-        k = key.encode()
-        self.db.delete(k)
-        self.writes += 1
-        if self.changelog is not None:
-            self.changelog(k, None)
-
-    def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
-        from stream.state import _prefix_items
-
-        return iter(list(_prefix_items(self.db, prefix)))
+    @property
+    def db(self) -> Any:
+        return self._db
 
 
 BUILT_STAGES = {"customer.cards": card_join, "customer.consents": personal_routing}
@@ -361,26 +348,16 @@ def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, A
     the bulk restore (stream/restore.py), each against the same app's start-up with nothing
     to restore.
     """
-    from confluent_kafka import Producer
-
-    from stream.pos import producer_config
+    from stream.output import Output
 
     app = "bench-state-restore"
     probe = [next(_register(1))]
     empty_s = _start_until_probe(env, app, probe)
     env.workers.pop().stop()
-    producer = Producer(producer_config(env.bootstrap, **{"linger.ms": 20}))
+    output = Output(env.bootstrap, "bench-state-sample")
 
     def sender(topic: str, p: int) -> Any:
-        def send(k: bytes, v: bytes | None) -> None:
-            while True:
-                try:
-                    producer.produce(topic, key=k, value=v, partition=p)
-                    return
-                except BufferError:
-                    producer.poll(0.05)
-
-        return send
+        return lambda k, v: output.send(topic, k, v, partition=p)
 
     from rocksdict import Rdict
 
@@ -397,7 +374,7 @@ def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, A
     finally:
         for db in scratch:
             db.close()
-    assert producer.flush(120) == 0, "changelog sample not delivered"
+    assert output.close(120), "changelog sample not delivered"
     records = _changelog_records(env, app)
     out: dict[str, Any] = {
         "customers": customers,

@@ -246,6 +246,15 @@ def latency(
     time.sleep(1.0)  # the assignment's "latest" position is fetched after on_assign
     p = Producer(producer_config(env.bootstrap, **{"client.id": "bench-rate", "linger.ms": 1}))
     card_receipts = [e for e in receipts if e.get("value") and e["value"].get("card_number")]
+    # Connect the producer before the clock starts: its first send waits for the broker
+    # connection, metadata and (idempotence) a producer id, ~1 s on noida-db, and every
+    # receipt sent meanwhile queued behind it (a start transient of the harness, not of
+    # the worker). One receipt, not timed, is sent and delivered first.
+    warm = card_receipts.pop(0)
+    with contextlib.suppress(Exception):
+        wt, wk, wv, _ = encode_event(env.codec, {**warm, "timestamp": int(time.time() * 1000)})
+        p.produce(wt, key=wk, value=wv)
+    p.flush(30)
     interval = 1.0 / rate
     n_target = int(rate * seconds)
     t_begin = time.perf_counter()
@@ -303,8 +312,10 @@ def latency(
 def run(
     receipts: int, households: int, seed: int, latency_s: float, two: bool = True
 ) -> dict[str, Any]:
-    rate_lo, rate_hi = 400.0, 4000.0
-    n_lat = int(rate_lo * latency_s) + int(rate_hi * latency_s)
+    # 400 and 4 000/s are the issue's; 200/s is below this shared box's saturation point
+    # (noida-db alone uses ~2 CPU-s per second at 400/s), to show the worker's own latency.
+    rates = ((200.0, "latency_200"), (400.0, "latency_400"), (4000.0, "latency_4000"))
+    n_lat = sum(int(r * latency_s) for r, _ in rates)
     register, rcpts = _events(receipts + n_lat + 1000, households, seed)
     backlog, rest = rcpts[:receipts], rcpts[receipts:]
     kind = os.environ.get("BENCH_BROKER", "noida-db")
@@ -327,7 +338,7 @@ def run(
             fmt(one["receipts_per_worker_cpu_s"]),
             fmt(one["worker_rss_bytes"][0] / 2**20),
         )
-        for rate, key in ((rate_lo, "latency_400"), (rate_hi, "latency_4000")):
+        for rate, key in rates:
             n = int(rate * latency_s)
             chunk, rest = rest[:n], rest[n:]
             log(f"latency: {rate:.0f} receipts/s offered for {latency_s:.0f}s")

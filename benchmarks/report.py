@@ -100,7 +100,7 @@ def figures(f: dict[str, Any]) -> str:
             )
     lines = ["\n".join(out)]
     lat = []
-    for k in ("latency_400", "latency_4000"):
+    for k in ("latency_200", "latency_400", "latency_4000"):
         if k in w:
             r = w[k]
             lat.append(

@@ -342,6 +342,9 @@ def run(
             n = int(rate * latency_s)
             chunk, rest = rest[:n], rest[n:]
             log(f"latency: {rate:.0f} receipts/s offered for {latency_s:.0f}s")
+            # Each rate starts from an idle worker: latency() returns once receipts.totals
+            # has every receipt, while the Bonus and group stages may still be draining.
+            env.wait_idle("bench-one", timeout=600)
             lat = latency(env, chunk, rate, latency_s, wait=max(30.0, latency_s * 2))
             out[key] = lat
             row(

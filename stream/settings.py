@@ -52,7 +52,7 @@ class Settings:
     # Restore the tables from their changelogs with librdkafka before Faust starts
     # (stream/restore.py); off = Faust's own, per-record recovery only.
     # Off by default: see README (a partition restored here but owned elsewhere goes stale).
-    bulk_restore: bool = False
+    bulk_restore: bool = True
 
     def with_overrides(self, **kwargs: Any) -> Settings:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})

@@ -39,7 +39,7 @@ from stream.live import LiveFeed
 from stream.metrics import Metrics, add_process_metrics
 from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
 from stream.output import Output, attach
-from stream.restore import restore_tables
+from stream.restore import mark_synced, restore_tables, wipe_unsynced
 from stream.runner import Outgoing, RawRecord, Runner
 from stream.schema_registry import RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
@@ -281,6 +281,32 @@ def create_app(
         # expiry, Bonus close), without an await between state writes and sends.
         now_ms = int(time.time() * 1000)
         active = app.assignor.assigned_actives()
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        if recovered and not app.rebalancing and not app.in_recovery:
+            # The owned partitions' databases hold everything their changelogs have: record
+            # it, so a later start keeps them (stream/restore.py, wipe_unsynced).
+            mark_synced(
+                Path(app.conf.tabledir),
+                [
+                    tables[stage.name].data.partition_path(tp.partition)
+                    for stage in STAGES
+                    if not stage.is_global
+                    for tp in active
+                    if tp.topic == stage.inputs[0]
+                ],
+                now_ms,
+            )
+            # Databases of partitions it does not own (restored at start, or revoked) are
+            # deleted before they are old enough to have missed a compacted-away deletion.
+            wipe_unsynced(
+                Path(app.conf.tabledir),
+                now_ms,
+                skip=frozenset(
+                    table.data.partition_path(p).name
+                    for table in tables.values()
+                    for p in table.data._dbs
+                ),
+            )
         for stage in STAGES:
             if stage.tick is None or stage.is_global:
                 continue
@@ -558,10 +584,15 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     # below (restore, catalogue) report its progress at the configured level.
     logging.getLogger("stream").setLevel(settings.log_level.upper())
     discard_state_unless_stopped_cleanly(tabledir)
+    # Partition databases that may have missed deletions (not in sync for half the
+    # tombstone retention) are restored from the start, never resumed (stream/restore.py).
+    wipe_unsynced(tabledir)
     parts = app.purchase_stream  # type: ignore[attr-defined]
     if settings.bulk_restore:
         # Tables from their changelogs at librdkafka speed; Faust's recovery reads the rest.
-        restore_tables(settings.broker, parts["tables"].values(), settings.partitions)
+        restore_tables(
+            settings.broker, parts["tables"].values(), settings.partitions, tabledir=tabledir
+        )
     # The whole catalogue before the first receipt (stream/catalog_feed.py).
     parts["catalog_feed"].catch_up(parts["runner"])
     worker = Worker(app, loglevel=settings.log_level, quiet=True)

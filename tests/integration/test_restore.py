@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
 from stream.pos import producer_config
-from stream.restore import OFFSET_KEY, restore_tables
+from stream.restore import OFFSET_KEY, load_synced, restore_tables, wipe_unsynced
 
 PARTITIONS = 4
 
@@ -94,3 +94,33 @@ def test_restore_again_reads_only_what_is_new(bootstrap: str, tmp_path: Path) ->
 def test_restore_skips_tables_without_a_changelog_topic(bootstrap: str, tmp_path: Path) -> None:
     table = _table(tmp_path, f"restore-{uuid.uuid4().hex[:8]}")  # topic never created
     assert restore_tables(bootstrap, [table], PARTITIONS) == []
+
+
+def test_a_database_beyond_its_changelog_is_deleted_and_restored_from_the_start(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    # A database from a recreated topic (or another cluster): its offset key claims records
+    # the changelog does not have, and it holds a key the changelog deleted long ago.
+    app_id = f"restore-{uuid.uuid4().hex[:8]}"
+    table = _table(tmp_path, app_id)
+    topic = _changelog(bootstrap, table)
+    _send(bootstrap, topic, [(1, b"k1", b"v1"), (1, b"k2", b"v2")])
+    path = table.data.partition_path(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = table.data.rocksdb_options.open(path)
+    db.put(b"purged", b"personal data")
+    db.put(OFFSET_KEY, b"40")
+    db.close()
+    tabledir = path.parent
+
+    done = {
+        r.partition: r for r in restore_tables(bootstrap, [table], PARTITIONS, tabledir=tabledir)
+    }
+
+    assert done[1].records == 2 and done[1].start == 0
+    assert _contents(table, 1) == {b"k1": b"v1", b"k2": b"v2"}
+    assert table.data.persisted_offset(TP(topic, 1)) == 1
+    # Every partition it restored is recorded as in sync now, so the next start keeps them.
+    synced = load_synced(tabledir)
+    assert sorted(synced) == sorted(table.data.partition_path(p).name for p in range(PARTITIONS))
+    assert wipe_unsynced(tabledir) == 0

@@ -25,11 +25,16 @@ from stream.worker import (
     _lean_monitor,
     idle_fetch_wait,
     strict_producer_flush,
+    use_event_loop,
 )
 
 
 def main(argv: list[str]) -> None:
     bootstrap, group, web_port = argv[0], argv[1], int(argv[2])
+    # The worker's event loop (settings.event_loop), also from PURCHASE_STREAM_EVENT_LOOP.
+    from stream.settings import load_settings
+
+    use_event_loop(load_settings().event_loop)
     strict_producer_flush()
     idle_fetch_wait()
     app = faust.App(

@@ -50,9 +50,11 @@ class Settings:
     # expiry, Bonus month close) on the partitions it owns.
     tick_interval_s: float = 60.0
     # Restore the tables from their changelogs with librdkafka before Faust starts
-    # (stream/restore.py); off = Faust's own, per-record recovery only.
-    # Off by default: see README (a partition restored here but owned elsewhere goes stale).
+    # (stream/restore.py); off = Faust's own, per-record recovery only. Databases not known
+    # to be in sync with their changelogs are deleted and restored from the start (README).
     bulk_restore: bool = True
+    # asyncio event loop of the worker: "uvloop" (libuv) or "asyncio" (the standard one).
+    event_loop: str = "uvloop"
 
     def with_overrides(self, **kwargs: Any) -> Settings:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})

@@ -153,6 +153,25 @@ def idle_fetch_wait(seconds: float = IDLE_FETCH_WAIT_S) -> None:
     Fetcher._ps_idle_fetch_wait_patched = True
 
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+def use_event_loop(name: str) -> None:
+    """Select the worker's asyncio event loop before Faust creates it.
+
+    "uvloop" (libuv, what ``faust worker --loop uvloop`` selects through mode.loop) or
+    "asyncio" (the standard library's). Must run before the app or the worker touches a loop.
+    """
+    if name not in EVENT_LOOPS:
+        raise ValueError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, not {name!r}")
+    if name == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    else:
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+
+
 def table_name(stage: Stage) -> str:
     return f"{stage.name}-store"
 
@@ -578,11 +597,13 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     """Start the worker in the foreground (blocks until stopped by a signal)."""
     from faust.worker import Worker
 
+    use_event_loop(settings.event_loop)
     app = create_app(settings, rules)
     tabledir = Path(app.conf.tabledir)
     # Faust configures logging only when its worker starts: let the long start-up work
     # below (restore, catalogue) report its progress at the configured level.
     logging.getLogger("stream").setLevel(settings.log_level.upper())
+    log.info("event loop: %s", settings.event_loop)
     discard_state_unless_stopped_cleanly(tabledir)
     # Partition databases that may have missed deletions (not in sync for half the
     # tombstone retention) are restored from the start, never resumed (stream/restore.py).

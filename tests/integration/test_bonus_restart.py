@@ -148,6 +148,8 @@ def test_tallies_after_two_stops_mid_stream_equal_replay(
         if not crash:
             log_text = (tmp_path / "worker-state.log").read_text(errors="replace")
             assert "not known to be in sync" not in log_text
+            # The default event loop (settings.event_loop) is what these workers ran on.
+            assert "event loop: uvloop" in log_text
         worker = start(tmp_path / "fresh-state")
         assert done.wait(timeout=180)
         producer.join()

@@ -164,6 +164,85 @@ def _encode(codec: Codec, events: list[Any]) -> list[Any]:
     return out
 
 
+def records_in(workers: list[WorkerProcess]) -> int:
+    """Records the workers' stages have processed so far, every input topic summed
+    (``purchase_stream_events_in_total`` on each worker's own /metrics)."""
+    import urllib.request
+
+    total = 0
+    for w in workers:
+        url = f"http://127.0.0.1:{w.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+            for line in resp.read().decode().splitlines():
+                if line.startswith("purchase_stream_events_in_total{"):
+                    total += int(float(line.rsplit(" ", 1)[-1]))
+    return total
+
+
+class Progress(threading.Thread):
+    """Samples (time, records processed, worker CPU-s) every ``period`` s during a drain."""
+
+    def __init__(self, workers: list[WorkerProcess], period: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.workers, self.period = workers, period
+        self.samples: list[tuple[float, int, float]] = []
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        cpu = sum(proc_cpu_s(w.proc.pid) for w in self.workers)  # type: ignore[union-attr]
+        with contextlib.suppress(OSError):
+            self.samples.append((time.monotonic(), records_in(self.workers), cpu))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.period):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.sample()
+
+    def steady(self, n_receipts: int, lo: float = 0.1, hi: float = 0.9) -> dict[str, Any]:
+        """Receipts/s and per worker CPU-s between ``lo`` and ``hi`` of the drain's work.
+
+        The work is every record the stages processed (receipts and the records they cause
+        downstream), counted from the first sample; the crossing times are interpolated
+        between samples. This leaves out the start (fetch, first batches) and the tail
+        (the last stages draining, the commit interval, the lag poll) that the drain
+        figure includes.
+        """
+        if len(self.samples) < 3:
+            return {}
+        t0, r0, _ = self.samples[0]
+        work = self.samples[-1][1] - r0
+        if work <= 0:
+            return {}
+
+        def crossing(frac: float) -> tuple[float, float]:
+            target = r0 + frac * work
+            prev = self.samples[0]
+            for cur in self.samples[1:]:
+                if cur[1] >= target:
+                    span = cur[1] - prev[1]
+                    f = (target - prev[1]) / span if span else 1.0
+                    return prev[0] + f * (cur[0] - prev[0]), prev[2] + f * (cur[2] - prev[2])
+                prev = cur
+            return self.samples[-1][0], self.samples[-1][2]
+
+        (ta, ca), (tb, cb) = crossing(lo), crossing(hi)
+        receipts = (hi - lo) * n_receipts
+        return {
+            "window": f"{lo:.0%}-{hi:.0%} of the records processed",
+            "seconds": round(tb - ta, 2),
+            "receipts_per_s": round(receipts / (tb - ta), 1) if tb > ta else None,
+            "receipts_per_worker_cpu_s": round(receipts / (cb - ca), 1) if cb > ca else None,
+            "records_processed": work,
+            "samples": len(self.samples),
+            "starts_after_s": round(ta - t0, 2),
+            "tail_s": round(self.samples[-1][0] - tb, 2),
+        }
+
+
 def throughput(
     env: Env, app_ids: list[str], register: list[Any], receipts: list[Any], label: str
 ) -> dict[str, Any]:
@@ -183,10 +262,14 @@ def throughput(
     backlog = _encode(env.codec, receipts)
     cpu0 = [proc_cpu_s(w.proc.pid) for w in workers]  # type: ignore[union-attr]
     bcpu0 = proc_cpu_s(env.broker.pid) if env.broker.pid else 0.0
+    progress = Progress(workers)
+    progress.sample()
+    progress.start()
     t0 = time.monotonic()
     produce_s = env.produce(backlog)
     log(f"{label}: {len(backlog):,} receipts produced in {produce_s:.1f}s; waiting for lag 0")
     zero_at = env.wait_idle(app_ids[0], timeout=3600)
+    progress.stop()
     elapsed = zero_at - t0
     cpu = sum(proc_cpu_s(w.proc.pid) - c for w, c in zip(workers, cpu0, strict=True))  # type: ignore[union-attr]
     bcpu = (proc_cpu_s(env.broker.pid) - bcpu0) if env.broker.pid else 0.0
@@ -203,6 +286,7 @@ def throughput(
         "receipts_per_worker_cpu_s": round(n / cpu, 1) if cpu else None,
         "broker_cpu_s": round(bcpu, 2),
         "startup_s": round(startup, 1),
+        "steady": progress.steady(n),
         "worker_rss_bytes": [proc_rss_bytes(w.proc.pid) for w in workers],  # type: ignore[union-attr]
     }
 
@@ -309,6 +393,17 @@ def latency(
     }
 
 
+def _steady_row(label: str, r: dict[str, Any]) -> None:
+    st = r.get("steady") or {}
+    if st.get("receipts_per_s"):
+        row(
+            f"  {label}, steady state ({st['window']}, {st['seconds']:.1f}s)",
+            fmt(st["receipts_per_s"]),
+            "",
+            fmt(st["receipts_per_worker_cpu_s"]),
+        )
+
+
 def run(
     receipts: int, households: int, seed: int, latency_s: float, two: bool = True
 ) -> dict[str, Any]:
@@ -338,6 +433,7 @@ def run(
             fmt(one["receipts_per_worker_cpu_s"]),
             fmt(one["worker_rss_bytes"][0] / 2**20),
         )
+        _steady_row("one worker", one)
         for rate, key in rates:
             n = int(rate * latency_s)
             chunk, rest = rest[:n], rest[n:]
@@ -376,9 +472,16 @@ def run(
                 fmt(both["receipts_per_worker_cpu_s"]),
                 "/".join(fmt(b / 2**20) for b in both["worker_rss_bytes"]),
             )
+            _steady_row("two workers", both)
             ratio = both["receipts_per_s"] / one["receipts_per_s"]
             out["ratio_two_to_one"] = round(ratio, 3)
             row("two workers / one worker (target >= 1.7)", f"{ratio:.2f}")
+            s1, s2 = one.get("steady", {}), both.get("steady", {})
+            if s1.get("receipts_per_s") and s2.get("receipts_per_s"):
+                out["ratio_two_to_one_steady"] = round(
+                    s2["receipts_per_s"] / s1["receipts_per_s"], 3
+                )
+                row("  same, steady state", f"{out['ratio_two_to_one_steady']:.2f}")
         finally:
             env.close()
     return out

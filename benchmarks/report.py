@@ -53,6 +53,14 @@ def figures(f: dict[str, Any]) -> str:
                 f"{_n(r['receipts_per_worker_cpu_s'])} | {r['receipts']:,} backlog, "
                 f"RSS {rss} MiB |"
             )
+            st = r.get("steady") or {}
+            if st.get("receipts_per_s"):
+                out.append(
+                    f"| {label.replace(', sustained', '')}, steady state | "
+                    f"{_n(st['receipts_per_s'])} | | {_n(st['receipts_per_worker_cpu_s'])} | "
+                    f"{st['window']} ({st['seconds']:.1f} s; start {st['starts_after_s']:.1f} s "
+                    f"and tail {st['tail_s']:.1f} s left out) |"
+                )
     p = f.get("peer", {})
     if "transport_ceiling" in p:
         r = p["transport_ceiling"]

@@ -6,6 +6,11 @@ therefore reads the two output topics itself, from their end, with a plain confl
 consumer outside the consumer group (``assign``, no commits) in a background thread, and
 hands every record to the connections subscribed to its key. Nothing is stored; a record
 whose key no connection wants is dropped at once.
+
+While no connection is open the thread reads nothing (the consumer is unassigned): a worker
+with no live clients does not fetch every counter and Bonus change of the country. The first
+subscription positions it at the topics' end again; it reports only changes from then on,
+like a worker that was reading all along (the page loads the current figures first).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 COUNTERS_TOPIC = "smobiili.counters"
 BONUS_TOPIC = "household.bonus"
 QUEUE_MAX = 256
+IDLE_CHECK_S = 1.0  # how often an idle feed re-checks for subscribers without being woken
 
 
 class LiveFeed:
@@ -36,8 +42,10 @@ class LiveFeed:
         self._subs: dict[str, set[asyncio.Queue[tuple[str, dict[str, Any]]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
+        self._wanted = threading.Event()  # set by subscribe(): wake the idle thread
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
+        self.reading = False  # the consumer is assigned (some connection is subscribed)
 
     # --- subscriptions (event loop thread) --------------------------------------------
 
@@ -52,6 +60,7 @@ class LiveFeed:
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_MAX)
         for chan in self._channels(viewer):
             self._subs.setdefault(chan, set()).add(queue)
+        self._wanted.set()
         return queue
 
     def unsubscribe(self, viewer: Viewer, queue: asyncio.Queue[Any]) -> None:
@@ -80,25 +89,39 @@ class LiveFeed:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wanted.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        topics = (COUNTERS_TOPIC, BONUS_TOPIC)
         consumer = assigned_consumer(
-            self.bootstrap, "live", (COUNTERS_TOPIC, BONUS_TOPIC), self.partitions, OFFSET_END, 50
+            self.bootstrap, "live", topics, self.partitions, OFFSET_END, 50
         )
         try:
-            reader = RestingReader.at(
-                consumer, (COUNTERS_TOPIC, BONUS_TOPIC), self.partitions, end=True
-            )
+            consumer.unassign()  # nothing is read until somebody subscribes
+            reader: RestingReader | None = None
             self.ready.set()
             while not self._stop.is_set():
+                if not self._subs:
+                    if reader is not None:
+                        consumer.unassign()
+                        reader = None
+                        self.reading = False
+                    self._wanted.wait(IDLE_CHECK_S)
+                    self._wanted.clear()  # subscribe() after this is seen by the check above
+                    continue
+                if reader is None:
+                    # From the end as it is now: changes from this subscription on.
+                    reader = RestingReader.at(consumer, topics, self.partitions, end=True)
+                    self.reading = True
                 for msg in reader.poll(self._stop):
                     if msg.error() is None:
                         self._dispatch(msg.topic() or "", msg.key(), msg.value())
         except Exception:  # noqa: BLE001 - the feed is best effort; the API still answers
             log.exception("live feed stopped")
         finally:
+            self.reading = False
             consumer.close()
 
     def _dispatch(self, topic: str, key: bytes | None, value: bytes | None) -> None:

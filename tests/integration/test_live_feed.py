@@ -1,0 +1,94 @@
+"""The live feed (stream/live.py) on the real broker: it reads only while somebody listens.
+
+A worker with no live connection must not fetch every counter change of the country; the
+first subscription positions it at the end, and from then on the subscriber gets its own
+changes (and nobody else's), exactly as when the feed was reading all along.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from stream.codec import Codec
+from stream.live import COUNTERS_TOPIC, LiveFeed
+from stream.pos import producer_config
+from stream.schema_registry import InMemoryRegistry
+from topologies.access import CUSTOMER, Viewer
+
+pytestmark = pytest.mark.integration
+
+LONGS = [
+    "food_cents",
+    "finnish_raw_cents",
+    "finnish_made_cents",
+    "foreign_cents",
+    "unknown_origin_cents",
+    "food_grams",
+    "vegetable_grams",
+    "co2e_grams",
+    "unknown_gtin_lines",
+    "line_count",
+    "receipt_count",
+]
+
+
+def counters(customer: str, receipts: int) -> dict[str, Any]:
+    value: dict[str, Any] = dict.fromkeys(LONGS, 0)
+    value.update(customer_id=customer, month="2026-11", removed=False, updated_at=1)
+    value["receipt_count"] = receipts
+    return value
+
+
+async def _until(cond: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_reads_only_while_subscribed_and_from_the_subscription_on(bootstrap: str) -> None:
+    codec = Codec(InMemoryRegistry())
+    producer = Producer(producer_config(bootstrap, **{"client.id": "live-feed-test"}))
+    me, other = f"live-me-{time.time_ns()}", f"live-other-{time.time_ns()}"
+
+    def send(customer: str, receipts: int) -> None:
+        value = codec.encode(COUNTERS_TOPIC, counters(customer, receipts))
+        producer.produce(COUNTERS_TOPIC, key=customer.encode(), value=value)
+        assert producer.flush(10) == 0
+
+    async def scenario() -> None:
+        feed = LiveFeed(bootstrap, codec, 4)
+        feed.start(asyncio.get_running_loop())
+        try:
+            await _until(feed.ready.is_set)
+            send(me, 1)  # nobody listens: not read, and never delivered later
+            await asyncio.sleep(1.5)
+            assert not feed.reading
+
+            viewer = Viewer(CUSTOMER, me)
+            queue = feed.subscribe(viewer)
+            await _until(lambda: feed.reading)
+            send(other, 7)
+            send(me, 2)
+            kind, payload = await asyncio.wait_for(queue.get(), timeout=20)
+            assert (kind, payload["customer_id"], payload["receipt_count"]) == ("counters", me, 2)
+            await asyncio.sleep(0.5)
+            assert queue.empty()  # neither the change before subscribing nor other's
+
+            feed.unsubscribe(viewer, queue)
+            await _until(lambda: not feed.reading)
+            send(me, 3)  # while idle again
+            queue = feed.subscribe(viewer)
+            await _until(lambda: feed.reading)
+            send(me, 4)
+            kind, payload = await asyncio.wait_for(queue.get(), timeout=20)
+            assert payload["receipt_count"] == 4
+        finally:
+            feed.stop()
+
+    asyncio.run(scenario())

@@ -189,8 +189,9 @@ class Progress(threading.Thread):
         self._stop_event = threading.Event()
 
     def sample(self) -> None:
-        cpu = sum(proc_cpu_s(w.proc.pid) for w in self.workers)  # type: ignore[union-attr]
+        # A worker that died (or a scrape that failed) leaves a gap; wait_idle reports deaths.
         with contextlib.suppress(OSError):
+            cpu = sum(proc_cpu_s(w.proc.pid) for w in self.workers)  # type: ignore[union-attr]
             self.samples.append((time.monotonic(), records_in(self.workers), cpu))
 
     def run(self) -> None:

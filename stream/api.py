@@ -414,7 +414,7 @@ class Api:
             }
         )
         await resp.prepare(request)
-        queue = self.live.subscribe(viewer)
+        queue = await self.live.subscribe(viewer)
         try:
             await resp.write(b": connected\n\n")
             while True:

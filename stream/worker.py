@@ -264,10 +264,13 @@ def create_app(
         def sink(out: Outgoing) -> None:
             output.send(out.topic, out.key, out.value)
 
+        loop = asyncio.get_running_loop()
+        # The loop the worker actually runs on (settings.event_loop): uvloop or asyncio.
+        log.info("event loop: %s", type(loop).__module__.split(".")[0])
         feed.sink = sink
         if feed.runner is None:  # not caught up by run_worker (an embedded app)
             feed.runner = runner
-        feed.start(asyncio.get_running_loop())
+        feed.start(loop)
 
     from faust.sensors.prometheus import setup_prometheus_sensors
 
@@ -603,7 +606,6 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     # Faust configures logging only when its worker starts: let the long start-up work
     # below (restore, catalogue) report its progress at the configured level.
     logging.getLogger("stream").setLevel(settings.log_level.upper())
-    log.info("event loop: %s", settings.event_loop)
     discard_state_unless_stopped_cleanly(tabledir)
     # Partition databases that may have missed deletions (not in sync for half the
     # tombstone retention) are restored from the start, never resumed (stream/restore.py).

@@ -1,8 +1,8 @@
 """The live feed (stream/live.py) on the real broker: it reads only while somebody listens.
 
 A worker with no live connection must not fetch every counter change of the country; the
-first subscription positions it at the end, and from then on the subscriber gets its own
-changes (and nobody else's), exactly as when the feed was reading all along.
+first subscription positions it at the end, and every change made after ``subscribe()``
+returns reaches the subscriber (its own changes, nobody else's).
 """
 
 from __future__ import annotations
@@ -67,13 +67,15 @@ def test_reads_only_while_subscribed_and_from_the_subscription_on(bootstrap: str
         try:
             await _until(feed.ready.is_set)
             send(me, 1)  # nobody listens: not read, and never delivered later
-            await asyncio.sleep(1.5)
+            for _ in range(15):  # the consumer itself holds no partition while idle
+                assert feed.assigned_partitions() == 0
+                await asyncio.sleep(0.1)
             assert not feed.reading
 
             viewer = Viewer(CUSTOMER, me)
-            queue = feed.subscribe(viewer)
-            await _until(lambda: feed.reading)
-            send(other, 7)
+            queue = await feed.subscribe(viewer)
+            assert feed.reading
+            send(other, 7)  # at once: positioned before subscribe() returned
             send(me, 2)
             kind, payload = await asyncio.wait_for(queue.get(), timeout=20)
             assert (kind, payload["customer_id"], payload["receipt_count"]) == ("counters", me, 2)
@@ -82,9 +84,9 @@ def test_reads_only_while_subscribed_and_from_the_subscription_on(bootstrap: str
 
             feed.unsubscribe(viewer, queue)
             await _until(lambda: not feed.reading)
+            assert feed.assigned_partitions() == 0
             send(me, 3)  # while idle again
-            queue = feed.subscribe(viewer)
-            await _until(lambda: feed.reading)
+            queue = await feed.subscribe(viewer)
             send(me, 4)
             kind, payload = await asyncio.wait_for(queue.get(), timeout=20)
             assert payload["receipt_count"] == 4

@@ -169,6 +169,8 @@ class LiveFeed:
             consumer.close()
 
     def _release_waiters(self) -> None:
+        if not self._waiters:  # every poll; a waiter added just after is released next poll
+            return
         with self._lock:
             waiters, self._waiters = self._waiters, []
         if waiters and self._loop is not None:

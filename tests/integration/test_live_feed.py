@@ -18,30 +18,17 @@ from stream.codec import Codec
 from stream.live import COUNTERS_TOPIC, LiveFeed
 from stream.pos import producer_config
 from stream.schema_registry import InMemoryRegistry
+from topologies import counters as counters_topology
 from topologies.access import CUSTOMER, Viewer
 
 pytestmark = pytest.mark.integration
 
-LONGS = [
-    "food_cents",
-    "finnish_raw_cents",
-    "finnish_made_cents",
-    "foreign_cents",
-    "unknown_origin_cents",
-    "food_grams",
-    "vegetable_grams",
-    "co2e_grams",
-    "unknown_gtin_lines",
-    "line_count",
-    "receipt_count",
-]
-
 
 def counters(customer: str, receipts: int) -> dict[str, Any]:
-    value: dict[str, Any] = dict.fromkeys(LONGS, 0)
-    value.update(customer_id=customer, month="2026-11", removed=False, updated_at=1)
-    value["receipt_count"] = receipts
-    return value
+    """A ``smobiili.counters`` record as the counters stage writes it."""
+    return counters_topology.record(
+        customer, "2026-11", {"receipt_count": receipts, "updated_at": 1}
+    )
 
 
 async def _until(cond: Any, timeout: float = 20.0) -> None:

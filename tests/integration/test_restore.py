@@ -17,7 +17,9 @@ from stream.restore import OFFSET_KEY, load_synced, restore_tables, wipe_unsynce
 PARTITIONS = 4
 
 
-def _table(tmp_path: Path, app_id: str) -> Any:
+def _table(tmp_path: Path) -> Any:
+    """A table of a fresh app (a unique id: its own changelog topic on the shared broker)."""
+    app_id = f"restore-{uuid.uuid4().hex[:8]}"
     app = faust.App(app_id, broker="kafka://unused:1", store="rocksdb://", datadir=tmp_path)
     return app.Table("state", partitions=PARTITIONS, key_type=bytes, value_type=bytes)
 
@@ -44,8 +46,7 @@ def _contents(table: Any, partition: int) -> dict[bytes, bytes]:
 def test_restore_applies_puts_and_tombstones_and_sets_fausts_offset(
     bootstrap: str, tmp_path: Path
 ) -> None:
-    app_id = f"restore-{uuid.uuid4().hex[:8]}"
-    table = _table(tmp_path, app_id)
+    table = _table(tmp_path)
     topic = _changelog(bootstrap, table)
     _send(
         bootstrap,
@@ -75,8 +76,7 @@ def test_restore_applies_puts_and_tombstones_and_sets_fausts_offset(
 
 
 def test_restore_again_reads_only_what_is_new(bootstrap: str, tmp_path: Path) -> None:
-    app_id = f"restore-{uuid.uuid4().hex[:8]}"
-    table = _table(tmp_path, app_id)
+    table = _table(tmp_path)
     topic = _changelog(bootstrap, table)
     _send(bootstrap, topic, [(2, f"k{i}".encode(), b"old") for i in range(25_000)])
     first = {r.partition: r.records for r in restore_tables(bootstrap, [table], PARTITIONS)}
@@ -92,7 +92,7 @@ def test_restore_again_reads_only_what_is_new(bootstrap: str, tmp_path: Path) ->
 
 
 def test_restore_skips_tables_without_a_changelog_topic(bootstrap: str, tmp_path: Path) -> None:
-    table = _table(tmp_path, f"restore-{uuid.uuid4().hex[:8]}")  # topic never created
+    table = _table(tmp_path)  # its changelog topic is never created
     assert restore_tables(bootstrap, [table], PARTITIONS) == []
 
 
@@ -101,8 +101,7 @@ def test_a_database_beyond_its_changelog_is_deleted_and_restored_from_the_start(
 ) -> None:
     # A database from a recreated topic (or another cluster): its offset key claims records
     # the changelog does not have, and it holds a key the changelog deleted long ago.
-    app_id = f"restore-{uuid.uuid4().hex[:8]}"
-    table = _table(tmp_path, app_id)
+    table = _table(tmp_path)
     topic = _changelog(bootstrap, table)
     _send(bootstrap, topic, [(1, b"k1", b"v1"), (1, b"k2", b"v2")])
     path = table.data.partition_path(1)

@@ -24,6 +24,7 @@ Errors:
 from __future__ import annotations
 
 import io
+import struct
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
 from stream import schemas
+from stream.avro_compiled import Decoder, Encoder, Truncated, compile_schema
 from stream.schema_registry import SchemaNotFoundError, SchemaRegistry
 from stream.topics import TOPICS, spec
 
@@ -65,21 +67,29 @@ class EncodeError(ValueError):
 class _Reader:
     """Everything needed to decode one (topic, writer schema id) pair, prepared once."""
 
-    __slots__ = ("reader_schema", "writer_schema")
+    __slots__ = ("fast", "reader_schema", "writer_schema")
 
     def __init__(self, writer_schema: dict[str, Any], reader_schema: dict[str, Any] | None):
         self.writer_schema = writer_schema
         # None when writer and reader schemas are identical: fastavro then skips schema
         # resolution, and skips its own deep ``writer == reader`` comparison on every call.
         self.reader_schema = reader_schema
+        # Identical schemas (the usual case) are read by a decoder compiled for the schema
+        # (stream/avro_compiled.py); resolving between two versions stays with fastavro.
+        self.fast: Decoder | None = None
+        if reader_schema is None:
+            compiled = compile_schema(writer_schema)
+            self.fast = compiled[1] if compiled else None
 
 
 class _AvroWriter:
-    __slots__ = ("header", "schema")
+    __slots__ = ("fast", "header", "schema")
 
     def __init__(self, header: bytes, schema: dict[str, Any]) -> None:
         self.header = header
         self.schema = schema
+        compiled = compile_schema(schema)
+        self.fast: Encoder | None = compiled[0] if compiled else None
 
 
 class Codec:
@@ -156,13 +166,22 @@ class Codec:
             except TypeError as exc:
                 raise EncodeError(f"{topic}: value is not JSON-serialisable: {exc}") from exc
         w = self._writer(topic)
-        out = io.BytesIO()
-        out.write(w.header)
         try:
+            if w.fast is not None:
+                return w.fast(value, w.header)
+            out = io.BytesIO()
+            out.write(w.header)
             schemaless_writer(out, w.schema, value)
-        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            return out.getvalue()
+        except (
+            TypeError,
+            ValueError,
+            AttributeError,
+            KeyError,
+            OverflowError,
+            struct.error,
+        ) as exc:
             raise EncodeError(self._explain(topic, w.schema, value, exc)) from exc
-        return out.getvalue()
 
     @staticmethod
     def _explain(topic: str, schema: dict[str, Any], value: Any, exc: Exception) -> str:
@@ -211,26 +230,32 @@ class Codec:
         reader = self._readers.get((topic, sid))
         if reader is None:
             reader = self._prepare_reader(topic, sid)
-        fo = io.BytesIO(data)
-        fo.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(fo, reader.writer_schema, reader.reader_schema)
+            if reader.fast is not None:
+                record, end = reader.fast(data, HEADER_SIZE)
+            else:
+                fo = io.BytesIO(data)
+                fo.seek(HEADER_SIZE)
+                record = schemaless_reader(fo, reader.writer_schema, reader.reader_schema)
+                end = fo.tell()
         except SchemaResolutionError as exc:
             raise DecodeError(
                 SCHEMA_MISMATCH,
                 f"{topic}: writer schema id {sid} does not resolve to the topic's schema: {exc}",
             ) from None
-        except Exception as exc:  # noqa: BLE001 - fastavro raises many types on bad bytes
-            why = f"{type(exc).__name__}: {exc}" if str(exc) else "the body ends early"
+        except Exception as exc:  # noqa: BLE001 - bad bytes raise many types
+            if isinstance(exc, IndexError | Truncated) or not str(exc):
+                why = "the body ends early"
+            else:
+                why = f"{type(exc).__name__}: {exc}"
             raise DecodeError(
                 UNDECODABLE, f"{topic}: Avro body does not match schema id {sid}: {why}"
             ) from None
-        if fo.tell() != len(data):
+        if end != len(data):
             # A body that decodes with bytes to spare was written with some other schema.
             raise DecodeError(
                 UNDECODABLE,
-                f"{topic}: {len(data) - fo.tell()} bytes left over "
-                f"after the record (schema id {sid})",
+                f"{topic}: {len(data) - end} bytes left over after the record (schema id {sid})",
             )
         if not isinstance(record, dict):
             raise DecodeError(SCHEMA_MISMATCH, f"{topic}: schema id {sid} is not a record")

@@ -132,7 +132,14 @@ _WRITE_PRIMITIVE = {
     "int": "if type({v}) is int and -64 <= {v} < 64:\n"
     "    out.append(({v} << 1) ^ ({v} >> 63))\nelse:\n    _w_int(out, {v})",
     "long": "if type({v}) is int and -64 <= {v} < 64:\n"
-    "    out.append(({v} << 1) ^ ({v} >> 63))\nelse:\n    _w_long(out, {v})",
+    "    out.append(({v} << 1) ^ ({v} >> 63))\n"
+    "elif type({v}) is int and -0x8000000000000000 <= {v} <= 0x7FFFFFFFFFFFFFFF:\n"
+    "    {t} = ({v} << 1) ^ ({v} >> 63)\n"
+    "    while {t} > 0x7F:\n"
+    "        out.append(({t} & 0x7F) | 0x80)\n"
+    "        {t} >>= 7\n"
+    "    out.append({t})\n"
+    "else:\n    _w_long(out, {v})",
     "boolean": "out.append(1 if {v} else 0)",
     "double": "out += _pack_double(float({v}))",
 }
@@ -232,10 +239,15 @@ class _Gen:
             if t not in PRIMITIVES:
                 raise Unsupported(f"type {t}")
             if t in ("int", "long"):
+                b = self.var("b")
                 out.append(f"{ind}{v} = data[pos]")
                 out.append(f"{ind}if {v} < 0x80:")
                 out.append(f"{ind}    {v} = ({v} >> 1) ^ -({v} & 1)")
                 out.append(f"{ind}    pos += 1")
+                out.append(f"{ind}elif data[pos + 1] < 0x80:")  # two bytes: up to +-8191
+                out.append(f"{ind}    {b} = ({v} & 0x7F) | (data[pos + 1] << 7)")
+                out.append(f"{ind}    {v} = ({b} >> 1) ^ -({b} & 1)")
+                out.append(f"{ind}    pos += 2")
                 out.append(f"{ind}else:")
                 out.append(f"{ind}    {v}, pos = _r_long(data, pos)")
             elif t == "double":

@@ -2,9 +2,10 @@
 
 fastavro (compiled) interprets the parsed schema for every record: per field it looks the
 type up in dicts and dispatches on it, ~0.5 µs a field. A function written for one schema does
-only the field's own work, which measured about twice as fast for both directions on this
-project's records (BENCHMARKS.md, section 7). ``compile_schema`` writes such functions for
-the subset of Avro the project's schemas use -- records, arrays, ``["null", T]`` unions,
+only the field's own work: on this project's records it encodes in about half of fastavro's
+time and decodes in 60-90 % of it (BENCHMARKS.md, section 7). ``compile_schema`` writes such
+functions for the subset of Avro the project's schemas use -- records, arrays,
+``["null", T]`` unions,
 string, bytes, int, long, boolean, double -- and returns ``None`` for anything else, in which
 case :class:`stream.codec.Codec` keeps using fastavro. The codec also keeps fastavro for
 schema resolution (a writer schema that differs from the reader's) and for error messages.
@@ -60,12 +61,6 @@ def _w_int(out: bytearray, n: int) -> None:
     _w_long(out, n)
 
 
-def _w_str(out: bytearray, s: str) -> None:
-    b = s.encode()
-    _w_long(out, len(b))
-    out += b
-
-
 def _w_bytes(out: bytearray, b: bytes) -> None:
     if not isinstance(b, bytes | bytearray | memoryview):
         raise TypeError(f"{type(b).__name__} is not bytes")
@@ -111,7 +106,6 @@ _RUNTIME: dict[str, Any] = {
     "_MISSING": _MISSING,
     "_w_long": _w_long,
     "_w_int": _w_int,
-    "_w_str": _w_str,
     "_w_bytes": _w_bytes,
     "_pack_double": _pack_double,
     "_r_long": _r_long,

@@ -27,8 +27,11 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.settings import Settings
+from topologies.pipeline import GROUP_INPUTS
 
-INPUTS = ("pos.receipts", "customer.cards", "customer.consents", "product.catalog")
+# The lag column: what the worker's group has not yet committed on the topics it consumes
+# (the catalogue is read outside the group and never committed, so it is not one of them).
+INPUTS = GROUP_INPUTS
 
 
 def scrape(url: str, timeout: float = 1.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

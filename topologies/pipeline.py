@@ -58,3 +58,6 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 STAGE_FOR_TOPIC: dict[str, Stage] = {t: s for s in STAGES for t in s.inputs}
+# What the worker's consumer group reads and commits: every stage input except the global
+# stage's (the catalogue is read whole by every worker, outside the group).
+GROUP_INPUTS: tuple[str, ...] = tuple(t for s in STAGES if not s.is_global for t in s.inputs)

@@ -17,18 +17,11 @@ from stream.admin import lag
 from stream.broker import free_port
 from stream.codec import Codec
 from stream.replay import encode_event
+from topologies.pipeline import GROUP_INPUTS
 
 # What the worker's consumer group reads (product.catalog is read outside the group by
 # every worker: stream/catalog_feed.py).
-STAGE_INPUTS = (
-    "pos.receipts",
-    "customer.cards",
-    "customer.consents",
-    "recall.requests",
-    "receipts.identified",
-    "aggregates.contributions",
-    "receipts.totals",
-)
+STAGE_INPUTS = GROUP_INPUTS
 
 
 def terminate(proc: subprocess.Popen[Any], timeout: float = 60) -> int:

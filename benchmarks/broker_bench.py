@@ -28,14 +28,14 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from benchmarks.common import dir_bytes, fmt, header, log, proc_cpu_s, proc_rss_bytes, row
-from stream.admin import create_topics, lag
+from stream.admin import create_topics, group_lag
 from stream.broker import EmbeddedBroker
 from stream.codec import Codec
 from stream.pos import producer_config
 from stream.replay import encode_event
 from stream.schema_registry import EmbeddedRegistryServer
 from stream.simulator import SimConfig, generate
-from tests.integration.worker_harness import STAGE_INPUTS, WorkerProcess, wait_group_stable
+from tests.integration.worker_harness import WorkerProcess, wait_group_stable
 
 PARTITIONS = 4
 
@@ -92,9 +92,9 @@ class Env:
         assert p.flush(60) == 0
         return time.perf_counter() - t0
 
-    def total_lag(self, app_id: str, topics: tuple[str, ...] = STAGE_INPUTS) -> int:
+    def total_lag(self, app_id: str, topics: tuple[str, ...] | None = None) -> int:
         try:
-            return sum(sum(lag(self.bootstrap, app_id, t, timeout=5).values()) for t in topics)
+            return group_lag(self.bootstrap, app_id, topics, timeout=5)
         except Exception:  # noqa: BLE001 - group not there yet
             return -1
 
@@ -104,7 +104,7 @@ class Env:
         timeout: float,
         settle: float = 3.0,
         poll: float = 0.5,
-        topics: tuple[str, ...] = STAGE_INPUTS,
+        topics: tuple[str, ...] | None = None,
     ) -> float:
         """Wait for lag 0 (held for ``settle`` s); returns the moment it first hit 0."""
         deadline = time.monotonic() + timeout

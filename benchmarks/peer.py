@@ -33,7 +33,7 @@ from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
 from stream.pos import producer_config
 from stream.topics import TOPICS
-from tests.integration.worker_harness import STAGE_INPUTS, terminate
+from tests.integration.worker_harness import terminate
 from topologies.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +174,7 @@ def _backlog(
     group: str,
     pid: int,
     backlog: list[Any],
-    topics: tuple[str, ...] = STAGE_INPUTS,
+    topics: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """The throughput clock of ``broker_bench.throughput``, the same for both runtimes: from
     the first send of the backlog to the moment the group's committed offsets first reach

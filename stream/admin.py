@@ -420,6 +420,23 @@ def lag(bootstrap: str, group: str, topic: str, timeout: float = 10) -> dict[int
     return out
 
 
+def group_lag(
+    bootstrap: str, group: str, topics: Iterable[str] | None = None, timeout: float = 10
+) -> int:
+    """Records ``group`` has not yet committed, summed over ``topics``.
+
+    The default is what the worker's consumer group reads (``GROUP_INPUTS``: every stage
+    input but the catalogue, which each worker reads whole outside the group and never
+    commits).
+    """
+    from topologies.pipeline import GROUP_INPUTS
+
+    return sum(
+        sum(lag(bootstrap, group, t, timeout).values())
+        for t in (GROUP_INPUTS if topics is None else topics)
+    )
+
+
 def read_range(
     bootstrap: str, topic: str, partition: int, first: int, last: int, timeout: float = 10
 ) -> list[Record]:

@@ -27,11 +27,6 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.settings import Settings
-from topologies.pipeline import GROUP_INPUTS
-
-# The lag column: what the worker's group has not yet committed on the topics it consumes
-# (the catalogue is read outside the group and never committed, so it is not one of them).
-INPUTS = GROUP_INPUTS
 
 
 def scrape(url: str, timeout: float = 1.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -78,7 +73,7 @@ def run_demo(
     keep: bool = False,
 ) -> int:
     from stream import auth
-    from stream.admin import create_topics, lag
+    from stream.admin import create_topics, group_lag
     from stream.broker import EmbeddedBroker, free_port
     from stream.codec import Codec
     from stream.pos import produce
@@ -195,10 +190,8 @@ def run_demo(
             rate_now = (receipts_in - prev_in) / max(now - prev_t, 1e-6)
             prev_in, prev_t = receipts_in, now
             try:
-                lag_total = sum(
-                    sum(lag(broker.bootstrap, settings.app_id, t, timeout=2).values())
-                    for t in INPUTS
-                )
+                # What the worker's group has left (the catalogue is read outside it).
+                lag_total = group_lag(broker.bootstrap, settings.app_id, timeout=2)
             except Exception:  # noqa: BLE001 - the summary must not kill the demo
                 lag_total = -1
             routed = {

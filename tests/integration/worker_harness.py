@@ -13,15 +13,10 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from stream.admin import lag
+from stream.admin import group_lag
 from stream.broker import free_port
 from stream.codec import Codec
 from stream.replay import encode_event
-from topologies.pipeline import GROUP_INPUTS
-
-# What the worker's consumer group reads (product.catalog is read outside the group by
-# every worker: stream/catalog_feed.py).
-STAGE_INPUTS = GROUP_INPUTS
 
 
 def terminate(proc: subprocess.Popen[Any], timeout: float = 60) -> int:
@@ -115,10 +110,7 @@ class WorkerProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker died ({self.proc.returncode}):\n{self.log_tail()}")
             try:
-                total = sum(
-                    sum(lag(self.bootstrap, self.app_id, t, timeout=5).values())
-                    for t in STAGE_INPUTS
-                )
+                total = group_lag(self.bootstrap, self.app_id, timeout=5)
             except Exception:  # noqa: BLE001 - group not there yet
                 total = -1
             if total == 0:

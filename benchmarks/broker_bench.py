@@ -27,7 +27,16 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from benchmarks.common import dir_bytes, fmt, header, log, proc_cpu_s, proc_rss_bytes, row
+from benchmarks.common import (
+    dir_bytes,
+    fmt,
+    header,
+    log,
+    own_core,
+    proc_cpu_s,
+    proc_rss_bytes,
+    row,
+)
 from stream.admin import create_topics, group_lag
 from stream.broker import EmbeddedBroker
 from stream.codec import Codec
@@ -346,6 +355,9 @@ def latency(
     p.flush(30)
     interval = 1.0 / rate
     n_target = int(rate * seconds)
+    cpu_pids = [w.proc.pid for w in env.workers if w.proc is not None]
+    wcpu0 = sum(proc_cpu_s(pid) for pid in cpu_pids)
+    bcpu0 = proc_cpu_s(env.broker.pid) if env.broker.pid else 0.0
     t_begin = time.perf_counter()
     i = 0
     while i < n_target and i < len(card_receipts):
@@ -368,6 +380,8 @@ def latency(
         p.poll(0)
         i += 1
     send_s = time.perf_counter() - t_begin
+    wcpu = sum(proc_cpu_s(pid) for pid in cpu_pids) - wcpu0
+    bcpu = (proc_cpu_s(env.broker.pid) - bcpu0) if env.broker.pid else 0.0
     p.flush(30)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and len(seen) < len(sent):
@@ -395,6 +409,9 @@ def latency(
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),
         "max_ms": round(vals[-1] * 1000, 1) if vals else None,
+        # CPU seconds per second of sending: how busy the worker and the broker were
+        "worker_cpu_per_s": round(wcpu / send_s, 2),
+        "broker_cpu_per_s": round(bcpu / send_s, 2),
     }
 
 
@@ -409,13 +426,66 @@ def _steady_row(label: str, r: dict[str, Any]) -> None:
         )
 
 
+def _latency_env(
+    label: str,
+    register: list[Any],
+    chunks: list[tuple[float, str, list[Any]]],
+    latency_s: float,
+    pin: bool,
+) -> dict[str, Any]:
+    """A fresh broker and worker with the register loaded; then each rate in turn.
+
+    ``pin``: the worker gets a CPU of its own, the broker and this harness (the load
+    generator) the other(s), for the whole measurement.
+    """
+    out: dict[str, Any] = {}
+    env = Env(label)
+    try:
+        w = env.worker(f"bench-{label}")
+        log(f"latency ({label}): producing the register ({len(register):,} events)")
+        env.produce(_encode(env.codec, register))
+        env.wait_idle(f"bench-{label}", timeout=300)
+        out["broker_data_bytes_before"] = dir_bytes(env.tmp / "noida")
+        assert w.proc is not None and env.broker.pid is not None
+        pinning: contextlib.AbstractContextManager[dict[str, Any]] = (
+            own_core([w.proc.pid], [env.broker.pid, os.getpid()])
+            if pin
+            else contextlib.nullcontext({})
+        )
+        with pinning as cpus:
+            if cpus:
+                out["cpus"] = cpus
+            for rate, key, chunk in chunks:
+                log(f"latency ({label}): {rate:.0f} receipts/s offered for {latency_s:.0f}s")
+                # Each rate starts from an idle worker: latency() returns once receipts.totals
+                # has every receipt, while the Bonus and group stages may still be draining.
+                env.wait_idle(f"bench-{label}", timeout=600)
+                lat = latency(env, chunk, rate, latency_s, wait=max(30.0, latency_s * 2))
+                out[key] = lat
+                row(
+                    f"{label}: latency at {rate:.0f}/s offered (sent "
+                    f"{lat['achieved_send_per_s']:.0f}/s): p50/p95/p99 ms",
+                    fmt(lat["p50_ms"]),
+                    fmt(lat["p95_ms"]),
+                    fmt(lat["p99_ms"]),
+                    f"missing {lat['missing_after_wait']}",
+                )
+        out["broker_data_bytes_after"] = dir_bytes(env.tmp / "noida")
+    finally:
+        env.close()
+    return out
+
+
 def run(
     receipts: int, households: int, seed: int, latency_s: float, two: bool = True
 ) -> dict[str, Any]:
     # 400 and 4 000/s are the issue's; 200/s is below this shared box's saturation point
     # (noida-db alone uses ~2 CPU-s per second at 400/s), to show the worker's own latency.
-    rates = ((200.0, "latency_200"), (400.0, "latency_400"), (4000.0, "latency_4000"))
-    n_lat = sum(int(r * latency_s) for r, _ in rates)
+    shared_rates = ((200.0, "latency_200"), (400.0, "latency_400"), (4000.0, "latency_4000"))
+    own_rates = ((200.0, "latency_200_own_core"), (400.0, "latency_400_own_core"))
+    pin = len(os.sched_getaffinity(0)) >= 2
+    all_rates = shared_rates + (own_rates if pin else ())
+    n_lat = sum(int(r * latency_s) for r, _ in all_rates)
     register, rcpts = _events(receipts + n_lat + 1000, households, seed)
     backlog, rest = rcpts[:receipts], rcpts[receipts:]
     kind = os.environ.get("BENCH_BROKER", "noida-db")
@@ -439,26 +509,29 @@ def run(
             fmt(one["worker_rss_bytes"][0] / 2**20),
         )
         _steady_row("one worker", one)
-        for rate, key in rates:
-            n = int(rate * latency_s)
-            chunk, rest = rest[:n], rest[n:]
-            log(f"latency: {rate:.0f} receipts/s offered for {latency_s:.0f}s")
-            # Each rate starts from an idle worker: latency() returns once receipts.totals
-            # has every receipt, while the Bonus and group stages may still be draining.
-            env.wait_idle("bench-one", timeout=600)
-            lat = latency(env, chunk, rate, latency_s, wait=max(30.0, latency_s * 2))
-            out[key] = lat
-            row(
-                f"latency at {rate:.0f}/s offered (sent {lat['achieved_send_per_s']:.0f}/s): "
-                "p50/p95/p99 ms",
-                fmt(lat["p50_ms"]),
-                fmt(lat["p95_ms"]),
-                fmt(lat["p99_ms"]),
-                f"missing {lat['missing_after_wait']}",
-            )
         out["one_worker"]["state_bytes"] = dir_bytes(env.tmp / "worker1")
     finally:
         env.close()
+    # Latency runs on brokers of their own, holding the register only. noida-db rewrites a
+    # JSON snapshot of everything it holds every few seconds: after the throughput backlog
+    # that file is ~570 MB, and writing it stalled the broker for tens of seconds in a trial
+    # (BENCHMARKS.md section 5), a cost of the embedded broker that Kafka does not have.
+    header("end-to-end latency, send -> receipts.totals", "p50 ms", "p95 ms", "p99 ms", "")
+    chunks = []
+    for rate, key in all_rates:
+        n = int(rate * latency_s)
+        chunk, rest = rest[:n], rest[n:]
+        chunks.append((rate, key, chunk))
+    # The shared run's 4 000/s step leaves a large backlog in its broker: it goes last.
+    shared = _latency_env("shared", register, chunks[: len(shared_rates)], latency_s, pin=False)
+    out.update({k: v for k, v in shared.items() if k.startswith("latency_")})
+    out["latency_env_shared"] = {k: v for k, v in shared.items() if not k.startswith("latency_")}
+    if pin:
+        own = _latency_env("own-core", register, chunks[len(shared_rates) :], latency_s, pin=True)
+        out.update({k: v for k, v in own.items() if k.startswith("latency_")})
+        out["latency_env_own_core"] = {k: v for k, v in own.items() if not k.startswith("latency_")}
+    else:
+        log("one CPU only: the worker-on-its-own-core latency is not measured")
     if two:
         env = Env("two")
         try:

@@ -10,7 +10,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,52 @@ def proc_rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Put every thread of process ``pid`` on ``cpus`` (Linux).
+
+    ``sched_setaffinity`` of a pid moves only that one thread; the others are listed in
+    /proc/<pid>/task. Threads started later inherit their creator's set.
+    """
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def thread_affinities(pid: int) -> list[set[int]]:
+    """The CPU set of every thread of process ``pid``."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            out.append(os.sched_getaffinity(int(tid)))
+    return out
+
+
+@contextlib.contextmanager
+def own_core(pinned: list[int], rest: list[int]) -> Iterator[dict[str, Any]]:
+    """Give the processes ``pinned`` one CPU of their own and ``rest`` the others.
+
+    The worker figures run the broker, the worker(s) and the load generator on the same two
+    cores; this separates the worker from the rest for the "one worker on one core" reading
+    (BENCHMARKS.md section 5). Everything gets the harness's original CPU set back on exit.
+    Raises RuntimeError with fewer than two CPUs.
+    """
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        raise RuntimeError(f"own_core needs two CPUs, this process may use {len(allowed)}")
+    cpus = sorted(allowed)
+    mine, others = {cpus[-1]}, set(cpus[:-1])
+    try:
+        for pid in pinned:
+            set_affinity(pid, mine)
+        for pid in rest:
+            set_affinity(pid, others)
+        yield {"worker_cpus": sorted(mine), "other_cpus": sorted(others)}
+    finally:
+        for pid in [*pinned, *rest]:
+            with contextlib.suppress(OSError):
+                set_affinity(pid, allowed)
 
 
 def dir_bytes(path: Path) -> int:

@@ -306,9 +306,17 @@ def throughput(
 
 
 def latency(
-    env: Env, receipts: list[Any], rate: float, seconds: float, wait: float
+    env: Env,
+    receipts: list[Any],
+    rate: float,
+    seconds: float,
+    wait: float,
+    series: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
-    """Send ``rate`` receipts/s for ``seconds``; percentiles of send -> receipts.totals."""
+    """Send ``rate`` receipts/s for ``seconds``; percentiles of send -> receipts.totals.
+
+    ``series``, if given, receives (send time, latency in s) of every receipt seen.
+    """
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     stop = threading.Event()
@@ -388,6 +396,8 @@ def latency(
         time.sleep(0.2)
     stop.set()
     th.join(10)
+    if series is not None:
+        series.extend(sorted((sent[r], v) for r, v in seen.items()))
     vals = sorted(seen.values())
     missing = len(sent) - len(vals)
 

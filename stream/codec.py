@@ -156,6 +156,21 @@ class Codec:
         """Register every Avro topic's schema now (fail fast at start-up); topic -> id."""
         return {t: self.schema_id(t) for t in _avro_topic_names()}
 
+    def warm(self) -> int:
+        """Register every Avro topic's schema and prepare its encoder and the decoder of
+        records written with that same schema; returns the number of topics.
+
+        Otherwise each is fetched from the registry and compiled on its first record: ~30
+        requests and ~70 ms of code generation, all in the first batch of receipts after a
+        start (a p99 spike of ~150 ms in the first second, BENCHMARKS.md section 5). Raises
+        what the registry raises; the lazy path stays for records of other schema ids.
+        """
+        ids = self.register_all()
+        for topic, sid in ids.items():
+            if (topic, sid) not in self._readers:
+                self._prepare_reader(topic, sid)
+        return len(ids)
+
     def encode(self, topic: str, value: dict[str, Any] | None) -> bytes | None:
         """The value bytes for ``topic``; ``None`` stays ``None`` (a tombstone)."""
         if value is None:

@@ -41,7 +41,7 @@ from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
 from stream.output import Output, attach
 from stream.restore import mark_synced, restore_tables, wipe_unsynced
 from stream.runner import Outgoing, RawRecord, Runner
-from stream.schema_registry import RegistryUnavailableError, registry_from_url
+from stream.schema_registry import RegistryError, RegistryUnavailableError, registry_from_url
 from stream.settings import Settings
 from stream.state import TableState
 from stream.topics import TOPICS
@@ -596,6 +596,19 @@ def mark_clean_stop(tabledir: Path) -> None:
         (tabledir / CLEAN_STOP_MARKER).touch()
 
 
+def warm_codec(codec: Codec) -> None:
+    """Every schema registered, fetched and compiled before the first record, not in it."""
+    started = time.perf_counter()
+    try:
+        n = codec.warm()
+    except RegistryError as exc:
+        # Not fatal: the first record of each topic fetches its schema, and a registry
+        # outage then blocks that partition until it is back (nothing is lost).
+        log.warning("schemas not prepared at start-up (%s); they load on first use", exc)
+        return
+    log.info("schemas of %d topics prepared in %.0f ms", n, (time.perf_counter() - started) * 1e3)
+
+
 def run_worker(settings: Settings, rules: Rules) -> None:
     """Start the worker in the foreground (blocks until stopped by a signal)."""
     from faust.worker import Worker
@@ -618,6 +631,7 @@ def run_worker(settings: Settings, rules: Rules) -> None:
         )
     # The whole catalogue before the first receipt (stream/catalog_feed.py).
     parts["catalog_feed"].catch_up(parts["runner"])
+    warm_codec(parts["codec"])
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     # Faust's terminal spinner, when the level is WARNING or above, sets the root logger to
     # DEBUG (so it can spin on every record): aiokafka's per-request debug() calls then build

@@ -21,7 +21,7 @@ from stream.codec import (
     DecodeError,
     EncodeError,
 )
-from stream.schema_registry import InMemoryRegistry
+from stream.schema_registry import InMemoryRegistry, RegistryUnavailableError
 from stream.topics import TOPICS
 
 DATA = Path(__file__).parent / "data"
@@ -458,6 +458,61 @@ def test_register_all(codec: Codec) -> None:
     ids = codec.register_all()
     assert set(ids) == set(AVRO_TOPICS)
     assert len(set(ids.values())) == len(ids)  # every topic has its own record type
+
+
+class CountingRegistry:
+    """An in-memory registry that counts the calls made to it."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryRegistry()
+        self.calls: list[str] = []
+        self.down = False
+
+    def register(self, subject: str, schema_text: str) -> int:
+        self.calls.append("register")
+        if self.down:
+            raise RegistryUnavailableError("down")
+        return self.inner.register(subject, schema_text)
+
+    def get_schema(self, schema_id: int) -> str:
+        self.calls.append("get_schema")
+        if self.down:
+            raise RegistryUnavailableError("down")
+        return self.inner.get_schema(schema_id)
+
+
+def test_warm_leaves_no_registry_call_for_the_first_records() -> None:
+    # Another process (the POS gateway) wrote the records with the registry's ids.
+    registry = CountingRegistry()
+    producer = Codec(registry)
+    data = {t: producer.encode(t, SAMPLES[t]) for t in AVRO_TOPICS}
+    cold = Codec(registry)
+    registry.calls.clear()
+    cold.decode("pos.receipts", data["pos.receipts"])
+    assert registry.calls  # without warm(): the first record asks the registry
+
+    codec = Codec(registry)
+    assert codec.warm() == len(AVRO_TOPICS)
+    assert "register" in registry.calls and "get_schema" in registry.calls
+    registry.calls.clear()
+    for t in AVRO_TOPICS:
+        assert codec.decode(t, data[t]) == SAMPLES[t]
+        assert codec.encode(t, SAMPLES[t]) == data[t]
+    assert registry.calls == []
+
+
+def test_warm_codec_at_start_survives_a_registry_outage(caplog: pytest.LogCaptureFixture) -> None:
+    from stream.worker import warm_codec
+
+    registry = CountingRegistry()
+    registry.down = True
+    codec = Codec(registry)
+    with caplog.at_level("WARNING", logger="stream.worker"):
+        warm_codec(codec)  # does not raise: the records load their schemas on first use
+    assert "schemas not prepared at start-up" in caplog.text
+    registry.down = False
+    data = codec.encode("pos.receipts", receipt())
+    assert codec.decode("pos.receipts", data) == receipt()
 
 
 # -- tombstones and keys --------------------------------------------------------------------

@@ -50,7 +50,7 @@ class SnapshotWatch(threading.Thread):
         last: dict[str, tuple[float, int]] = {}
         while not self.stop_event.is_set():
             for p in self.data_dir.iterdir():
-                if not p.is_file() or p.suffix == ".log":
+                if p.name not in ("kafka.json", "kafka.tmp"):
                     continue
                 with contextlib.suppress(OSError):
                     st = p.stat()
@@ -177,18 +177,23 @@ def trace(
     finally:
         env.close()
     print(f"\n{'worker on its own core' if own else 'shared cores'}, {rate:.0f}/s offered")
-    print(f"receipts: {_pcts([v for _, v in series])} (missing {lat['missing_after_wait']})")
-    print(f"pings:    {_pcts([v for s, v in ping.samples if t0 <= s <= t0 + seconds])}")
+    last_sent = max((s for s, _ in series), default=t0 + seconds)
+    print(
+        f"receipts: p50={lat['p50_ms']} p95={lat['p95_ms']} p99={lat['p99_ms']} "
+        f"max={lat['max_ms']} ms, missing {lat['missing_after_wait']} of {lat['sent']} "
+        "(missing receipts count as slower than every receipt seen)"
+    )
+    print(f"pings:    {_pcts([v for s, v in ping.samples if t0 <= s <= last_sent])}")
     print(f"CPU over {span:.1f} s: worker {wcpu:.1f} s, broker {bcpu:.1f} s")
     print("\n  from s   receipts max / p50 ms   pings max / p50 ms   snapshot writes done")
     t = t0
-    while t < t0 + seconds:
+    while t <= last_sent:
         rv = [v for s, v in series if t <= s < t + 0.5]
         pv = [v for s, v in ping.samples if t <= s < t + 0.5]
         wrote = [
             f"{sz / 1e6:.0f} MB"
             for ts, n, sz in watch.changes
-            if t <= ts < t + 0.5 and n.endswith(".json")
+            if t <= ts < t + 0.5 and n == "kafka.json"
         ]
         print(
             f"  {t - t0:6.1f}   {_ms(rv, 1):>8} / {_ms(rv, 0.5):>5}   "

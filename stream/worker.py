@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from stream.admin import COMPACT_TUNING, AdminError, read_range
 from stream.api import Api
 from stream.catalog_feed import CatalogFeed
-from stream.codec import Codec
+from stream.codec import Codec, DecodeError
 from stream.live import LiveFeed
 from stream.metrics import Metrics, add_process_metrics
 from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
@@ -601,7 +601,7 @@ def warm_codec(codec: Codec) -> None:
     started = time.perf_counter()
     try:
         n = codec.warm()
-    except RegistryError as exc:
+    except (RegistryError, DecodeError) as exc:
         # Not fatal: the first record of each topic fetches its schema, and a registry
         # outage then blocks that partition until it is back (nothing is lost).
         log.warning("schemas not prepared at start-up (%s); they load on first use", exc)

@@ -101,6 +101,13 @@ class Env:
         assert p.flush(60) == 0
         return time.perf_counter() - t0
 
+    def load_register(self, app_id: str, register: list[Any], timeout: float = 300) -> None:
+        """Produce the register (catalogue, cards, consents) and wait until ``app_id`` has
+        processed all of it (lag 0)."""
+        log(f"{app_id}: producing the register ({len(register):,} events)")
+        self.produce(_encode(self.codec, register))
+        self.wait_idle(app_id, timeout=timeout)
+
     def total_lag(self, app_id: str, topics: tuple[str, ...] | None = None) -> int:
         try:
             return group_lag(self.bootstrap, app_id, topics, timeout=5)
@@ -268,9 +275,7 @@ def throughput(
     workers = [env.worker(a) for a in app_ids]
     if len(workers) > 1:
         wait_group_stable(workers, 4, timeout=180)
-    log(f"{label}: producing the register ({len(register):,} events)")
-    env.produce(_encode(env.codec, register))
-    env.wait_idle(app_ids[0], timeout=300)
+    env.load_register(app_ids[0], register)
     startup = time.monotonic() - t_start
     log(f"{label}: {len(workers)} worker(s) caught up on the register in {startup:.1f}s")
     backlog = _encode(env.codec, receipts)
@@ -453,9 +458,7 @@ def _latency_env(
     env = Env(label)
     try:
         w = env.worker(f"bench-{label}")
-        log(f"latency ({label}): producing the register ({len(register):,} events)")
-        env.produce(_encode(env.codec, register))
-        env.wait_idle(f"bench-{label}", timeout=300)
+        env.load_register(f"bench-{label}", register)
         out["broker_data_bytes_before"] = dir_bytes(env.tmp / "noida")
         assert w.proc is not None and env.broker.pid is not None
         pinning: contextlib.AbstractContextManager[dict[str, Any]] = (

@@ -127,23 +127,28 @@ def proc_rss_bytes(pid: int) -> int:
     return 0
 
 
+def _threads(pid: int) -> list[int]:
+    """The thread ids of process ``pid`` (Linux: /proc/<pid>/task)."""
+    return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+
+
 def set_affinity(pid: int, cpus: set[int]) -> None:
     """Put every thread of process ``pid`` on ``cpus`` (Linux).
 
-    ``sched_setaffinity`` of a pid moves only that one thread; the others are listed in
-    /proc/<pid>/task. Threads started later inherit their creator's set.
+    ``sched_setaffinity`` of a pid moves only that one thread. Threads started later
+    inherit their creator's set. A thread that ended meanwhile is skipped.
     """
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
-            os.sched_setaffinity(int(tid), cpus)
+    for tid in _threads(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(tid, cpus)
 
 
 def thread_affinities(pid: int) -> list[set[int]]:
     """The CPU set of every thread of process ``pid``."""
     out = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
-            out.append(os.sched_getaffinity(int(tid)))
+    for tid in _threads(pid):
+        with contextlib.suppress(ProcessLookupError):
+            out.append(os.sched_getaffinity(tid))
     return out
 
 

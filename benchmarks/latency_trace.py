@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks import broker_bench as bb
-from benchmarks.common import log, own_core, proc_cpu_s
+from benchmarks.common import log, own_core
 from stream.pos import producer_config
 
 PING_TOPIC = "bench.ping"
@@ -149,9 +149,7 @@ def trace(
             bb.throughput(env, ["bench-trace"], register, rcpts[:backlog], "trace")
         else:
             env.worker("bench-trace")
-            log(f"producing the register ({len(register):,} events)")
-            env.produce(bb._encode(env.codec, register))
-        env.wait_idle("bench-trace", timeout=600)
+            env.load_register("bench-trace", register)
         w, broker_pid = env.workers[0].proc, env.broker.pid
         assert w is not None and broker_pid is not None
         data_dir = Path(env.broker.data_dir)
@@ -166,11 +164,8 @@ def trace(
             ping.start()
             time.sleep(1.0)
             series: list[tuple[float, float]] = []
-            wcpu0, bcpu0 = proc_cpu_s(w.pid), proc_cpu_s(broker_pid)
             t0 = time.time()
             lat = bb.latency(env, rcpts[backlog:], rate, seconds, wait=30, series=series)
-            wcpu, bcpu = proc_cpu_s(w.pid) - wcpu0, proc_cpu_s(broker_pid) - bcpu0
-            span = time.time() - t0
             ping.stop()
             watch.stop_event.set()
             watch.join(5)
@@ -184,7 +179,10 @@ def trace(
         "(missing receipts count as slower than every receipt seen)"
     )
     print(f"pings:    {_pcts([v for s, v in ping.samples if t0 <= s <= last_sent])}")
-    print(f"CPU over {span:.1f} s: worker {wcpu:.1f} s, broker {bcpu:.1f} s")
+    print(
+        f"CPU-s per second of sending: worker {lat['worker_cpu_per_s']}, "
+        f"broker {lat['broker_cpu_per_s']}"
+    )
     print("\n  from s   receipts max / p50 ms   pings max / p50 ms   snapshot writes done")
     t = t0
     while t <= last_sent:

@@ -597,7 +597,7 @@ def mark_clean_stop(tabledir: Path) -> None:
 
 
 def warm_codec(codec: Codec) -> None:
-    """Every schema registered, fetched and compiled before the first record, not in it."""
+    """Every schema registered and compiled before the first record, not inside it."""
     started = time.perf_counter()
     try:
         n = codec.warm()

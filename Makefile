@@ -44,7 +44,7 @@ print(f"pytest: {n} collected, {n - sk} ran, {sk} skipped"); \
 sys.exit(0 if n - sk > 0 else "no tests ran: refusing to report success")'
 endef
 
-.PHONY: help venv check test unit integration demo bench fmt clean distclean apt
+.PHONY: help venv check test unit integration chaos demo bench fmt clean distclean apt
 
 help: ## Show this help
 	@echo "usage: make <target> [PYTEST_ARGS=...] [DEMO_ARGS=...] [BENCH_ARGS=...]"
@@ -93,6 +93,11 @@ unit: venv ## Tests that need no broker (-m "not integration")
 integration: venv apt ## Integration tests on the embedded broker (fail if it cannot start)
 	@mkdir -p $(BUILD_DIR)
 	$(TEST_ENV) $(BIN)/python -m pytest -m integration --junitxml=$(JUNIT) $(PYTEST_ARGS)
+	@$(assert_tests_ran)
+
+chaos: venv apt ## The chaos suite at full scale: long fault schedule, 10,000 fuzz examples per input topic
+	@mkdir -p $(BUILD_DIR)
+	$(TEST_ENV) PURCHASE_STREAM_CHAOS=full $(BIN)/python -m pytest -m chaos -s --junitxml=$(JUNIT) $(PYTEST_ARGS)
 	@$(assert_tests_ran)
 
 demo: venv ## Run the local end-to-end demo (purchase-stream demo $(DEMO_ARGS))

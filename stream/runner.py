@@ -172,7 +172,7 @@ class Runner:
     def _outgoing(self, result: StepResult) -> list[Outgoing]:
         """The step's emits as records, each checked against the record size limit."""
         out = []
-        limit = self.rules.max_record_bytes
+        limit_of = self.rules.record_limit
         for e in result.emits:
             try:
                 o = Outgoing(
@@ -181,6 +181,7 @@ class Runner:
             except (EncodeError, UnicodeEncodeError) as exc:
                 raise _Unsendable(Reject("output_invalid", f"{e.topic}: {exc}"[:500])) from exc
             size = len(o.key or b"") + len(o.value or b"")
+            limit = limit_of(e.topic)
             if size > limit:
                 raise _Unsendable(
                     Reject("output_too_large", f"{e.topic}: {size} bytes > limit {limit}")
@@ -206,7 +207,7 @@ class Runner:
         key = record["key"]
         value = self.codec.encode(DLQ_TOPIC, record)
         size = len(key or b"") + len(value or b"")
-        if size > self.rules.max_record_bytes:
+        if size > self.rules.record_limit(DLQ_TOPIC):
             # The input itself was near the limit: keep where it is (topic, partition,
             # offset) and why, without its bytes, rather than lose the dead letter.
             original = len(record["value"] or b"") + len(record["key"] or b"")

@@ -165,7 +165,7 @@ def _too_large(ctx: Context, receipt: dict[str, Any]) -> Reject | None:
     Checked at the door, before parking or routing: a receipt released later by its card's
     arrival must not be able to fail then (it would take the card record with it).
     """
-    limit = ctx.rules.max_record_bytes - _IDENTIFIED_OVERHEAD
+    limit = ctx.rules.record_limit("receipts.identified") - _IDENTIFIED_OVERHEAD
     raw = ctx.raw_value
     if raw is not None and len(raw) * _JSON_PER_AVRO_BYTE <= limit:
         return None

@@ -72,6 +72,8 @@ class Rules:
     # what the broker allows (stream/worker.py); a receipt whose identified record would be
     # larger is dead-lettered at the door, any other output by the runner.
     max_record_bytes: int = 1_000_000 - 4_096
+    # Lower limits of single topics, as the broker sets them: (topic, bytes).
+    topic_record_bytes: tuple[tuple[str, int], ...] = ()
     _tz: ZoneInfo = field(init=False, repr=False, compare=False)
     # 15-minute UTC bucket -> local date. Every UTC offset and transition of the zones in
     # use since 1970 falls on a quarter hour, so the local date is constant within a
@@ -88,6 +90,13 @@ class Rules:
             if name == store:
                 return ms
         raise KeyError(store)
+
+    def record_limit(self, topic: str) -> int:
+        """The largest record (key + value bytes) that may be sent to ``topic``."""
+        for name, limit in self.topic_record_bytes:
+            if name == topic:
+                return min(limit, self.max_record_bytes)
+        return self.max_record_bytes
 
     def is_product_level(self, chain: str) -> bool:
         # Unknown chains are total-only: fail closed (DOMAIN.md §1).

@@ -52,8 +52,7 @@ def step(
     agg = state.get(akey)
     if agg is not None and agg.get("last") == rid:
         # Counted, but its mark was lost (crash between the two changelog writes).
-        state.set(f"seen|{rid}", ctx.now_ms)
-        state.set(f"seenx|{ctx.now_ms // DAY_MS:08d}|{rid}", 1)
+        _mark(ctx, state, rid)
         result.events["duplicate"] += 1
         result.emits.append(_emit(agg))
         return result
@@ -78,12 +77,18 @@ def step(
             cur["quantity_milli"] += g["quantity_milli"]
             cur["line_count"] += g["line_count"]
     state.set(akey, agg)
-    state.set(f"seen|{rid}", ctx.now_ms)
-    state.set(f"seenx|{ctx.now_ms // DAY_MS:08d}|{rid}", 1)
+    _mark(ctx, state, rid)
     result.emits.append(_emit(agg))
     result.events["aggregated"] += 1
     _maybe_sweep(ctx, state, result)
     return result
+
+
+def _mark(ctx: Context, state: State, rid: str) -> None:
+    # The expiry index before the mark: a surviving mark implies its index entry (else a
+    # crash between the two would leave a mark that never expires).
+    state.set(f"seenx|{ctx.now_ms // DAY_MS:08d}|{rid}", 1)
+    state.set(f"seen|{rid}", ctx.now_ms)
 
 
 def _emit(agg: dict[str, Any]) -> Emit:

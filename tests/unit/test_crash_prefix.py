@@ -22,8 +22,8 @@ from stream.replay import Driver, encode_event
 from stream.runner import RawRecord, Runner
 from stream.settings import load_rules
 from stream.simulator import SimConfig, generate
-from topologies.pipeline import STAGE_BY_NAME, STAGES
 from tests.conftest import CHAOS_FULL
+from topologies.pipeline import STAGE_BY_NAME, STAGES
 from topologies.state import MemoryState
 
 RULES = load_rules()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 DAY_MS = 86_400_000
@@ -162,12 +163,12 @@ def _retention(cfg: dict) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def _limits(cfg: dict) -> dict[str, int]:
+def _limits(cfg: dict) -> dict[str, Any]:
     known = {"max_lines_per_receipt", "max_lateness_days", "max_clock_skew_minutes"}
     unknown = set(cfg) - known
     if unknown:
         raise ValueError(f"unknown limits setting(s): {sorted(unknown)}; known: {sorted(known)}")
-    out: dict[str, int] = {}
+    out: dict[str, Any] = {}
     if "max_lines_per_receipt" in cfg:
         out["max_lines_per_receipt"] = _positive_int(
             "limits.max_lines_per_receipt", cfg["max_lines_per_receipt"]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import orjson
+
 from topologies.catalog import group_totals
 from topologies.context import Context
 from topologies.records import Emit, Origin, Reject, StepResult
@@ -106,7 +108,11 @@ def _on_receipt(
         result.rejects.append(Reject("tombstone", "pos.receipts does not accept null values"))
         return result
     product_level = ctx.rules.is_product_level(receipt["chain"])
-    problem = check_receipt(receipt, product_level=product_level)
+    problem = check_receipt(
+        receipt, product_level=product_level, now_ms=ctx.now_ms, rules=ctx.rules
+    )
+    if problem is None:
+        problem = _too_large(ctx, receipt)
     if problem is not None:
         result.rejects.append(problem)
         return result
@@ -143,6 +149,30 @@ def _on_receipt(
         link = None
     _route(ctx, receipt, link, result)
     return result
+
+
+# The card link and the envelope that receipts.identified adds to the receipt, at most.
+_IDENTIFIED_OVERHEAD = 1_024
+# JSON is at most this many times the receipt's Avro bytes (a minimal line is ~9 bytes of
+# Avro and ~95 of JSON with its field names; a control character 1 byte and 6): below
+# max_record_bytes / this the exact size is not computed.
+_JSON_PER_AVRO_BYTE = 12
+
+
+def _too_large(ctx: Context, receipt: dict[str, Any]) -> Reject | None:
+    """A receipt whose identified record (JSON) would exceed the broker's record limit.
+
+    Checked at the door, before parking or routing: a receipt released later by its card's
+    arrival must not be able to fail then (it would take the card record with it).
+    """
+    limit = ctx.rules.record_limit("receipts.identified") - _IDENTIFIED_OVERHEAD
+    raw = ctx.raw_value
+    if raw is not None and len(raw) * _JSON_PER_AVRO_BYTE <= limit:
+        return None
+    size = len(orjson.dumps(receipt))
+    if size <= limit:
+        return None
+    return Reject("output_too_large", f"identified receipt would be {size} bytes > {limit}")
 
 
 def _route(

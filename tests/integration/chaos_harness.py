@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import json
 import os
 import random
@@ -451,7 +452,11 @@ class Sender(threading.Thread):
         self.probe = probe_factory()
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()  # inject() and the loop share the producer
-        self.producer = _producer(bootstrap)
+        self.fatal = False
+        self.failed: list[tuple[str, Any, Any, int]] = []
+        self.renewals = 0  # producers replaced after a fatal error
+        self.resent = 0
+        self.producer = _producer(bootstrap, self._on_error)
         self.errors: list[str] = []
         self.sent = 0
         self.receipts = 0
@@ -459,24 +464,59 @@ class Sender(threading.Thread):
         self.last_ts = 0
         self.extra: list[dict[str, Any]] = []  # injected records, for the report
 
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
+    # The embedded broker does not keep an idempotent producer's sequence numbers across a
+    # restart: the first produce after it fails fatally (OUT_OF_ORDER_SEQUENCE_NUMBER), as
+    # it does for the workers' own producers (they exit 70 and are restarted). A gateway
+    # must then start a new producer and send again what was not acknowledged; a record
+    # the broker did keep is then in the topic twice, which every stage takes as a
+    # redelivery.
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self.fatal = True
+
+    def _delivered(self, record: tuple[str, Any, Any, int], err: Any, _msg: Any) -> None:
         if err is not None:
-            self.errors.append(str(err))
+            self.failed.append(record)
+
+    def _produce(self, record: tuple[str, Any, Any, int]) -> None:
+        topic, key, value, ts = record
+        while True:
+            if self.fatal:
+                self._renew()
+            try:
+                self.producer.produce(
+                    topic,
+                    key=key,
+                    value=value,
+                    timestamp=ts,
+                    on_delivery=functools.partial(self._delivered, record),
+                )
+                self.producer.poll(0)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                if not exc.args[0].fatal():
+                    raise
+                self.fatal = True
+
+    def _renew(self) -> None:
+        """A new producer in place of a fatally failed one; what failed is sent again."""
+        self.producer.flush(10)  # collects the failed deliveries (purged after the error)
+        self.producer = _producer(self.bootstrap, self._on_error)
+        self.fatal = False
+        self.renewals += 1
+        again, self.failed = self.failed, []
+        self.resent += len(again)
+        for record in again:
+            self._produce(record)
 
     def send(self, event: dict[str, Any]) -> None:
-        topic, key, value, ts = encode_event(self.codec, event)
+        record = encode_event(self.codec, event)
         with self.lock:
-            while True:
-                try:
-                    self.producer.produce(
-                        topic, key=key, value=value, timestamp=ts, on_delivery=self._on_delivery
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
-            self.producer.poll(0)
+            self._produce(record)
         self.sent += 1
-        self.last_ts = max(self.last_ts, ts)
+        self.last_ts = max(self.last_ts, record[3])
 
     def inject(self, events: Iterable[dict[str, Any]]) -> None:
         for e in events:
@@ -485,10 +525,21 @@ class Sender(threading.Thread):
         self.flush()
 
     def flush(self) -> None:
+        """Until every record sent so far is acknowledged (renewing after a fatal error)."""
         with self.lock:
-            left = self.producer.flush(120)
-        if left:
-            self.errors.append(f"{left} records not delivered within 120 s")
+            for _ in range(20):
+                left = self.producer.flush(120)
+                if not self.fatal and not self.failed and left == 0:
+                    return
+                if self.failed and not self.fatal:
+                    # A plain delivery failure (e.g. timed out while the broker was down).
+                    again, self.failed = self.failed, []
+                    self.resent += len(again)
+                    for record in again:
+                        self._produce(record)
+                else:
+                    self._renew()
+        self.errors.append("records still not acknowledged after 20 attempts")
 
     def _wait_drained(self) -> None:
         while not self.stop_flag.is_set():
@@ -535,9 +586,10 @@ class Sender(threading.Thread):
         self.probe.close()
 
 
-def _producer(bootstrap: str) -> Producer:
+def _producer(bootstrap: str, on_error: Callable[[Any], None]) -> Producer:
     return Producer(
         {
+            "error_cb": on_error,
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
             "acks": "all",
@@ -566,6 +618,7 @@ class ChaosRun:
         self.sender: Sender | None = None
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
+        self.exits: list[str] = []  # workers that exited by themselves (restarted)
 
     # infrastructure
     def start_infra(self) -> None:
@@ -640,7 +693,7 @@ class ChaosRun:
         self.sender.start()
         traffic_began = time.monotonic()
         self.workers[0].wait_processing(timeout=120)
-        time.sleep(self.scale.gap_s)
+        self.pause(self.scale.gap_s)
         faults: list[FaultResult] = []
         for kind in self.scale.faults:
             result = self.fault(kind, events, traffic_began)
@@ -652,11 +705,18 @@ class ChaosRun:
             if result.recovered_s is None:
                 self.notes.append(f"{kind} never recovered: the rest of the schedule was skipped")
                 break
-            time.sleep(self.scale.gap_s)
+            self.pause(self.scale.gap_s)
         self.timings["faults"] = time.monotonic() - traffic_began
         self.sender.stop()
         if self.sender.errors:
             self.notes.append(f"producer errors: {self.sender.errors[:3]}")
+        if self.sender.renewals:
+            self.notes.append(
+                f"the traffic's producer was replaced {self.sender.renewals} time(s) after a "
+                f"fatal error; {self.sender.resent} records sent again"
+            )
+        if self.exits:
+            self.notes.append(f"workers that exited by themselves: {', '.join(self.exits)}")
 
         drained_at = time.monotonic()
         # After a fault that never recovered, a short wait: the comparison then shows what
@@ -738,15 +798,27 @@ class ChaosRun:
         finally:
             probe.close()
 
+    def supervise(self) -> None:
+        """Restart a worker that exited, as its supervisor would (the commit rule stops a
+        worker with a non-zero exit rather than commit past a failure)."""
+        for i, w in enumerate(self.workers):
+            if w.proc is not None and w.proc.poll() is not None:
+                self.exits.append(f"worker{i} exited {w.proc.returncode}")
+                log(f"worker{i} exited with {w.proc.returncode}; restarting it")
+                w.start()
+
+    def pause(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.supervise()
+            time.sleep(min(left, 0.5))
+
     def _wait_caught_up(
         self, probe: GroupProbe, target: dict[tuple[str, int], int], began: float
     ) -> float | None:
         deadline = began + self.scale.recovery_cap_s
         while time.monotonic() < deadline:
-            for w in self.workers:
-                if w.proc is not None and w.proc.poll() is not None:
-                    self.notes.append(f"a worker exited with {w.proc.returncode}; restarted")
-                    w.start()
+            self.supervise()
             if probe.caught_up(target):
                 return round(time.monotonic() - began, 1)
             time.sleep(0.5)
@@ -758,6 +830,7 @@ class ChaosRun:
             deadline = time.monotonic() + timeout
             quiet = 0
             while time.monotonic() < deadline:
+                self.supervise()
                 quiet = quiet + 1 if probe.lag() == 0 else 0
                 if quiet >= 6:  # 3 s at lag 0: nothing more in flight between stages
                     return True

@@ -47,11 +47,13 @@ def test_faults_under_traffic_lose_nothing_and_recover(tmp_path: Path) -> None:
     if out.is_dir():  # make test / make chaos keep the latest figures with the junit file
         (out / f"chaos-{scale.name}.json").write_text(json.dumps(report.as_dict(), indent=2))
 
+    assert report.traffic_errors == [], table
     assert [f.kind for f in report.faults] == list(scale.faults), table
     slow = [f for f in report.faults if not f.ok]
     assert not slow, f"not processing again within {RECOVERY_LIMIT_S:.0f} s:\n{table}"
     assert report.lost == 0, table
     assert report.double == 0, table
     assert report.beyond_consent == [], table
+    assert report.inputs_lost_by_broker == [], table
     assert report.differ == 0, table
     assert report.receipts_sent > 0 and report.events_sent > report.receipts_sent, table

@@ -73,6 +73,10 @@ class Rules:
     # what the broker allows (stream/worker.py); a receipt whose identified record would be
     # larger is dead-lettered at the door, any other output by the runner.
     max_record_bytes: int = 1_000_000 - 4_096
+    # How long a card's superseded links are kept (config [register]): at least the maximum
+    # lateness of a receipt plus the parking window, so every receipt that passes the door
+    # finds the link that held at its purchase time.
+    card_history_retention_ms: int = 60 * DAY_MS
     # Lower limits of single topics, as the broker sets them: (topic, bytes).
     topic_record_bytes: tuple[tuple[str, int], ...] = ()
     _tz: ZoneInfo = field(init=False, repr=False, compare=False)
@@ -82,6 +86,11 @@ class Rules:
     _dates: dict[int, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.card_history_retention_ms < self.max_lateness_ms + self.park_window_ms:
+            raise ValueError(
+                "register.history_retention_days must cover limits.max_lateness_days plus "
+                "parking.window_days (a receipt must find the link of its purchase time)"
+            )
         object.__setattr__(self, "_tz", ZoneInfo(self.zone))
         object.__setattr__(self, "_dates", {})
 
@@ -146,6 +155,7 @@ class Rules:
                 cfg.get("retention", {}).get("sweep_interval_minutes", 60) * MINUTE_MS
             ),
             **_limits(cfg.get("limits", {})),
+            **_register(cfg.get("register", {})),
         )
 
 
@@ -183,6 +193,16 @@ def _limits(cfg: dict) -> dict[str, Any]:
             * MINUTE_MS
         )
     return out
+
+
+def _register(cfg: dict) -> dict[str, Any]:
+    unknown = set(cfg) - {"history_retention_days"}
+    if unknown:
+        raise ValueError(f"unknown register setting(s): {sorted(unknown)}")
+    if "history_retention_days" not in cfg:
+        return {}
+    days = _positive_int("register.history_retention_days", cfg["history_retention_days"])
+    return {"card_history_retention_ms": days * DAY_MS}
 
 
 def _positive_int(name: str, value: object) -> int:

@@ -659,6 +659,8 @@ class ChaosRun:
         self.diagnoses = 0
         self.pre_acked: set[tuple[str, bytes | None, int]] = set()
         self.broker_lost: list[str] = []  # inputs acknowledged by the broker, then gone
+        # (wall time, the traffic's clock, records acknowledged) when the broker was stopped
+        self.broker_stops: list[tuple[float, int, int]] = []
 
     # infrastructure
     def start_infra(self) -> None:
@@ -816,10 +818,13 @@ class ChaosRun:
                 w.start()
             elif kind == "broker_restart":
                 who = "broker"
+                self.sender.flush()
+                at_stop = (time.time(), self.sender.last_ts, len(self.sender.acked))
                 stopped = self.broker.stop()
                 if stopped not in (0, None):
                     self.notes.append(f"broker stop exited {stopped}")
                 self.broker.start()
+                self.broker_stops.append(at_stop)
             elif kind == "poison":
                 who = "4 inputs"
                 self.sender.inject(poison_events(self.sender.last_ts))  # the traffic's clock
@@ -963,9 +968,15 @@ class ChaosRun:
             for e in dumped
         }
         acked = set(self.pre_acked) | (self.sender.acked if self.sender else set())
-        self.broker_lost = sorted(f"{t}:{k!r}@{ts}" for t, k, ts in acked - held)
-        if self.broker_lost:
-            log(f"{len(self.broker_lost)} acknowledged input records are not on the broker")
+        missing = sorted(acked - held, key=lambda r: r[2])
+        self.broker_lost = [f"{t}@{ts}" for t, _k, ts in missing]
+        if missing:
+            stops = ", ".join(f"{ts}" for _w, ts, _n in self.broker_stops) or "none"
+            self.notes.append(
+                f"{len(missing)} input records the broker acknowledged are not in the topics: "
+                f"traffic times {missing[0][2]}..{missing[-1][2]}; the traffic's clock at each "
+                f"broker stop (every record sent before it was acknowledged): {stops}"
+            )
         return compare_outputs(workers, replayed), beyond_consent(workers, consents)
 
 

@@ -35,7 +35,7 @@ from stream.admin import end_offsets
 from stream.simulator import _luhn_digit
 from stream.state import TableState
 from stream.worker import key_partition, table_name
-from topologies import card_join, personal_routing
+from topologies import card_join, household_bonus, personal_routing
 from topologies.context import Context
 from topologies.pipeline import STAGES
 
@@ -272,7 +272,16 @@ class _PartitionState(TableState):
         return self._db
 
 
-BUILT_STAGES = {"customer.cards": card_join, "customer.consents": personal_routing}
+BUILT_STAGES = {
+    "customer.cards": card_join,
+    "customer.consents": personal_routing,
+    # the card register's propagation (topologies/card_register.py) to the person's and the
+    # household's partitions
+    "register.people": personal_routing,
+    "register.households": household_bonus,
+}
+# Each stage once, in pipeline order (BUILT_STAGES has one per topic).
+BUILT_STAGE_MODULES = (card_join, personal_routing, household_bonus)
 
 
 def _build(
@@ -292,12 +301,15 @@ def _build(
     last = t0
     rejected = 0
     for i, e in enumerate(_register(cards)):
-        topic, key = e["topic"], e["key"]
-        stage = BUILT_STAGES[topic]
-        p = key_partition(key, partitions)
-        ctx = Context(now_ms=e["timestamp"], rules=rules, topic=topic, partition=p, offset=i)
-        result = stage.step(ctx, states[(stage.STAGE, p)], topic, key, e["value"])
-        rejected += len(result.rejects)
+        queue = [(e["topic"], e["key"], e["value"])]
+        while queue:  # the record, then what it sends to the other built stages
+            topic, key, value = queue.pop(0)
+            stage = BUILT_STAGES[topic]
+            p = key_partition(key, partitions)
+            ctx = Context(now_ms=e["timestamp"], rules=rules, topic=topic, partition=p, offset=i)
+            result = stage.step(ctx, states[(stage.STAGE, p)], topic, key, value)
+            rejected += len(result.rejects)
+            queue.extend((x.topic, x.key, x.value) for x in result.emits if x.topic in BUILT_STAGES)
         now = time.monotonic()
         if now - last > 15:
             last = now
@@ -321,7 +333,7 @@ def _build_in_place(tabledir: Path, cards: int, partitions: int) -> dict[str, An
     wo.disable_wal = True  # flushed and closed below; a failed build is simply discarded
     dbs: dict[tuple[str, int], Any] = {}
     try:
-        for topic_stage in BUILT_STAGES.values():
+        for topic_stage in BUILT_STAGE_MODULES:
             for p in range(partitions):
                 path = tabledir / f"{table_name(_stage(topic_stage.STAGE))}-{p}.db"
                 if not (path / "CURRENT").exists():
@@ -363,7 +375,7 @@ def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, A
 
     states = {}
     scratch = []
-    for topic_stage in BUILT_STAGES.values():
+    for topic_stage in BUILT_STAGE_MODULES:
         topic = f"{app}-{table_name(_stage(topic_stage.STAGE))}-changelog"
         for p in range(partitions):
             db = Rdict(str(env.tmp / f"sample-{topic_stage.STAGE}-{p}"), options=_rdict_options())

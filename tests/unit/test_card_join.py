@@ -24,10 +24,12 @@ from tests.unit.topo_helpers import (
     line,
     link,
     receipt,
-    run as _run,
     stored,
     topics,
     utc_ms,
+)
+from tests.unit.topo_helpers import (
+    run as _run,
 )
 from topologies import card_join
 from topologies.context import no_catalog

@@ -103,7 +103,7 @@ def _on_register(state: State, key: str | None, value: dict[str, Any] | None) ->
 
 def register_history(state: State, customer_id: str) -> list[dict[str, Any]]:
     """The person's card links: card, household, role, from, to (None: holds now)."""
-    out = []
+    out: list[dict[str, Any]] = []
     for k, periods in state.items(f"reg|{customer_id}|"):
         card = k.rsplit("|", 1)[1]
         out.extend({"card_number": card, **p} for p in periods)

@@ -33,6 +33,7 @@ import faust
 from aiohttp import web as aioweb
 from faust.exceptions import SameNode
 from faust.web.exceptions import ServiceUnavailable
+from yarl import URL
 
 from stream import auth
 from stream.codec import Codec
@@ -40,9 +41,11 @@ from stream.metrics import Metrics
 from stream.queries import (
     counters_month,
     household_month,
+    membership,
     personal_extract,
     purchases_month,
     receipts_month,
+    register_members,
 )
 from stream.settings import Settings
 from stream.state import TableState
@@ -65,6 +68,7 @@ E_COUNTERS = "/v1/me/counters/{month}"
 E_PURCHASES = "/v1/me/purchases/{month}"
 E_RECEIPTS = "/v1/me/receipts/{month}"
 E_EXTRACT = "/v1/me/extract"
+E_MEMBERSHIP = "/v1/me/household"
 E_HOUSEHOLD = "/v1/households/{household_id}/bonus/{month}"
 E_STAFF_EXTRACT = "/v1/staff/customers/{customer_id}/extract"
 E_STAFF_RECEIPTS = "/v1/staff/customers/{customer_id}/receipts/{month}"
@@ -75,6 +79,7 @@ ENDPOINTS = (
     E_PURCHASES,
     E_RECEIPTS,
     E_EXTRACT,
+    E_MEMBERSHIP,
     E_HOUSEHOLD,
     E_STAFF_EXTRACT,
     E_STAFF_RECEIPTS,
@@ -206,7 +211,14 @@ class Api:
             except ServiceUnavailable:
                 status = 503
                 return web.json({"error": "partition owner unknown (rebalancing)"}, status=503)
-            data = read(viewer, TableState(table, self._partition(key)))
+            try:
+                data = read(viewer, TableState(table, self._partition(key)))
+            except Refusal as r:  # decided on the owner, from its state (the register)
+                status = r.status
+                await self.audit(
+                    viewer.subject, action, subject, purpose, "denied", {"endpoint": endpoint}
+                )
+                return web.json({"error": r.error}, status=r.status)
             outcome = "ok" if data is not None else "not_found"
             try:
                 await self.audit(
@@ -270,15 +282,27 @@ class Api:
                 self.personal, lambda v, st: personal_extract(st, rules, v.subject),
             )  # fmt: skip
 
+        @app.page(E_MEMBERSHIP)
+        async def me_household(web: Any, request: Any) -> Any:
+            return await self.serve(
+                web, request, E_MEMBERSHIP, "read_membership", own(access.MEMBERSHIP),
+                self.personal, lambda v, st: membership(st, v.subject),
+            )  # fmt: skip
+
         @app.page(E_HOUSEHOLD)
         async def household(web: Any, request: Any, household_id: str, month: str) -> Any:
             def check(v: Viewer) -> tuple[bool, str | None, str, str]:
-                ok = access.may_see(v, access.JOINT_BONUS, household_id=household_id)
-                return ok, None, household_id, OWN_PURPOSE
+                # Only customers see households; which household and role is decided on
+                # the partition's owner, from the card register (read below).
+                return v.kind == access.CUSTOMER, None, household_id, OWN_PURPOSE
 
             def read(v: Viewer, st: TableState) -> dict[str, Any]:
+                members = register_members(st, household_id)
+                viewer = access.in_household(v, household_id, members)
+                if not access.may_see(viewer, access.JOINT_BONUS, household_id=household_id):
+                    raise Refusal(403, "forbidden")
                 held = household_month(st, household_id, month)
-                return access.household_view(v, held["bonus"], held["receipts"], held["members"])
+                return access.household_view(viewer, held["bonus"], held["receipts"], members)
 
             return await self.serve(
                 web, request, E_HOUSEHOLD, "read_household_bonus", check, self.bonus, read,
@@ -383,6 +407,34 @@ class Api:
 
     # --- live updates -----------------------------------------------------------------
 
+    async def _membership(self, viewer: Viewer, request: Any) -> dict[str, Any] | None:
+        """The caller's household now, by the register: read on the worker that owns their
+        partition of the personal table (``/v1/me/household``, audited there)."""
+        try:
+            owner = self.app.router.key_store(self.personal.name, viewer.subject)
+        except KeyError:
+            return None  # rebalancing: no household channel for this connection
+        here = URL(str(self.app.conf.canonical_url))
+        if (owner.host, owner.port) == (here.host, here.port):
+            held = membership(
+                TableState(self.personal, self._partition(viewer.subject)), viewer.subject
+            )
+            await self.audit(
+                viewer.subject, "read_membership", viewer.subject, OWN_PURPOSE,
+                "ok" if held else "not_found", {"endpoint": E_MEMBERSHIP},
+            )  # fmt: skip
+            return held
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        if not headers["Authorization"] and request.query.get("access_token"):
+            headers["Authorization"] = f"Bearer {request.query['access_token']}"
+        url = owner.with_path(E_MEMBERSHIP)
+        try:
+            async with self.app.http_client.get(url, headers=headers) as resp:
+                return await resp.json() if resp.status == 200 else None
+        except (TimeoutError, OSError, ValueError) as exc:
+            log.warning("household of a live connection not found (%s)", type(exc).__name__)
+            return None
+
     async def live_stream(self, request: Any) -> Any:
         """Server-sent events: the caller's counter and household Bonus changes."""
         m = self.metrics
@@ -414,6 +466,10 @@ class Api:
             }
         )
         await resp.prepare(request)
+        # The household channel follows the card register, not the token.
+        held = await self._membership(viewer, request)
+        if held is not None:
+            viewer = Viewer(viewer.kind, viewer.subject, held["household_id"])
         queue = await self.live.subscribe(viewer)
         try:
             await resp.write(b": connected\n\n")

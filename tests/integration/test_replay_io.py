@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 
 from stream.broker import EmbeddedBroker
+from stream.codec import Codec
 from stream.replay_io import TOPIC_RANK
-from stream.schema_registry import EmbeddedRegistryServer
+from stream.schema_registry import EmbeddedRegistryServer, InMemoryRegistry
 from stream.settings import load_rules
 from stream.simulator import SimConfig, bad_bytes_replay_events, generate
 
@@ -34,7 +35,15 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+_CODEC = Codec(InMemoryRegistry())
+
+
 def canon(event: dict[str, Any]) -> bytes:
+    """The event as the record it denotes: a field the file leaves out and the schema
+    defaults (e.g. a card's optional ``version``) comes back from the broker as its default."""
+    if event.get("value") is not None:
+        topic = event["topic"]
+        event = {**event, "value": _CODEC.decode(topic, _CODEC.encode(topic, event["value"]))}
     return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
 
 

@@ -8,9 +8,9 @@ Used by ``tests/integration/test_chaos.py`` (short under ``make test``, full und
 
 The method, in order (docs/reliability.md explains each choice):
 
-1. An embedded broker on a fixed port (so a restart keeps the address), the schema registry,
-   the card register, consents and catalogue; two workers in one group, wait until they share
-   the partitions.
+1. An embedded broker on a fixed port (so a restart keeps the address) and the schema
+   registry; two workers in one group, started before anything is written and waited for
+   until they share the partitions; then the card register, consents and catalogue.
 2. A sender thread plays the simulator's stream in real time at a steady rate, with its
    re-deliveries and late receipts. Two kinds of record are adjusted so that the outcome does
    not depend on how Kafka interleaves two topics (it orders records within a partition only):
@@ -18,13 +18,15 @@ The method, in order (docs/reliability.md explains each choice):
    registered (a move, a closure, an erasure) is sent at a barrier: once everything before it
    is processed, and the traffic waits until it is processed too.
 3. Faults, one after another: ``kill -9`` of a random worker (restarted at once, as a
-   supervisor would), SIGTERM and restart, a clean broker restart, poison records (undecodable
-   bytes on each input topic and a valid receipt with 10,000 line items), and a restart on an
-   empty state directory. After each, the time until the group has committed everything that
-   had been written when the fault began is its recovery time.
+   supervisor would), SIGTERM and restart, a clean broker restart, poison records
+   (undecodable bytes on each input topic), a valid receipt with 10,000 line items, and a
+   restart on an empty state directory. A worker that exits by itself is restarted too.
+   After each fault, the time until the group has committed everything written up to a
+   second after the fault was done is its recovery time.
 4. Drain (group lag 0), dump every input topic (``stream/replay_io.py``), ``replay`` the dump,
    and compare every output topic; independently, check every stored line item against its
-   owner's consent as the input topics state it.
+   owner's consent as the input topics state it, and every input record the broker
+   acknowledged against the dump (the broker may lose records, which replay cannot see).
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from stream.codec import Codec
-    from stream.pos import BrokerUnavailableError
+    from stream.pos import BrokerUnavailableError, ProducerFatalError
     from stream.replay_io import produce_file
     from stream.schema_registry import registry_from_url
 
@@ -205,6 +205,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     except BrokerUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ProducerFatalError as exc:
+        # What was sent before it stays on the broker; a second run re-sends the whole file,
+        # which every stage takes as redeliveries.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(stats, indent=2))
     failed = stats["bad_lines"] or stats["delivery_errors"] or stats["undelivered"]
     return 1 if failed else 0

@@ -525,3 +525,72 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Record]:
         consumer.close()
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
+
+
+class PartitionOffsets(NamedTuple):
+    """Where a consumer group stands on one topic partition (offsets only, no data)."""
+
+    committed: int | None  # None = the group has committed nothing here
+    low: int
+    high: int
+
+    @property
+    def lag(self) -> int:
+        """Records the group has not committed (from the log start when it has committed none)."""
+        position = self.low if self.committed is None else max(self.committed, self.low)
+        return max(self.high - position, 0)
+
+
+class GroupOffsets:
+    """A consumer group's committed offsets and the watermarks of the partitions it reads.
+
+    One long-lived AdminClient for a periodic reader (the worker's liveness check): two
+    requests per call whatever the number of partitions (OffsetFetch for the group, one
+    ListOffsets for the earliest and one for the latest offsets). It asks the broker, not the
+    worker's consumer, so it answers while the worker holds no partition or its group is
+    rebalancing -- exactly when the consumer has nothing to say. Blocking: call it from a
+    thread in async code.
+    """
+
+    def __init__(self, bootstrap: str, group: str, topics: Iterable[str], partitions: int) -> None:
+        self.group = group
+        self.tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        self._admin = _admin(bootstrap)
+
+    def read(self, timeout: float = 5.0) -> dict[tuple[str, int], PartitionOffsets]:
+        from confluent_kafka import IsolationLevel
+        from confluent_kafka.admin import OffsetSpec
+
+        request = ConsumerGroupTopicPartitions(self.group, list(self.tps))
+        try:
+            committed_f = self._admin.list_consumer_group_offsets(
+                [request], request_timeout=timeout
+            )[self.group]
+            ends = {
+                spec: self._admin.list_offsets(
+                    {tp: getattr(OffsetSpec, spec)() for tp in self.tps},
+                    isolation_level=IsolationLevel.READ_UNCOMMITTED,
+                    request_timeout=timeout,
+                )
+                for spec in ("earliest", "latest")
+            }
+            answer = committed_f.result(timeout=timeout + 5)
+            low = {
+                (tp.topic, tp.partition): f.result(timeout=timeout + 5).offset
+                for tp, f in ends["earliest"].items()
+            }
+            high = {
+                (tp.topic, tp.partition): f.result(timeout=timeout + 5).offset
+                for tp, f in ends["latest"].items()
+            }
+        except (KafkaException, TimeoutError) as exc:
+            raise AdminError(f"cannot read the offsets of group {self.group!r}: {exc}") from exc
+        committed: dict[tuple[str, int], int | None] = {
+            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+            for tp in answer.topic_partitions or []
+        }
+        return {
+            key: PartitionOffsets(committed.get(key), int(low[key]), int(high[key]))
+            for key in low
+            if key in high
+        }

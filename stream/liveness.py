@@ -111,8 +111,10 @@ class StallDetector:
 class LivenessMonitor:
     """Reads the group's offsets periodically and keeps the worker's :class:`Health`.
 
-    Runs as its own Faust timer, also while the app is rebalancing (the metrics collector
-    skips those rounds; a stall *is* an endless rebalance).
+    Runs as its own task from the moment the app starts (:meth:`run`), not as a Faust timer:
+    Faust starts timers and tasks only once the tables have recovered, which needs a first
+    assignment -- in the stall of issue 16 that never came, and a timer never ran (seen:
+    no lag series, /healthz ok, for the whole stall). The web server is up before that.
     """
 
     def __init__(
@@ -144,6 +146,27 @@ class LivenessMonitor:
             self._reader = GroupOffsets(*self._reader_args)
         return self._reader.read()
 
+    async def run(self, interval: float) -> None:
+        while True:
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - liveness must never stop the worker
+                self.metrics.collect_errors.inc()
+                log.warning("liveness check failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(interval)
+
+    def _owned(self) -> set[TP]:
+        from faust.exceptions import ConsumerNotStarted
+
+        try:
+            assignment = self.app.consumer.assignment()
+        except ConsumerNotStarted:
+            # The app starts this check before its consumer: it holds nothing yet.
+            return set()
+        return {(tp.topic, tp.partition) for tp in assignment if tp.topic in self.topics}
+
     async def check(self) -> None:
         try:
             offsets = await asyncio.wait_for(asyncio.to_thread(self._read), 20)
@@ -158,11 +181,13 @@ class LivenessMonitor:
             return
         for (topic, partition), o in offsets.items():
             self.metrics.group_lag.labels(topic, str(partition)).set(o.lag)
-        owned = {
-            (tp.topic, tp.partition)
-            for tp in self.app.consumer.assignment()
-            if tp.topic in self.topics
-        }
+        owned = self._owned()
+        # Also here (the collector sets it too, but only once Faust has started its timers):
+        # a worker stuck before its first assignment shows 0, not nothing.
+        for topic in self.topics:
+            self.metrics.assigned_partitions.labels(topic).set(
+                sum(1 for t, _p in owned if t == topic)
+            )
         health = self.detector.observe(self._clock(), offsets, owned)
         if health.stalled != self.health.stalled:
             if health.ok:

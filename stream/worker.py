@@ -297,7 +297,7 @@ def create_app(
         settings.partitions,
         settings.stall_after_s,
     )
-    app.timer(interval=COLLECT_INTERVAL_S, name="purchase_stream.liveness")(liveness.check)
+    _run_from_start(app, lambda: liveness.run(COLLECT_INTERVAL_S))
 
     live = LiveFeed(settings.broker, codec, settings.partitions)
     Api(
@@ -383,6 +383,22 @@ def create_app(
         "liveness": liveness,
     }
     return app
+
+
+def _run_from_start(app: faust.App, coroutine: Any) -> None:
+    """Run ``coroutine()`` as soon as the app starts, not after its tables have recovered.
+
+    Faust starts ``app.task``/``app.timer`` only after the first assignment's recovery; the
+    liveness check must run before that (a worker that never gets a partition is what it
+    is there to see). The task belongs to the app: cancelled when the app stops.
+    """
+    on_start = app.on_start
+
+    async def start_then_run() -> None:
+        await on_start()
+        app.add_future(coroutine())
+
+    app.on_start = start_then_run  # type: ignore[method-assign]
 
 
 def _lean_monitor(monitor: Any) -> Any:

@@ -106,14 +106,13 @@ def test_a_stalled_group_shows_on_metrics_healthz_and_in_an_alert(
             return text if 'purchase_stream_stalled{reason="no_assignment"} 1.0' in text else None
 
         text = _wait_for("purchase_stream_stalled 1", metrics, 180, second)
-        lag = {
-            (m[1], int(m[2])): float(m[3])
-            for m in re.finditer(
-                r'^purchase_stream_group_lag_records\{topic="([^"]+)",partition="(\d+)"\} (\S+)$',
-                text,
-                re.M,
-            )
-        }
+        lag: dict[tuple[str, int], float] = {}
+        for line in text.splitlines():
+            if line.startswith("purchase_stream_group_lag_records{"):
+                topic = re.search(r'topic="([^"]+)"', line)
+                partition = re.search(r'partition="(\d+)"', line)
+                assert topic and partition, line
+                lag[(topic[1], int(partition[1]))] = float(line.split()[-1])
         assert sum(v for (t, _p), v in lag.items() if t == "pos.receipts") > 0, lag
         assert {p for t, p in lag if t == "pos.receipts"} == {0, 1, 2, 3}
         # It holds nothing: the lag above comes from the group's committed offsets.

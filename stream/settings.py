@@ -49,6 +49,9 @@ class Settings:
     # Faust producer batch size in bytes; 1 only for brokers with batch defects (tansu).
     producer_max_batch_size: int = 16384
     embedded_data_dir: str = ".noida"
+    # What the embedded broker of `demo` / `broker` keeps of most topics, seconds (stream/
+    # topics.py, local retention); 0 = the registry's production settings.
+    local_retention_s: float = 600.0
     log_level: str = "info"
     # HS256 key (>= 32 bytes) that verifies the API's bearer JWTs (stream/auth.py). Empty =
     # the /v1 data endpoints answer 503: they serve personal data.

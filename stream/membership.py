@@ -2,12 +2,13 @@
 
 Why static membership (KIP-345, ``group.instance.id``): the embedded broker (noida-db 0.2.3)
 never evicts a member that died without leaving. A worker killed with ``kill -9`` stays in
-the group as a dead member -- often the group leader -- and the restarted worker, joining
-under a new member id, waited for it forever: "Joined group" every session timeout, never a
-partition (measured: 396 s and counting, until the broker was restarted). With a
+the group as a dead member, and the restarted worker, joining under a new member id, waited
+for it for ever: its first join answered after the 60 s rebalance timeout, then "Joined
+group" every session timeout and never a partition (reproduced: 120 s watched; in issue 16,
+396 s until the broker was restarted). With a
 ``group.instance.id`` the restarted worker *is* the dead member to the broker: its join
-replaces the old member id and the group is assigned again (measured: processing again
-11-14 s after the restart, most of it the changelog restore). Real Kafka evicts dead
+replaces the old member id and the group is assigned again (measured: the backlog committed
+12-15 s after the restart, most of it the changelog restore). Real Kafka evicts dead
 members after ``session.timeout.ms`` anyway; there static membership also spares a
 rebalance when a crashed worker comes back within the session timeout.
 

@@ -1,6 +1,10 @@
 """A worker killed with ``kill -9`` and restarted resumes within 60 s; one stopped for good is
 taken over.
 
+Resuming means holding partitions and committing again within 60 s (issue 16); the whole
+backlog then drains with a wider margin (a loaded 2-core machine once needed more than a
+minute for a drain that progressed all along).
+
 Issue 16: on the embedded broker (noida-db) a worker restarted after ``kill -9`` logged
 "Joined group" every 10 s for 396 s and never got a partition, until the broker was
 restarted -- noida-db never evicts the dead member, which stayed the group's leader. This
@@ -20,6 +24,7 @@ at generation 0 every 13 s and never got an assignment; measured).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import uuid
@@ -29,7 +34,8 @@ from typing import Any
 
 import pytest
 
-from stream.admin import create_topics, group_lag
+from stream.admin import committed_offsets, create_topics, group_lag
+from stream.admin import lag as partition_lag
 from stream.broker import EmbeddedBroker
 from stream.codec import Codec
 from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
@@ -42,10 +48,13 @@ from tests.integration.worker_harness import (
     produce_events,
     wait_group_stable,
 )
+from topologies.pipeline import GROUP_INPUTS
 
 PARTITIONS = 4
 # What issue 16 asks of a restart after kill -9, and of a takeover.
 RESUME_WITHIN_S = 60.0
+# The whole backlog (a few hundred receipts through four stages) on a loaded machine.
+DRAIN_WITHIN_S = 240.0
 
 
 @pytest.fixture(params=["noida-db", "tansu"])
@@ -95,8 +104,52 @@ def _drained_within(
             return time.monotonic() - started
         time.sleep(1)
     logs = "\n---\n".join(w.log_tail(25) for w in workers)
+    per_partition = {}
+    for topic in GROUP_INPUTS:
+        with contextlib.suppress(Exception):
+            per_partition[topic] = {
+                p: n for p, n in partition_lag(bootstrap, group, topic).items() if n
+            }
     raise AssertionError(
-        f"group not drained within {limit:.0f} s; (s, lag, assigned) seen: {seen[-10:]}\n{logs}"
+        f"group not drained within {limit:.0f} s; (s, lag, assigned) seen: {seen[-10:]}; "
+        f"lag per partition: {per_partition}\n{logs}"
+    )
+
+
+def _committed_total(bootstrap: str, group: str) -> int:
+    return sum(
+        offset or 0
+        for topic in GROUP_INPUTS
+        for offset in committed_offsets(bootstrap, group, topic).values()
+    )
+
+
+def _resumed_within(
+    bootstrap: str, group: str, since: int, limit: float, worker: WorkerProcess
+) -> float:
+    """Seconds until ``worker`` holds partitions and the group commits past ``since``.
+
+    Resuming is progress, not a drained backlog: on a loaded 2-core machine the drain after
+    a takeover was seen to take longer than a minute while it progressed all along.
+    """
+    started = time.monotonic()
+    seen: list[Any] = []
+    while time.monotonic() - started < limit:
+        assert worker.proc is not None
+        if worker.proc.poll() is not None:
+            raise AssertionError(f"worker died ({worker.proc.returncode}):\n{worker.log_tail()}")
+        try:
+            total: Any = _committed_total(bootstrap, group)
+        except Exception as exc:  # noqa: BLE001 - coordinator busy: ask again
+            total = repr(exc)
+        held = assigned(worker)
+        seen.append((round(time.monotonic() - started, 1), held, total))
+        if held > 0 and isinstance(total, int) and total > since:
+            return time.monotonic() - started
+        time.sleep(1)
+    raise AssertionError(
+        f"no progress within {limit:.0f} s; (s, assigned, committed) seen: {seen[-10:]}\n"
+        f"{worker.log_tail(40)}"
     )
 
 
@@ -130,22 +183,25 @@ def test_kill_9_restart_resumes_and_clean_stop_hands_over(
         killed.proc.send_signal(signal.SIGKILL)
         killed.proc.wait(timeout=30)
         produce_events(broker.bootstrap, codec, receipts[300:600])
+        before = _committed_total(broker.bootstrap, group)
         restarted = worker("w0")
         restarted.log_path = tmp_path / "w0-restarted.log"
         workers[0] = restarted.start()
-        took = _drained_within(broker.bootstrap, group, RESUME_WITHIN_S, workers)
-        print(f"drained {took:.1f} s after the restart")
+        took = _resumed_within(broker.bootstrap, group, before, RESUME_WITHIN_S, restarted)
+        print(f"resumed {took:.1f} s after the restart")
+        took = _drained_within(broker.bootstrap, group, DRAIN_WITHIN_S, workers)
+        print(f"drained {took:.1f} s after that")
 
         # A clean stop for good: the survivor must get every partition.
         assert workers[1].stop() == 0, workers[1].log_tail()
         survivor = workers[:1]
         produce_events(broker.bootstrap, codec, receipts[600:])
-        took = _drained_within(broker.bootstrap, group, RESUME_WITHIN_S, survivor)
-        print(f"drained {took:.1f} s after the other worker stopped")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + RESUME_WITHIN_S
         while assigned(survivor[0]) != PARTITIONS and time.monotonic() < deadline:
             time.sleep(1)
-        assert assigned(survivor[0]) == PARTITIONS
+        assert assigned(survivor[0]) == PARTITIONS, survivor[0].log_tail()
+        took = _drained_within(broker.bootstrap, group, DRAIN_WITHIN_S, survivor)
+        print(f"drained {took:.1f} s after the other worker stopped")
         assert survivor[0].stop() == 0, survivor[0].log_tail()
     finally:
         for w in workers:

@@ -26,8 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Producer
+
 from stream.broker import EmbeddedBroker
 from stream.codec import Codec
+from stream.replay import encode_event
 from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
 from stream.simulator import SimConfig, generate
 from tests.integration.prometheus_harness import PrometheusServer, require_binary
@@ -151,4 +154,69 @@ def test_a_stalled_group_shows_on_metrics_healthz_and_in_an_alert(
         for w in (second, first):
             if w is not None and w.proc is not None:
                 w.stop()
+        registry.stop()
+
+
+def test_a_partition_that_does_not_advance_shows_on_metrics_and_healthz(
+    broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path
+) -> None:
+    """The other kind of stall: a partition held, with lag, that commits nothing.
+
+    A schema-registry outage blocks a partition by design (its records wait, nothing is
+    lost): a receipt written with a schema id the worker has not seen cannot be decoded
+    while the registry is down, so its partition stops where it is while records pile up
+    behind it.
+    """
+    broker = broker_factory("stall-partition", topics=True)
+    registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
+    codec = Codec(HttpRegistryClient(registry.url))
+    now = int(time.time() * 1000)
+    cfg = SimConfig(
+        seed=162, households=30, receipts=200, start_ms=now - 600_000, receipts_per_second=2.0
+    )
+    register, receipts, _ = phases(list(generate(cfg)))
+    env = {
+        "PURCHASE_STREAM_STALL_AFTER_S": str(STALL_AFTER_S),
+        "PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S": "10",
+    }
+    group = f"stall-p-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(broker.bootstrap, registry.url, tmp_path / "w", group, env).start()
+    try:
+        produce_events(broker.bootstrap, codec, register + receipts[:50])
+        worker.wait_idle(timeout=240)
+        base = f"http://127.0.0.1:{worker.web_port}"
+        assert _get(base + "/healthz")[0] == 200
+
+        registry.stop()
+        # A valid receipt whose header names a schema id nobody has registered: the worker
+        # must ask the registry, which does not answer.
+        topic, key, value, ts = encode_event(codec, receipts[50])
+        assert topic == "pos.receipts" and value is not None
+        unknown = value[:1] + (9_999).to_bytes(4, "big") + value[5:]
+        producer = Producer(
+            {"bootstrap.servers": broker.bootstrap, "partitioner": "murmur2_random"}
+        )
+        producer.produce(topic, key=key, value=unknown, timestamp=ts)
+        for e in receipts[51:]:
+            topic, key, value, ts = encode_event(codec, e)
+            producer.produce(topic, key=key, value=value, timestamp=ts)
+        assert producer.flush(30) == 0
+
+        def stalled() -> tuple[str, str] | None:
+            status, body = _get(base + "/healthz")
+            _, text = _get(base + "/metrics")
+            if status == 503 and 'purchase_stream_stalled{reason="not_advancing"} 1.0' in text:
+                return body, text
+            return None
+
+        body, text = _wait_for("a not_advancing stall", stalled, 120, worker)
+        answer = json.loads(body)
+        assert answer["stalled"] == "not_advancing"
+        assert re.search(r"pos\.receipts\[\d\].* committed nothing for \d+ s", answer["reason"])
+        # The worker holds its partitions: this is not the no-partition stall.
+        assert 'purchase_stream_assigned_partitions{topic="pos.receipts"} 4.0' in text
+        assert 'purchase_stream_stalled{reason="no_assignment"} 0.0' in text
+    finally:
+        # It exits with 75 (stopped during a registry outage with records unprocessed).
+        worker.stop()
         registry.stop()

@@ -49,6 +49,7 @@ def test_stop_waits_for_the_snapshot_of_a_large_backlog(
             except BufferError:
                 producer.poll(0.05)
     assert producer.flush(60) == 0
+    del producer, admin  # their clients would log connection errors once the broker stops
     caplog.set_level(logging.INFO, logger="stream.broker")
     started = time.monotonic()
     assert broker.stop() == 0

@@ -55,7 +55,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     """Embedded broker + schema registry in the foreground, topics created; Ctrl-C stops."""
-    from stream.admin import create_topics
+    from stream.admin import create_local_topics
     from stream.broker import EmbeddedBroker
     from stream.schema_registry import EmbeddedRegistryServer
 
@@ -67,7 +67,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     registry = EmbeddedRegistryServer("127.0.0.1", reg_port, data_dir / "schemas.json")
     registry.start()
     try:
-        created = create_topics(broker.bootstrap, settings.partitions, 1)
+        created = create_local_topics(broker.bootstrap, settings)
         print(f"broker   {broker.bootstrap}  (noida-db, data in {data_dir / 'broker'})")
         print(f"registry {registry.url}")
         print(

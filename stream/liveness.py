@@ -108,6 +108,36 @@ class StallDetector:
         return Health()
 
 
+# A held partition with lag that advances slower than this (records per second, averaged
+# over the restart window) counts as stuck: the fault seen crawled at about one a second.
+MIN_PROGRESS_PER_S = 2.0
+
+
+@dataclass
+class CrawlWatch:
+    """Per held partition with lag: since when, and from which committed offset."""
+
+    window_s: float
+    _since: dict[TP, tuple[float, int]] = field(default_factory=dict)
+
+    def observe(
+        self, now: float, offsets: dict[TP, PartitionOffsets], owned: set[TP]
+    ) -> tuple[TP, float, int] | None:
+        """The worst stuck partition: (tp, seconds, records it advanced), or None."""
+        held = {tp: offsets[tp] for tp in owned if tp in offsets}
+        self._since = {
+            tp: self._since.get(tp, (now, o.committed or 0)) for tp, o in held.items() if o.lag > 0
+        }
+        worst = None
+        for tp, (since, start) in self._since.items():
+            seconds = now - since
+            advanced = (held[tp].committed or 0) - start
+            slow = seconds >= self.window_s and advanced < MIN_PROGRESS_PER_S * seconds
+            if slow and (worst is None or seconds > worst[1]):
+                worst = (tp, seconds, advanced)
+        return worst
+
+
 class LivenessMonitor:
     """Reads the group's offsets periodically and keeps the worker's :class:`Health`.
 
@@ -127,6 +157,9 @@ class LivenessMonitor:
         partitions: int,
         stall_after_s: float,
         clock: Any = None,
+        restart_stuck_after_s: float = 0.0,
+        on_stuck: Any = None,
+        may_restart: Any = None,
     ) -> None:
         import time
 
@@ -137,6 +170,15 @@ class LivenessMonitor:
         self._reader: GroupOffsets | None = None
         self.detector = StallDetector(stall_after_s)
         self.health = Health()
+        # A held partition with lag that commits nothing for this long, while the worker is
+        # neither restoring nor rebalancing nor waiting for the schema registry, makes the
+        # worker stop (``on_stuck``) so that its supervisor starts it afresh: seen under
+        # faults, one partition's fetching stopped after a rebalance with every thread idle
+        # (docs/reliability.md), and only a new consumer got it going. 0 = never.
+        self.restart_stuck_after_s = restart_stuck_after_s
+        self.crawl = CrawlWatch(restart_stuck_after_s)
+        self.on_stuck = on_stuck
+        self.may_restart = may_restart or (lambda: True)
         self._clock = clock or time.monotonic
         for reason in STALL_REASONS:
             metrics.stalled.labels(reason).set(0)
@@ -197,3 +239,11 @@ class LivenessMonitor:
         self.health = health
         for reason in STALL_REASONS:
             self.metrics.stalled.labels(reason).set(1 if health.stalled == reason else 0)
+        if self.restart_stuck_after_s > 0 and self.on_stuck is not None:
+            worst = self.crawl.observe(self._clock(), offsets, owned)
+            if worst is not None and self.may_restart():
+                (topic, partition), seconds, advanced = worst
+                self.on_stuck(
+                    f"{topic}[{partition}] committed {advanced} records in {seconds:.0f} s "
+                    "with lag all along"
+                )

@@ -66,6 +66,11 @@ EXIT_UNPROCESSED = 75
 # delivery the broker refused, a bug in the adapter): the supervisor restarts the worker
 # from the last commit (EX_SOFTWARE).
 EXIT_FAILED = 70
+# Exit code when a held partition stopped advancing (stream/liveness.py): restart me.
+EXIT_STUCK = 71
+# Stages waiting for the schema registry right now: a partition that waits for it is not
+# stuck (stream/liveness.py must not restart the worker for it).
+_registry_waiting: set[str] = set()
 # Room left under the broker's max.message.bytes for the record batch's own header.
 RECORD_HEADROOM_BYTES = 4_096
 
@@ -329,6 +334,9 @@ def create_app(
         GROUP_INPUTS,
         settings.partitions,
         settings.stall_after_s,
+        restart_stuck_after_s=settings.restart_stuck_after_s,
+        on_stuck=lambda reason: fatal_exit(f"a partition does not advance: {reason}", EXIT_STUCK),
+        may_restart=lambda: not (app.in_recovery or app.rebalancing or _registry_waiting),
     )
     _run_from_start(app, lambda: liveness.run(COLLECT_INTERVAL_S))
 
@@ -515,7 +523,9 @@ def _bind_agent(
                 try:
                     _process_all(pending)
                     output.poll()
+                    _registry_waiting.discard(stage.name)
                 except RegistryUnavailableError as exc:
+                    _registry_waiting.add(stage.name)
                     # The one await point: a registry outage blocks the partition.
                     log.warning(
                         "schema registry unavailable (%s) in stage %s; %d records wait, "

@@ -88,3 +88,33 @@ def test_reasons_carry_topics_partitions_and_counts_only() -> None:
         "pos.receipts[0], pos.receipts[1] and 2 more committed nothing for 2 s "
         "with 32 records of lag"
     )
+
+
+# --- a held partition that crawls or stops: the worker restarts itself ----------------------
+
+
+def _o(committed: int, high: int) -> PartitionOffsets:
+    return PartitionOffsets(committed, 0, high)
+
+
+def test_a_held_partition_with_lag_that_commits_nothing_is_stuck_after_the_window() -> None:
+    from stream.liveness import CrawlWatch
+
+    watch = CrawlWatch(40.0)
+    tp = ("pos.receipts", 3)
+    assert watch.observe(0.0, {tp: _o(100, 173)}, {tp}) is None
+    assert watch.observe(35.0, {tp: _o(100, 180)}, {tp}) is None  # within the window
+    assert watch.observe(41.0, {tp: _o(120, 190)}, {tp}) == (tp, 41.0, 20)  # ~0.5 records/s
+
+
+def test_a_partition_that_keeps_up_or_catches_up_is_not_stuck() -> None:
+    from stream.liveness import CrawlWatch
+
+    watch = CrawlWatch(40.0)
+    tp = ("pos.receipts", 3)
+    watch.observe(0.0, {tp: _o(100, 400)}, {tp})
+    assert watch.observe(45.0, {tp: _o(350, 420)}, {tp}) is None  # 250 records in 45 s
+    watch.observe(50.0, {tp: _o(420, 420)}, {tp})  # caught up: the window starts again
+    assert watch.observe(60.0, {tp: _o(420, 421)}, {tp}) is None
+    # Not held (another worker's): never this worker's problem.
+    assert watch.observe(200.0, {tp: _o(420, 900)}, set()) is None

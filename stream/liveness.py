@@ -115,10 +115,15 @@ MIN_PROGRESS_PER_S = 2.0
 
 @dataclass
 class CrawlWatch:
-    """Per held partition with lag: since when, and from which committed offset."""
+    """Per held partition with lag: since when, from which committed offset, with what lag.
+
+    Stuck: for the whole window the partition had lag, and it worked off less than the lag
+    it started with, at under :data:`MIN_PROGRESS_PER_S`. A quiet partition whose few
+    records arrive between commits keeps up with its (small) lag and is never stuck.
+    """
 
     window_s: float
-    _since: dict[TP, tuple[float, int]] = field(default_factory=dict)
+    _since: dict[TP, tuple[float, int, int]] = field(default_factory=dict)
 
     def observe(
         self, now: float, offsets: dict[TP, PartitionOffsets], owned: set[TP]
@@ -126,13 +131,17 @@ class CrawlWatch:
         """The worst stuck partition: (tp, seconds, records it advanced), or None."""
         held = {tp: offsets[tp] for tp in owned if tp in offsets}
         self._since = {
-            tp: self._since.get(tp, (now, o.committed or 0)) for tp, o in held.items() if o.lag > 0
+            tp: self._since.get(tp, (now, o.committed or 0, o.lag))
+            for tp, o in held.items()
+            if o.lag > 0
         }
         worst = None
-        for tp, (since, start) in self._since.items():
+        for tp, (since, start, lag_then) in self._since.items():
             seconds = now - since
             advanced = (held[tp].committed or 0) - start
-            slow = seconds >= self.window_s and advanced < MIN_PROGRESS_PER_S * seconds
+            slow = seconds >= self.window_s and advanced < min(
+                lag_then, MIN_PROGRESS_PER_S * seconds
+            )
             if slow and (worst is None or seconds > worst[1]):
                 worst = (tp, seconds, advanced)
         return worst

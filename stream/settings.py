@@ -63,7 +63,7 @@ class Settings:
     # A partition this worker holds that has lag and commits nothing for this long, while
     # the worker is not restoring, rebalancing or waiting for the schema registry, stops the
     # worker (exit 71) for its supervisor to restart it (stream/liveness.py). 0 = never.
-    restart_stuck_after_s: float = 40.0
+    restart_stuck_after_s: float = 25.0
     # How often the worker runs each stage's time-driven work (retention purge, parking
     # expiry, Bonus month close) on the partitions it owns.
     tick_interval_s: float = 60.0

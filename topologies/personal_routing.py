@@ -510,6 +510,11 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     Receipt totals already sent to the household Bonus ledger stay there at household level
     (``receipts.totals`` is an event stream; the ledger keeps what the Bonus needs).
     """
+    previous = state.get(erased_key(cid))
+    if previous is not None and previous["erased_at"] == ctx.now_ms:
+        # The same tombstone again (a redelivery after a crash): erased and audited already.
+        result.events["duplicate"] += 1
+        return
     counts: dict[str, int] = {}
     for prefix in GATED:
         counts[GATED[prefix][0]] = _purge(state, prefix, cid, result)
@@ -534,7 +539,6 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     state.delete(consent_rules.key(cid))
     # Suppression marker: the only thing kept, so that redeliveries of older consent
     # versions or of receipts bought before the erasure cannot recreate the person.
-    previous = state.get(erased_key(cid))
     version = max(held["version"] if held else -1, previous["version"] if previous else -1)
     state.set(erased_key(cid), {"erased_at": ctx.now_ms, "version": version})
     result.events["erasure"] += 1

@@ -822,10 +822,24 @@ class ChaosRun:
                 who = "broker"
                 self.sender.flush()
                 at_stop = (time.time(), self.sender.last_ts, len(self.sender.acked))
-                stopped = self.broker.stop()
-                if stopped not in (0, None):
-                    self.notes.append(f"broker stop exited {stopped}")
-                self.broker.start()
+                # noida-db acknowledges writes that arrive while it writes its shutdown
+                # snapshot and then loses them (tests/integration/broker_restart_probe.py
+                # shows it without our code; Kafka does not do that on a clean restart).
+                # So the clients hold still while it stops -- the traffic waits, the
+                # workers are frozen (SIGSTOP) -- and the fault tests what a restart does
+                # to the pipeline: lost connections, fenced producers, rejoining the group.
+                with self.sender.lock:
+                    frozen = [w.proc.pid for w in self.workers if w.proc and w.proc.poll() is None]
+                    for pid in frozen:
+                        os.kill(pid, signal.SIGSTOP)
+                    try:
+                        stopped = self.broker.stop()
+                        if stopped not in (0, None):
+                            self.notes.append(f"broker stop exited {stopped}")
+                        self.broker.start()
+                    finally:
+                        for pid in frozen:
+                            os.kill(pid, signal.SIGCONT)
                 self.broker_stops.append(at_stop)
             elif kind == "poison":
                 who = "4 inputs"

@@ -546,3 +546,13 @@ def test_backdated_reopening_does_not_cover_a_purchase_before_the_break() -> Non
     give(state, consent(version=3, effective_at=T0 + 30 * 60_000, **ALL_ON), T0 + 90 * 60_000)
     route(state, receipt(purchased_at=purchase), T0 + 2 * HOUR_MS)
     assert gated_keys(state) == []
+
+
+def test_a_redelivered_erasure_is_not_audited_twice() -> None:
+    # At-least-once delivery: the same consent tombstone after a crash. One erasure, one
+    # audit record (the chaos suite saw a second one).
+    state = MemoryState()
+    first = run(personal_routing, state, "customer.consents", "CUST-0001", None, T0)
+    again = run(personal_routing, state, "customer.consents", "CUST-0001", None, T0)
+    assert [e.topic for e in first.emits] == ["audit.log"]
+    assert again.emits == [] and again.events["duplicate"] == 1

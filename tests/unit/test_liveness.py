@@ -116,5 +116,9 @@ def test_a_partition_that_keeps_up_or_catches_up_is_not_stuck() -> None:
     assert watch.observe(45.0, {tp: _o(350, 420)}, {tp}) is None  # 250 records in 45 s
     watch.observe(50.0, {tp: _o(420, 420)}, {tp})  # caught up: the window starts again
     assert watch.observe(60.0, {tp: _o(420, 421)}, {tp}) is None
+    # A quiet partition: a record or two of lag at every look, each worked off.
+    quiet = CrawlWatch(20.0)
+    for i in range(10):
+        assert quiet.observe(5.0 * i, {tp: _o(10 + i, 12 + i)}, {tp}) is None
     # Not held (another worker's): never this worker's problem.
     assert watch.observe(200.0, {tp: _o(420, 900)}, set()) is None

@@ -143,10 +143,12 @@ def cmd_pos(args: argparse.Namespace) -> int:
         return 0
     from stream.codec import Codec
     from stream.pos import produce
-    from stream.schema_registry import registry_from_settings
+    from stream.schema_registry import check_access, registry_from_settings
 
     settings = _settings(args)
-    codec = Codec(registry_from_settings(settings))
+    registry = registry_from_settings(settings)
+    check_access(registry)  # wrong credentials: exit 2 before connecting to Kafka
+    codec = Codec(registry)
     stats = produce(
         events,
         bootstrap=settings.broker,
@@ -304,16 +306,18 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from stream.codec import Codec
     from stream.inspect import InspectError, inspect_topic
-    from stream.schema_registry import registry_from_settings
+    from stream.schema_registry import check_access, registry_from_settings
 
     if args.reveal and not args.purpose:
         print("error: --reveal needs --purpose (recorded in the audit trail)", file=sys.stderr)
         return 2
     settings = _settings(args)
+    registry = registry_from_settings(settings)
+    check_access(registry)
     try:
         inspect_topic(
             settings.broker,
-            Codec(registry_from_settings(settings)),
+            Codec(registry),
             args.topic,
             sys.stdout,
             from_beginning=args.from_beginning,

@@ -689,6 +689,19 @@ def registry_from_url(
     )
 
 
+def check_access(registry: SchemaRegistry) -> None:
+    """Raise :class:`RegistryAccessError` now if an HTTP registry refuses our credentials or
+    certificate (a read: tools may hold read-only credentials); other registries always pass.
+    For commands that should stop at start rather than on their first record."""
+    if isinstance(registry, ConfluentRegistryClient):
+        try:
+            registry.subjects()
+        except RegistryAccessError:
+            raise
+        except RegistryError:
+            pass  # an outage or an odd answer: the command's own error handling applies
+
+
 def registry_from_settings(settings: Any) -> SchemaRegistry:
     """The registry the settings name, with their credentials and CA file (stream/settings.py)."""
     return registry_from_url(

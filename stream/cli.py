@@ -311,6 +311,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.reveal and not args.purpose:
         print("error: --reveal needs --purpose (recorded in the audit trail)", file=sys.stderr)
         return 2
+    if args.offset is not None and args.partition is None:
+        print("error: --offset needs --partition", file=sys.stderr)
+        return 2
     settings = _settings(args)
     registry = registry_from_settings(settings)
     check_access(registry)
@@ -323,6 +326,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             from_beginning=args.from_beginning,
             max_records=args.max,
             idle_timeout_s=args.idle_timeout,
+            last=args.last,
+            partition=args.partition,
+            offset=args.offset,
             reveal=args.reveal,
             actor=args.requested_by,
             purpose=args.purpose or "inspect_topic",
@@ -457,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read from the first record to the end as of now (default: new records only)",
     )
+    ins.add_argument("--last", type=int, help="the last N records of each partition")
+    ins.add_argument("--partition", type=int, help="only this partition")
+    ins.add_argument("--offset", type=int, help="from this offset of --partition")
     ins.add_argument("--max", type=int, help="stop after this many records")
     ins.add_argument(
         "--idle-timeout", type=float, help="stop after this many seconds without a record"

@@ -121,11 +121,16 @@ def read_records(
     from_beginning: bool,
     max_records: int | None,
     idle_timeout_s: float | None,
+    last: int | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
     consumer_factory: Callable[[dict[str, Any]], Any] = Consumer,
 ) -> Iterator[Any]:
-    """The topic's records, every partition, outside any consumer group (nothing committed).
+    """The topic's records (every partition, or ``partition``), outside any consumer group
+    (nothing committed).
 
-    From the beginning: up to the end offsets as of the start, then stop. Otherwise: records
+    ``from_beginning``, ``last`` (the last N of each partition) or ``offset`` (of
+    ``partition``): up to the end offsets as of the start, then stop. Otherwise: records
     written from now on, until ``max_records`` or ``idle_timeout_s`` without a record.
     """
     consumer = consumer_factory(
@@ -143,21 +148,34 @@ def read_records(
         if meta is None or meta.error is not None or not meta.partitions:
             raise InspectError(f"topic {topic} does not exist on {bootstrap}")
         partitions = sorted(meta.partitions)
-        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        if partition is not None:
+            if partition not in meta.partitions:
+                raise InspectError(f"topic {topic} has no partition {partition}")
+            partitions = [partition]
+        bounded = from_beginning or last is not None or offset is not None
+        starts: dict[int, int] = {}
         pending = set(partitions)
-        if from_beginning:
-            # Partitions already empty at the start need no EOF to finish.
-            for p in partitions:
-                low, high = consumer.get_watermark_offsets(TP(topic, p), timeout=10)
-                if high <= low:
-                    pending.discard(p)
-        consumer.assign([TP(topic, p, start) for p in partitions])
+        for p in partitions:
+            if not bounded:
+                starts[p] = OFFSET_END
+                continue
+            low, high = consumer.get_watermark_offsets(TP(topic, p), timeout=10)
+            if offset is not None:
+                starts[p] = max(low, offset)
+            elif last is not None:
+                starts[p] = max(low, high - last)
+            else:
+                starts[p] = OFFSET_BEGINNING
+            start = low if starts[p] == OFFSET_BEGINNING else starts[p]
+            if start >= high:
+                pending.discard(p)  # nothing to read: no end-of-partition event will come
+        consumer.assign([TP(topic, p, starts[p]) for p in partitions])
         seen = 0
-        last = time.monotonic()
-        while (from_beginning and pending) or not from_beginning:
+        quiet_since = time.monotonic()
+        while pending or not bounded:
             if max_records is not None and seen >= max_records:
                 return
-            if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+            if idle_timeout_s is not None and time.monotonic() - quiet_since > idle_timeout_s:
                 return
             msg = consumer.poll(0.5)
             if msg is None:
@@ -168,7 +186,7 @@ def read_records(
                     pending.discard(msg.partition())
                     continue
                 raise InspectError(f"reading {topic}: {err.name()}")
-            last = time.monotonic()
+            quiet_since = time.monotonic()
             seen += 1
             yield msg
     finally:
@@ -211,6 +229,9 @@ def inspect_topic(
     from_beginning: bool = False,
     max_records: int | None = None,
     idle_timeout_s: float | None = None,
+    last: int | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
     reveal: bool = False,
     actor: str,
     purpose: str,
@@ -228,6 +249,9 @@ def inspect_topic(
             "revealed": reveal,
             "from_beginning": from_beginning,
             "max": max_records,
+            **({"last": last} if last is not None else {}),
+            **({"partition": partition} if partition is not None else {}),
+            **({"offset": offset} if offset is not None else {}),
         },
     )
     masker = Masker(reveal=reveal)
@@ -238,6 +262,9 @@ def inspect_topic(
         from_beginning=from_beginning,
         max_records=max_records,
         idle_timeout_s=idle_timeout_s,
+        last=last,
+        partition=partition,
+        offset=offset,
     ):
         out.write(json.dumps(render(codec, masker, msg), ensure_ascii=False) + "\n")
         out.flush()

@@ -175,7 +175,9 @@ def test_api_roles_tokens_routing_and_audit(
         ask("forged", f"/v1/me/counters/{month}", forged, 401, unauth)
         expired = sc.token("ANNA", ttl_s=10, now=time.time() - 3600)
         ask("expired", f"/v1/me/counters/{month}", expired, 401, unauth)
-        ask("bad month", "/v1/me/counters/2026-13", anna, 400, None)
+        # A bad request is audited too (it reached the API), as rejected.
+        ask("bad month", "/v1/me/counters/2026-13", anna, 400,
+            ("C-ANNA", "read_counters", None, "rejected"))  # fmt: skip
 
         # --- staff ------------------------------------------------------------------------
         spath = "/v1/staff/customers/C-BERT/extract"
@@ -197,7 +199,7 @@ def test_api_roles_tokens_routing_and_audit(
             {"gtin": sc.GTIN_MILK, "from": "2020-01-01", "to": "2021-12-31"},
         )  # fmt: skip
         assert status == 403
-        expected_audit[("C-ANNA", "recall", None, "denied")] += 1
+        expected_audit[("C-ANNA", "recall_requested", None, "denied")] += 1
         today = load_rules().local_date(now)
         status, body = sc.call(
             workers[1].web_port, "/v1/staff/recalls", staff, "POST",

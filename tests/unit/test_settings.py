@@ -206,3 +206,25 @@ def test_bad_settings_end_the_cli_with_exit_2_and_one_line(
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
         assert "tooshort" not in done.stderr and done.stdout == ""
+
+
+def test_every_variable_the_repository_sets_is_known() -> None:
+    """A PURCHASE_STREAM_* name in the code, docs, compose or tests that is neither a setting
+    nor a listed harness variable would stop every command at start (it is refused)."""
+    import re
+
+    from stream.settings import ENV_PREFIX, NON_SETTING_VARIABLES, Settings
+
+    known = {ENV_PREFIX + n.upper() for n in Settings.model_fields} | NON_SETTING_VARIABLES
+    found: dict[str, str] = {}
+    files = [
+        p
+        for pattern in ("stream/*.py", "benchmarks/*.py", "tests/**/*.py", "config/*", "*.yml")
+        for p in ROOT.glob(pattern)
+        if p.is_file() and p.name != "test_settings.py"
+    ]
+    for path in [*files, ROOT / "README.md", ROOT / "Makefile", ROOT / "docs" / "runbook.md"]:
+        for name in re.findall(r"PURCHASE_STREAM_[A-Z0-9_]*[A-Z0-9]", path.read_text()):
+            found.setdefault(name, str(path.relative_to(ROOT)))
+    typo_example = "PURCHASE_STREAM_BROKR"  # the README's example of a refused typo
+    assert {n: w for n, w in found.items() if n not in known and n != typo_example} == {}

@@ -305,8 +305,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from stream.codec import Codec
-    from stream.inspect import InspectError, inspect_topic
     from stream.schema_registry import check_access, registry_from_settings
+    from stream.topic_view import InspectError, inspect_topic
 
     if args.reveal and not args.purpose:
         print("error: --reveal needs --purpose (recorded in the audit trail)", file=sys.stderr)

@@ -23,9 +23,9 @@ from confluent_kafka import Producer
 
 from stream import schemas
 from stream.codec import Codec
-from stream.inspect import inspect_topic, is_personal, read_records
 from stream.pos import producer_config
 from stream.schema_registry import ConfluentRegistryClient, EmbeddedRegistryServer
+from stream.topic_view import inspect_topic, is_personal, read_records
 from stream.topics import TOPICS
 from tests.tls_certs import make_certs
 

@@ -127,7 +127,7 @@ def test_every_client_constructor_gets_the_security(
     import confluent_kafka
     import confluent_kafka.admin
 
-    from stream import admin, broker, catalog_feed, inspect, live, output, pos, restore, worker
+    from stream import admin, broker, catalog_feed, live, output, pos, restore, topic_view, worker
     from stream.api import recall_request
     from stream.codec import Codec
     from stream.schema_registry import registry_from_url
@@ -158,11 +158,11 @@ def test_every_client_constructor_gets_the_security(
     request = recall_request("6400000000001", "2026-01-01", "2026-01-02", "test", "staff:1")
     pos.send_recall_request(settings, request)
     broker._metadata_ok(bootstrap, 1.0)
-    inspect.audit_inspect(bootstrap, codec, "op", "test", {}, producer_factory=rec("inspect"))
+    topic_view.audit_inspect(bootstrap, codec, "op", "test", {}, producer_factory=rec("inspect"))
     consumer = rec("inspect.read")
-    with pytest.raises(inspect.InspectError):  # the mock has no such topic
+    with pytest.raises(topic_view.InspectError):  # the mock has no such topic
         list(
-            inspect.read_records(
+            topic_view.read_records(
                 bootstrap,
                 "customer.cards",
                 from_beginning=True,

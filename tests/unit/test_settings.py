@@ -20,6 +20,16 @@ REG_PASSWORD = "reg-pa55word-that-must-not-print"
 SASL_PASSWORD = "sasl-pa55word-that-must-not-print"
 
 
+@pytest.fixture(autouse=True)
+def plaintext_afterwards():
+    # `cli.main` configures this process's Kafka security (stream/kafka_config.py): the
+    # SASL_SSL settings of these tests must not reach the clients of later tests.
+    yield
+    from stream import kafka_config
+
+    kafka_config.configure(load_settings(env={}))
+
+
 def toml(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "settings.toml"
     path.write_text(text)

@@ -33,7 +33,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from stream.kafka_config import client_config
-from stream.topics import TOPICS, TopicSpec
+from stream.topics import LOCAL_KEEP_WHOLE, LOCAL_SEGMENT_MS, TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,19 @@ def topic_config(spec: TopicSpec, replication_factor: int = 1) -> dict[str, str]
     return config
 
 
+def local_topic_config(name: str, config: Mapping[str, str], retention_ms: int) -> dict[str, str]:
+    """``config`` of topic ``name`` on the local embedded broker: bounded (stream/topics.py)."""
+    if name in LOCAL_KEEP_WHOLE:
+        return dict(config)
+    out = dict(config)
+    if out.get("cleanup.policy") == "compact":
+        out["cleanup.policy"] = "compact,delete"
+    current = int(out.get("retention.ms", retention_ms))
+    out["retention.ms"] = str(retention_ms if current < 0 else min(current, retention_ms))
+    out["segment.ms"] = str(min(LOCAL_SEGMENT_MS, retention_ms))
+    return out
+
+
 def _essential(config: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in config.items() if k in ("cleanup.policy", "retention.ms")}
 
@@ -256,8 +269,12 @@ def create_topics(
     replication_factor: int,
     names: Iterable[str] | None = None,
     timeout: float = 30,
+    local_retention_ms: int | None = None,
 ) -> dict[str, str]:
     """Create the registry's topics (all, or ``names``); idempotent.
+
+    ``local_retention_ms``: the embedded broker's bounded profile (:func:`local_topic_config`);
+    None = the registry's own settings (production, tests).
 
     Returns ``{topic: "created" | "exists"}``. Raises :class:`TopicMismatchError` if an
     existing topic has another partition count (co-partitioned joins would silently read the
@@ -279,6 +296,8 @@ def create_topics(
     existing = _topic_partitions(admin, timeout)
 
     configs = {s.name: topic_config(s, replication_factor) for s in specs}
+    if local_retention_ms is not None:
+        configs = {n: local_topic_config(n, c, local_retention_ms) for n, c in configs.items()}
     to_create = [s.name for s in specs if s.name not in existing]
     result = {s.name: "exists" for s in specs if s.name in existing}
 
@@ -322,7 +341,9 @@ def create_topics(
     problems += [
         f"{s.name} has cleanup.policy={policies[s.name]}, the registry wants {s.cleanup_policy}"
         for s in specs
-        if s.name in policies and set(policies[s.name].split(",")) != {s.cleanup_policy}
+        if s.name in policies
+        and set(policies[s.name].split(","))
+        not in ({s.cleanup_policy}, set(configs[s.name]["cleanup.policy"].split(",")))
     ]
     if problems:
         raise TopicMismatchError(
@@ -547,3 +568,113 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Record]:
         consumer.close()
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
+
+
+class PartitionOffsets(NamedTuple):
+    """Where a consumer group stands on one topic partition (offsets only, no data)."""
+
+    committed: int | None  # None = the group has committed nothing here
+    low: int
+    high: int
+
+    @property
+    def lag(self) -> int:
+        """Records the group has not committed (from the log start when it has committed none)."""
+        position = self.low if self.committed is None else max(self.committed, self.low)
+        return max(self.high - position, 0)
+
+
+class GroupOffsets:
+    """A consumer group's committed offsets and the watermarks of the partitions it reads.
+
+    One long-lived AdminClient for a periodic reader (the worker's liveness check): two
+    requests per call whatever the number of partitions (OffsetFetch for the group, one
+    ListOffsets for the earliest and one for the latest offsets). It asks the broker, not the
+    worker's consumer, so it answers while the worker holds no partition or its group is
+    rebalancing -- exactly when the consumer has nothing to say. Blocking: call it from a
+    thread in async code.
+    """
+
+    def __init__(self, bootstrap: str, group: str, topics: Iterable[str], partitions: int) -> None:
+        self.group = group
+        self.tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        self._admin = _admin(bootstrap)
+
+    def read(self, timeout: float = 5.0) -> dict[tuple[str, int], PartitionOffsets]:
+        from confluent_kafka import IsolationLevel
+        from confluent_kafka.admin import OffsetSpec
+
+        request = ConsumerGroupTopicPartitions(self.group, list(self.tps))
+        try:
+            committed_f = self._admin.list_consumer_group_offsets(
+                [request], request_timeout=timeout
+            )[self.group]
+            ends = {
+                spec: self._admin.list_offsets(
+                    {tp: getattr(OffsetSpec, spec)() for tp in self.tps},
+                    isolation_level=IsolationLevel.READ_UNCOMMITTED,
+                    request_timeout=timeout,
+                )
+                for spec in ("earliest", "latest")
+            }
+            answer = committed_f.result(timeout=timeout + 5)
+            low = {
+                (tp.topic, tp.partition): f.result(timeout=timeout + 5).offset
+                for tp, f in ends["earliest"].items()
+            }
+            high = {
+                (tp.topic, tp.partition): f.result(timeout=timeout + 5).offset
+                for tp, f in ends["latest"].items()
+            }
+        except (KafkaException, TimeoutError) as exc:
+            raise AdminError(f"cannot read the offsets of group {self.group!r}: {exc}") from exc
+        committed: dict[tuple[str, int], int | None] = {
+            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+            for tp in answer.topic_partitions or []
+        }
+        return {
+            key: PartitionOffsets(committed.get(key), int(low[key]), int(high[key]))
+            for key in low
+            if key in high
+        }
+
+
+def create_local_changelogs(
+    bootstrap: str, app_id: str, table_names: Iterable[str], partitions: int, retention_ms: int
+) -> None:
+    """Create the worker's table changelogs on the local broker with the bounded profile.
+
+    Faust would create them (compacted, unbounded) when the worker starts; created first,
+    they keep :func:`local_topic_config`'s settings (Faust leaves existing topics alone).
+    Names as Faust gives them: ``<app_id>-<table>-changelog``.
+    """
+    base = {"cleanup.policy": "compact", **COMPACT_TUNING}
+    new = [
+        NewTopic(
+            f"{app_id}-{table}-changelog",
+            num_partitions=partitions,
+            replication_factor=1,
+            config=local_topic_config("changelog", base, retention_ms),
+        )
+        for table in table_names
+    ]
+    failed = {n: e for n, e in _create(_admin(bootstrap), new, 30).items() if e is not None}
+    if failed:
+        detail = "; ".join(f"{n}: {e.str()}" for n, e in sorted(failed.items()))
+        raise AdminError(f"could not create changelog topics on {bootstrap}: {detail}")
+
+
+def create_local_topics(bootstrap: str, settings: Any) -> dict[str, str]:
+    """Every topic on the local embedded broker: the registry's and the worker's changelogs,
+    bounded by ``settings.local_retention_s`` (0 = the registry's production settings)."""
+    from stream.worker import table_name
+    from topologies.pipeline import STAGES
+
+    retention_ms = int(settings.local_retention_s * 1000) or None
+    created = create_topics(bootstrap, settings.partitions, 1, local_retention_ms=retention_ms)
+    if retention_ms is not None:
+        tables = [table_name(s) for s in STAGES if not s.is_global]
+        create_local_changelogs(
+            bootstrap, settings.app_id, tables, settings.partitions, retention_ms
+        )
+    return created

@@ -1,5 +1,5 @@
-"""``purchase-stream`` command line: worker, broker, topics, pos, demo, replay, extract,
-config, inspect."""
+"""``purchase-stream`` command line: worker, broker, topics, pos, demo, replay, produce, dump,
+extract, bonus, recall, token, config, inspect."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     """Embedded broker + schema registry in the foreground, topics created; Ctrl-C stops."""
-    from stream.admin import create_topics
+    from stream.admin import create_local_topics
     from stream.broker import EmbeddedBroker
     from stream.schema_registry import EmbeddedRegistryServer
 
@@ -71,7 +71,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     registry = EmbeddedRegistryServer("127.0.0.1", reg_port, data_dir / "schemas.json")
     registry.start()
     try:
-        created = create_topics(broker.bootstrap, settings.partitions, 1)
+        created = create_local_topics(broker.bootstrap, settings)
         print(f"broker   {broker.bootstrap}  (noida-db, data in {data_dir / 'broker'})")
         print(f"registry {registry.url}")
         print(
@@ -191,6 +191,53 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary.as_dict(), indent=2))
     return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from stream.codec import Codec
+    from stream.pos import BrokerUnavailableError, ProducerFatalError
+    from stream.replay_io import produce_file
+    from stream.schema_registry import registry_from_settings
+
+    if not Path(args.events).is_file():
+        print(f"error: no such events file: {args.events}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    codec = Codec(registry_from_settings(settings))
+    try:
+        stats = produce_file(
+            args.events, bootstrap=settings.broker, codec=codec, progress=sys.stderr
+        )
+    except BrokerUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ProducerFatalError as exc:
+        # What was sent before it stays on the broker; a second run re-sends the whole file,
+        # which every stage takes as redeliveries.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(stats, indent=2))
+    failed = stats["bad_lines"] or stats["delivery_errors"] or stats["undelivered"]
+    return 1 if failed else 0
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    from stream.codec import Codec
+    from stream.replay import INPUT_TOPICS
+    from stream.replay_io import dump
+    from stream.schema_registry import registry_from_settings
+
+    settings = _settings(args)
+    codec = Codec(registry_from_settings(settings))
+    topics = args.topic or list(INPUT_TOPICS)
+    if args.out and args.out != "-":
+        with open(args.out, "wb") as out:
+            stats = dump(settings.broker, codec, out, topics, progress=sys.stderr)
+    else:
+        stats = dump(settings.broker, codec, sys.stdout.buffer, topics, progress=sys.stderr)
+        sys.stdout.buffer.flush()
+    print(json.dumps(stats), file=sys.stderr)
+    return 1 if stats["skipped"] else 0
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -410,6 +457,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--now", type=_iso_to_ms, help="move the processing clock here at the end")
     r.add_argument("--out", help="also write every output record (decoded) to this JSONL file")
     r.set_defaults(func=cmd_replay)
+
+    pr = sub.add_parser(
+        "produce", help="send a replay file's records to their topics (backfill; idempotent)"
+    )
+    infra(pr)
+    pr.add_argument("events", help="JSONL file: {topic, key, value | value_b64, timestamp}")
+    pr.set_defaults(func=cmd_produce)
+
+    du = sub.add_parser("dump", help="write what the input topics hold as a replay file")
+    infra(du)
+    du.add_argument("--out", help="replay file to write (default: stdout)")
+    du.add_argument(
+        "--topic",
+        action="append",
+        choices=("product.catalog", "customer.cards", "customer.consents", "pos.receipts"),
+        help="only this input topic (repeatable; default: all four)",
+    )
+    du.set_defaults(func=cmd_dump)
 
     bo = sub.add_parser("bonus", help="a household's Bonus for a month, from replay state (JSON)")
     bo.add_argument("--state-dir", required=True)

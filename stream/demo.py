@@ -73,7 +73,7 @@ def run_demo(
     keep: bool = False,
 ) -> int:
     from stream import auth
-    from stream.admin import create_topics, group_lag
+    from stream.admin import create_local_topics, group_lag
     from stream.broker import EmbeddedBroker, free_port
     from stream.codec import Codec
     from stream.pos import produce
@@ -101,7 +101,8 @@ def run_demo(
         say(f"broker   noida-db on {broker.bootstrap}")
         registry.start()
         say(f"registry {registry.url}")
-        create_topics(broker.bootstrap, settings.partitions, 1)
+        # Bounded local retention (stream/topics.py): an hour of demo stays small.
+        create_local_topics(broker.bootstrap, settings)
         say(f"topics   created ({settings.partitions} partitions each)")
         web_port = free_port()
         env = {

@@ -226,6 +226,22 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.group_lag = Gauge(
+            "purchase_stream_group_lag_records",
+            "Records the worker's consumer group has not committed (end offset minus the "
+            "group's committed offset), per input topic partition, whether or not this "
+            "worker holds it (every worker reports every partition: aggregate with max)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "purchase_stream_stalled",
+            "1 while this worker is stalled for longer than stall_after_s (stream/liveness.py): "
+            "no_assignment = holds no partition while its group has lag and commits nothing; "
+            "not_advancing = a partition it holds has lag and commits nothing",
+            ["reason"],
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "purchase_stream_assigned_partitions",
             "Input partitions assigned to this worker, per topic",

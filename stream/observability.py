@@ -6,6 +6,8 @@ Faust timer on every worker) into the gauges of :class:`stream.metrics.Metrics`.
 - Consumer lag per input topic partition this worker owns: end offset (one ListOffsets
   request for all of them, awaited, through Faust's consumer thread) minus the offset this
   worker last committed (the broker's log start when the group has committed nothing yet).
+  The group's lag on every partition, held or not, and the stall verdict behind /healthz
+  come from stream/liveness.py, which also runs before the first assignment.
 - Keys per stage table (RocksDB's ``estimate-num-keys``: no scan) and RocksDB bytes on disk
   (a directory walk in a thread).
 - Parked receipts and the oldest one's age: a prefix scan of the ``park|`` keys of the

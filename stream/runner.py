@@ -30,6 +30,7 @@ from topologies.state import StagedState, State
 log = logging.getLogger(__name__)
 
 DLQ_TOPIC = "deadletters"
+MAX_ERROR_CHARS = 500
 # Inputs whose records carry a purchase time (their own or their receipt's).
 RECEIPT_TOPICS = frozenset({"pos.receipts", "receipts.identified", "receipts.totals"})
 
@@ -202,7 +203,9 @@ class Runner:
             "partition": o.partition if o else rec.partition,
             "offset": o.offset if o else rec.offset,
             "reason": reject.code,
-            "error": reject.detail,
+            # Bounded: a detail may quote the input (a 400 KB product code), and the dead
+            # letter must keep room for the input's own bytes.
+            "error": reject.detail[:MAX_ERROR_CHARS],
             "key": o.raw_key if o else rec.key,
             "value": o.raw_value if o else rec.value,
             "failed_at": rec.timestamp,

@@ -86,14 +86,28 @@ class Settings(BaseSettings):
     canonical_url: str = ""
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
     broker_session_timeout_s: float = 10.0
+    # Static consumer-group membership (stream/membership.py): a worker restarted after a
+    # crash takes over its dead member. Off only for brokers whose static membership is
+    # broken (tansu 0.6: a second static member never gets an assignment).
+    static_membership: bool = True
+    # This worker's group.instance.id: stable across its restarts, unique in the group.
+    # "" = derived from the host name and state_dir.
+    group_instance_id: str = ""
     stream_buffer_maxsize: int = 4096
     # Faust producer batch size in bytes; 1 only for brokers with batch defects (tansu).
     producer_max_batch_size: int = 16384
     embedded_data_dir: str = ".noida"
+    # What the embedded broker of `demo` / `broker` keeps of most topics, seconds (stream/
+    # topics.py, local retention); 0 = the registry's production settings.
+    local_retention_s: float = 600.0
     log_level: str = "info"
     # HS256 key (>= 32 bytes) that verifies the API's bearer JWTs (stream/auth.py). Empty =
     # the /v1 data endpoints answer 503: they serve personal data.
     api_jwt_secret: SecretStr = SecretStr("")
+    # A worker that holds no partition while its group has lag and commits nothing, or
+    # whose partitions have lag and commit nothing, for this long is stalled: /healthz 503,
+    # purchase_stream_stalled, alert PurchaseStreamWorkerStalled (stream/liveness.py).
+    stall_after_s: float = 120.0
     # How often the worker runs each stage's time-driven work (retention purge, parking
     # expiry, Bonus month close) on the partitions it owns.
     tick_interval_s: float = 60.0

@@ -129,6 +129,27 @@ _SPECS = [
 
 TOPICS: dict[str, TopicSpec] = {s.name: s for s in _SPECS}
 
+# --- Local retention (the embedded broker of `purchase-stream demo` / `broker` only) ------
+# noida-db keeps every record in one JSON snapshot (a byte as a JSON number: ~3.5x the
+# record size) that it rewrites after changes: a demo at 50 receipts/s grew it by ~75 MB a
+# minute (302 MB after 4 minutes, measured), 2.4 GB after a long `pos --rate 200`, with
+# restarts of 20 s and stops that outlasted any fixed timeout. The local broker therefore
+# keeps only the last ``settings.local_retention_s`` of most topics: time retention on
+# delete topics, "compact,delete" on the compacted outputs and the worker's changelogs
+# (their keys are mostly per receipt, so compaction alone does not bound them). noida-db
+# deletes only closed segments and never rolls a segment by itself before ``segment.ms``
+# (measured: retention.ms alone deleted nothing), hence the short segments.
+#
+# Kept whole: the registers the worker reads from the start (cards, consents, catalogue:
+# bounded by their key count, compacted) and what is kept for ever (statements, audit log:
+# small). The price, local only: a worker more than the retention behind loses records,
+# and a table restored from a changelog gets only its last retention's writes. Production
+# topics (docker-compose, real Kafka) keep the registry's settings above.
+LOCAL_SEGMENT_MS = 60 * 1000
+LOCAL_KEEP_WHOLE = frozenset(
+    {"customer.cards", "customer.consents", "product.catalog", "bonus.statements", "audit.log"}
+)
+
 # Topics read together by one stage must have the same partition count (co-partitioning):
 # pos.receipts + customer.cards (key: card number) and receipts.identified +
 # customer.consents (key: customer id). The simplest safe rule: every topic this

@@ -39,6 +39,8 @@ from stream.catalog_feed import CatalogFeed
 from stream.codec import Codec, DecodeError
 from stream.kafka_config import configure as configure_kafka
 from stream.live import LiveFeed
+from stream.liveness import LivenessMonitor
+from stream.membership import group_instance_id, static_member_leaves_on_stop
 from stream.metrics import Metrics, add_process_metrics
 from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
 from stream.output import Output, attach
@@ -54,7 +56,7 @@ from stream.settings import Settings
 from stream.state import TableState
 from stream.topics import TOPICS
 from topologies import household_bonus, personal_routing
-from topologies.pipeline import STAGES, Stage
+from topologies.pipeline import GROUP_INPUTS, STAGES, Stage
 from topologies.rules import Rules
 
 log = logging.getLogger(__name__)
@@ -216,6 +218,7 @@ def create_app(
 ) -> faust.App:
     strict_producer_flush()
     idle_fetch_wait()
+    static_member_leaves_on_stop()
     # TLS/SASL for this process's Kafka clients: Faust's below, confluent-kafka's everywhere.
     kafka_security = configure_kafka(settings)
     app = faust.App(
@@ -232,6 +235,9 @@ def create_app(
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.broker_session_timeout_s,
+        # Static membership: a worker restarted after kill -9 replaces its dead member
+        # (noida-db never evicts it); a clean stop still leaves (stream/membership.py).
+        consumer_group_instance_id=group_instance_id(settings),
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
         producer_max_batch_size=settings.producer_max_batch_size,
         web_enabled=True,
@@ -323,6 +329,18 @@ def create_app(
     collector = WorkerCollector(app, metrics, tables, settings.partitions)
     app.timer(interval=COLLECT_INTERVAL_S, name="purchase_stream.metrics")(collector.collect)
 
+    # Is the group progressing? Read from the broker, also while this worker holds nothing.
+    liveness = LivenessMonitor(
+        app,
+        metrics,
+        settings.broker,
+        settings.app_id,
+        GROUP_INPUTS,
+        settings.partitions,
+        settings.stall_after_s,
+    )
+    _run_from_start(app, lambda: liveness.run(COLLECT_INTERVAL_S))
+
     live = LiveFeed(settings.broker, codec, settings.partitions)
     Api(
         app,
@@ -396,7 +414,12 @@ def create_app(
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "time_ms": int(time.time() * 1000)})
+        now_ms = int(time.time() * 1000)
+        health = liveness.health
+        if health.ok:
+            return web.json({"status": "ok", "time_ms": now_ms})
+        body = {"status": "stalled", "stalled": health.stalled, "reason": health.reason}
+        return web.json({**body, "time_ms": now_ms}, status=503)
 
     app.purchase_stream = {  # type: ignore[attr-defined]
         "metrics": metrics,
@@ -405,8 +428,25 @@ def create_app(
         "catalog_feed": feed,
         "runner": runner,
         "output": output,
+        "liveness": liveness,
     }
     return app
+
+
+def _run_from_start(app: faust.App, coroutine: Any) -> None:
+    """Run ``coroutine()`` as soon as the app starts, not after its tables have recovered.
+
+    Faust starts ``app.task``/``app.timer`` only after the first assignment's recovery; the
+    liveness check must run before that (a worker that never gets a partition is what it
+    is there to see). The task belongs to the app: cancelled when the app stops.
+    """
+    on_start = app.on_start
+
+    async def start_then_run() -> None:
+        await on_start()
+        app.add_future(coroutine())
+
+    app.on_start = start_then_run  # type: ignore[method-assign]
 
 
 def _lean_monitor(monitor: Any) -> Any:

@@ -12,6 +12,12 @@ from topologies.records import Reject
 from topologies.rules import Rules
 
 UNITS = frozenset({"PCS", "KG"})
+# Beyond any till: 2100-01-01 UTC (a broker clock that far ahead is itself broken), and
+# 100 million euros or a million units on one line -- sums of such values could overflow
+# the 64-bit integers of the outputs.
+LATEST_PURCHASE_MS = 4_102_444_800_000
+MAX_LINE_CENTS = 10_000_000_000
+MAX_QUANTITY_MILLI = 1_000_000_000
 PAYMENT_METHODS = frozenset({"S_ETUKORTTI_PAYMENT", "OTHER_CARD", "CASH", "MOBILE", "GIFT_CARD"})
 
 
@@ -26,6 +32,8 @@ def check_receipt(
             "too_many_lines", f"{len(lines)} line items > limit {rules.max_lines_per_receipt}"
         )
     purchased_at = receipt["purchased_at"]
+    if purchased_at >= LATEST_PURCHASE_MS:
+        return Reject("implausible_time", "purchased_at is after 2100-01-01")
     if purchased_at < now_ms - rules.max_lateness_ms:
         return Reject(
             "implausible_time",
@@ -46,6 +54,10 @@ def check_receipt(
         if "|" in (receipt.get(field) or ""):
             # "|" separates state-key segments (topologies/state.py).
             return Reject("bad_identifier", f"{field} must not contain '|'")
+    if abs(receipt["total_cents"]) > MAX_LINE_CENTS * max(1, len(lines)) or abs(
+        receipt["bonus_eligible_cents"]
+    ) > MAX_LINE_CENTS * max(1, len(lines)):
+        return Reject("implausible_amount", "receipt amount beyond any till")
     if receipt["payment_method"] not in PAYMENT_METHODS:
         return Reject("bad_payment_method", f"payment_method {receipt['payment_method']!r}")
     total = receipt["total_cents"]
@@ -73,6 +85,8 @@ def check_receipt(
         if not line["gtin"]:
             return Reject("missing_gtin", f"line {line['line_no']}: empty gtin")
         quantity, amount = line["quantity_milli"], line["amount_cents"]
+        if abs(amount) > MAX_LINE_CENTS or abs(quantity) > MAX_QUANTITY_MILLI:
+            return Reject("implausible_amount", f"line {line['line_no']}: beyond any till")
         if quantity < 0 < amount or amount < 0 < quantity:
             # A sale is positive in both, a returned line negative in both; mixed signs
             # would let a till turn a return into Bonus (or hide a sale from it).

@@ -5,6 +5,11 @@ without leaving (SIGKILL): the group stays stuck on the dead member. tansu does 
 the tests that kill workers run here. tansu's known defects (shared/INFRA.md) are worked
 around by the worker settings the tests pass: producer_max_batch_size=1 (its high watermark
 is wrong for multi-record batches) and a short session timeout (slow first assignment).
+Tests on tansu also set static_membership=false: its static membership is broken (measured:
+a static member of a two-worker group, restarted after kill -9, rejoined at generation 0
+every 13 s and never got an assignment), and it evicts dead dynamic members by itself. On
+noida-db the workers' static membership is what lets a crashed worker come back
+(stream/membership.py, tests/integration/test_group_recovery.py).
 """
 
 from __future__ import annotations

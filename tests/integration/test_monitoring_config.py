@@ -37,6 +37,17 @@ def test_promtool_check_rules() -> None:
     assert "SUCCESS" in out.stdout
 
 
+def test_promtool_unit_tests_of_the_alert_rules(tmp_path: Path) -> None:
+    """tests/integration/promtool/alerts_test.yml: when the stall and lag alerts fire."""
+    promtool = require_binary("promtool", "prometheus")
+    source = Path(__file__).parent / "promtool" / "alerts_test.yml"
+    path = tmp_path / source.name
+    path.write_text(source.read_text().replace("  - RULES\n", f"  - {ALERT_RULES}\n"))
+    out = _run([promtool, "test", "rules", str(path)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
 def test_promtool_check_config(tmp_path: Path) -> None:
     promtool = require_binary("promtool", "prometheus")
     config = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.yml").read_text())

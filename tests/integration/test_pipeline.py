@@ -138,6 +138,7 @@ def test_worker_on_broker_matches_replay(
         {
             ("read_household_bonus", "ok"): len(served),
             ("read_household_bonus", "unauthenticated"): 2,
+            ("read_household_bonus", "rejected"): 1,  # the bad month: audited too
         }
     )
     on_broker = [r for r in on_broker if r not in api_audit]

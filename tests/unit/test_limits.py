@@ -269,3 +269,34 @@ def test_records_out_counts_the_dead_letters_of_undecodable_records() -> None:
         "purchase_stream_records_out_total", {"topic": DLQ_TOPIC}
     )
     assert value == 3
+
+
+def test_a_purchase_after_2100_is_implausible_even_with_a_broken_broker_clock() -> None:
+    far = 253_370_764_800_000  # 9999-01-01: the broker stamped it then too
+    driver, out = drive(receipt("R-FAR", purchased_at=far), now=far)
+    assert dead_letters(driver, out) == ["implausible_time"]
+
+
+def test_amounts_beyond_any_till_are_dead_lettered_at_the_door() -> None:
+    # Sums of such lines overflowed the outputs' 64-bit integers behind the door.
+    big = [line(1, GTIN_MILK, 2**61), line(2, GTIN_MILK, 2**61)]
+    heavy = [line(1, GTIN_MILK, 100, quantity_milli=2**62)]
+    driver, out = drive(
+        receipt("R-BIG", purchased_at=NOW, lines=big),
+        receipt("R-HEAVY", purchased_at=NOW, lines=heavy),
+    )
+    assert dead_letters(driver, out) == ["implausible_amount", "implausible_amount"]
+    nothing_counted(driver, out)
+
+
+def test_a_dead_letters_error_is_bounded_and_keeps_the_input_bytes() -> None:
+    # The detail of bad_unit quotes the unit: 300 KB of it must not crowd out the input.
+    codec = Codec(InMemoryRegistry())
+    runner = Runner(codec, RULES)
+    bad = receipt("R-G", purchased_at=NOW, lines=[line(1, GTIN_MILK, 1, unit="X" * 300_000)])
+    value = codec.encode("pos.receipts", bad)
+    rec = RawRecord("pos.receipts", 0, 1, NOW, b"CARD-0001", value)
+    [out] = runner.process(STAGE_BY_NAME["card_join"], MemoryState(), rec)
+    dl = codec.decode(DLQ_TOPIC, out.value)
+    assert dl["reason"] == "bad_unit"
+    assert len(dl["error"]) <= 500 and dl["value"] == value

@@ -1,0 +1,90 @@
+"""The stall rule behind /healthz (stream/liveness.py StallDetector), on a made-up clock."""
+
+from __future__ import annotations
+
+from stream.admin import PartitionOffsets
+from stream.liveness import NO_ASSIGNMENT, NOT_ADVANCING, StallDetector
+
+A = ("pos.receipts", 0)
+B = ("pos.receipts", 1)
+
+
+def offs(**parts: tuple[int | None, int]) -> dict[tuple[str, int], PartitionOffsets]:
+    """p0=(committed, high) ... -> readings of pos.receipts partitions (log start 0)."""
+    return {("pos.receipts", int(k[1:])): PartitionOffsets(c, 0, h) for k, (c, h) in parts.items()}
+
+
+def test_partition_offsets_lag_counts_from_log_start_when_nothing_committed() -> None:
+    assert PartitionOffsets(None, 5, 12).lag == 7
+    assert PartitionOffsets(9, 5, 12).lag == 3
+    assert PartitionOffsets(3, 5, 12).lag == 7  # committed below a deleted log start
+    assert PartitionOffsets(12, 0, 12).lag == 0
+
+
+def test_no_partition_while_the_group_lags_and_commits_nothing_is_a_stall() -> None:
+    d = StallDetector(stall_after_s=60)
+    stuck = offs(p0=(10, 50), p1=(None, 40))
+    assert d.observe(0, stuck, set()).ok
+    assert d.observe(59, stuck, set()).ok
+    h = d.observe(61, stuck, set())
+    assert h.stalled == NO_ASSIGNMENT
+    assert "holds no input partition for 61 s" in h.reason and "80 records of lag" in h.reason
+    # Assigned again: healthy at once (the partitions just taken over start afresh).
+    assert d.observe(62, stuck, {A, B}).ok
+
+
+def test_no_partition_in_a_group_that_progresses_is_not_a_stall() -> None:
+    # More workers than partitions: this one idles while the others commit.
+    d = StallDetector(stall_after_s=60)
+    for t in range(0, 300, 5):
+        assert d.observe(t, offs(p0=(t, t + 20)), set()).ok
+
+
+def test_no_partition_and_no_lag_is_healthy() -> None:
+    d = StallDetector(stall_after_s=60)
+    for t in range(0, 300, 5):
+        assert d.observe(t, offs(p0=(40, 40), p1=(None, 0)), set()).ok
+
+
+def test_a_held_partition_with_lag_that_commits_nothing_is_a_stall() -> None:
+    d = StallDetector(stall_after_s=60)
+    assert d.observe(0, offs(p0=(10, 50), p1=(7, 7)), {A, B}).ok
+    # p1 without lag never counts; p0 keeps its offset while its lag grows.
+    assert d.observe(30, offs(p0=(10, 80), p1=(7, 7)), {A, B}).ok
+    h = d.observe(65, offs(p0=(10, 90), p1=(7, 7)), {A, B})
+    assert h.stalled == NOT_ADVANCING
+    assert h.reason == "pos.receipts[0] committed nothing for 65 s with 80 records of lag"
+    # It commits again: healthy, and the clock restarts from there.
+    assert d.observe(70, offs(p0=(11, 90), p1=(7, 7)), {A, B}).ok
+    assert d.observe(125, offs(p0=(11, 95), p1=(7, 7)), {A, B}).ok
+    assert d.observe(131, offs(p0=(11, 95), p1=(7, 7)), {A, B}).stalled == NOT_ADVANCING
+
+
+def test_a_busy_partition_that_commits_is_healthy_however_long_its_lag() -> None:
+    d = StallDetector(stall_after_s=60)
+    for t in range(0, 600, 5):
+        assert d.observe(t, offs(p0=(t * 10, t * 10 + 5000)), {A}).ok
+
+
+def test_a_partition_taken_over_starts_its_clock_when_it_arrives() -> None:
+    d = StallDetector(stall_after_s=60)
+    assert d.observe(0, offs(p0=(5, 9), p1=(3, 30)), {A}).ok
+    assert d.observe(50, offs(p0=(9, 9), p1=(3, 30)), {A}).ok
+    # p1 has been stuck for 100 s in another worker's hands; here it has been 10 s.
+    assert d.observe(100, offs(p0=(9, 9), p1=(3, 30)), {A, B}).ok
+    assert d.observe(110, offs(p0=(9, 9), p1=(3, 30)), {A, B}).ok
+    assert d.observe(161, offs(p0=(9, 9), p1=(3, 30)), {A, B}).stalled == NOT_ADVANCING
+
+
+def test_reasons_carry_topics_partitions_and_counts_only() -> None:
+    d = StallDetector(stall_after_s=1)
+    held = {("customer.cards", p) for p in range(4)} | {("pos.receipts", p) for p in range(4)}
+    readings = {tp: PartitionOffsets(1, 0, 5) for tp in held}
+    d.observe(0, readings, held)
+    h = d.observe(2, readings, held)
+    assert h.stalled == NOT_ADVANCING
+    assert h.reason == (
+        "customer.cards[0], customer.cards[1], customer.cards[2], customer.cards[3], "
+        "pos.receipts[0], pos.receipts[1] and 2 more committed nothing for 2 s "
+        "with 32 records of lag"
+    )

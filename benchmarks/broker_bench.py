@@ -40,6 +40,7 @@ from benchmarks.common import (
 from stream.admin import create_topics, group_lag
 from stream.broker import EmbeddedBroker
 from stream.codec import Codec
+from stream.kafka_config import client_config
 from stream.pos import producer_config
 from stream.replay import encode_event
 from stream.schema_registry import EmbeddedRegistryServer
@@ -329,13 +330,15 @@ def latency(
 
     def consume() -> None:
         c = Consumer(
-            {
-                "bootstrap.servers": env.bootstrap,
-                "group.id": f"bench-latency-{time.time_ns()}",
-                "auto.offset.reset": "latest",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
+            client_config(
+                env.bootstrap,
+                **{
+                    "group.id": f"bench-latency-{time.time_ns()}",
+                    "auto.offset.reset": "latest",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 10,
+                },
+            )
         )
         c.subscribe(["receipts.totals"], on_assign=lambda *_: ready.set())
         while not stop.is_set():

@@ -32,14 +32,18 @@ from stream.worker import (
 def main(argv: list[str]) -> None:
     bootstrap, group, web_port = argv[0], argv[1], int(argv[2])
     # The worker's event loop (settings.event_loop), also from PURCHASE_STREAM_EVENT_LOOP.
+    from stream.kafka_config import configure
     from stream.settings import load_settings
 
-    use_event_loop(load_settings().event_loop)
+    settings = load_settings()
+    use_event_loop(settings.event_loop)
+    security = configure(settings)  # the worker's TLS/SASL, for Faust's and Output's clients
     strict_producer_flush()
     idle_fetch_wait()
     app = faust.App(
         group,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=security.faust_credentials(),
         topic_partitions=4,
         topic_disable_leader=True,
         processing_guarantee="at_least_once",

@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks import broker_bench as bb
 from benchmarks.common import log, own_core
+from stream.kafka_config import client_config
 from stream.pos import producer_config
 
 PING_TOPIC = "bench.ping"
@@ -90,13 +91,15 @@ class Ping:
 
     def _consume(self) -> None:
         c = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"bench-ping-{time.time_ns()}",
-                "auto.offset.reset": "latest",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
+            client_config(
+                self.bootstrap,
+                **{
+                    "group.id": f"bench-ping-{time.time_ns()}",
+                    "auto.offset.reset": "latest",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 10,
+                },
+            )
         )
         c.subscribe([PING_TOPIC], on_assign=lambda *_: self.assigned.set())
         while not self.stop_event.is_set():
@@ -143,7 +146,7 @@ def trace(
     register, rcpts = bb._events(backlog + int(rate * seconds) + 1000, households, seed)
     env = bb.Env("trace")
     try:
-        admin = AdminClient({"bootstrap.servers": env.bootstrap})
+        admin = AdminClient(client_config(env.bootstrap))
         admin.create_topics([NewTopic(PING_TOPIC, 1, 1)])[PING_TOPIC].result()
         if backlog:
             bb.throughput(env, ["bench-trace"], register, rcpts[:backlog], "trace")

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
+from stream.kafka_config import client_config
 from stream.pos import producer_config
 from stream.topics import TOPICS
 from tests.integration.worker_harness import terminate
@@ -55,12 +56,14 @@ def quix_python() -> Path:
 def transport(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
     n = len(backlog)
     c = Consumer(
-        {
-            "bootstrap.servers": env.bootstrap,
-            "group.id": "bench-transport",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        client_config(
+            env.bootstrap,
+            **{
+                "group.id": "bench-transport",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            },
+        )
     )
     p = Producer(producer_config(env.bootstrap, **{"client.id": "bench-transport"}))
     c.subscribe(["pos.receipts"])
@@ -155,7 +158,7 @@ def _canonical(topic: str) -> str | None:
 
 def _topic_counts(bootstrap: str) -> Counter[str]:
     """Records per topic now on the broker (sum of the partitions' high watermarks)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-peer-counts"})
+    c = Consumer(client_config(bootstrap, **{"group.id": "bench-peer-counts"}))
     try:
         out: Counter[str] = Counter()
         for name, t in c.list_topics(timeout=10).topics.items():

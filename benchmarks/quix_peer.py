@@ -61,6 +61,7 @@ from quixstreams import Application, message_context
 
 from stream.admin import COMPACT_TUNING
 from stream.codec import Codec
+from stream.kafka_config import client_config
 from stream.runner import RawRecord, Runner
 from stream.schema_registry import HttpRegistryClient
 from stream.settings import load_rules, load_settings
@@ -101,7 +102,7 @@ class ChangelogState(RocksState):
 
 
 def create_changelogs(bootstrap: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     new = [
         NewTopic(
             changelog_topic(s),

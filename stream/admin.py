@@ -32,6 +32,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
+from stream.kafka_config import client_config
 from stream.topics import LOCAL_KEEP_WHOLE, LOCAL_SEGMENT_MS, TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,15 @@ def _servers(bootstrap: str) -> str:
 
 
 def _client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": _servers(bootstrap),
-        "log.connection.close": False,
-        # librdkafka logs connection failures to stderr unless it has a logger.
-        "logger": logging.getLogger("stream.admin.librdkafka"),
-        **extra,
-    }
+    return client_config(  # with the TLS/SASL settings (stream/kafka_config.py)
+        _servers(bootstrap),
+        **{
+            "log.connection.close": False,
+            # librdkafka logs connection failures to stderr unless it has a logger.
+            "logger": logging.getLogger("stream.admin.librdkafka"),
+            **extra,
+        },
+    )
 
 
 def _admin(bootstrap: str) -> AdminClient:

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import jwt
+from pydantic import SecretStr
 
 from topologies.access import CUSTOMER, STAFF, Viewer
 
@@ -36,8 +37,13 @@ class AuthError(Exception):
     """No token, or one that is forged, expired or malformed (HTTP 401)."""
 
 
-def check_secret(secret: str) -> None:
-    if len(secret.encode()) < MIN_SECRET_BYTES:
+def _key(secret: str | SecretStr) -> str:
+    """The raw key; settings hold it as a SecretStr (never printed) until it signs or verifies."""
+    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+
+
+def check_secret(secret: str | SecretStr) -> None:
+    if len(_key(secret).encode()) < MIN_SECRET_BYTES:
         raise ValueError(
             f"api_jwt_secret must be at least {MIN_SECRET_BYTES} bytes (HS256 key); "
             "set PURCHASE_STREAM_API_JWT_SECRET"
@@ -45,7 +51,7 @@ def check_secret(secret: str) -> None:
 
 
 def issue(
-    secret: str,
+    secret: str | SecretStr,
     subject: str,
     *,
     role: str = CUSTOMER,
@@ -64,15 +70,15 @@ def issue(
         "iat": t,
         "exp": t + ttl_s,
     }
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return jwt.encode(claims, _key(secret), algorithm=ALGORITHM)
 
 
-def verify(secret: str, token: str) -> Viewer:
+def verify(secret: str | SecretStr, token: str) -> Viewer:
     """The caller a token identifies; :class:`AuthError` for anything not valid."""
     try:
         claims = jwt.decode(
             token,
-            secret,
+            _key(secret),
             algorithms=[ALGORITHM],  # never "none", never a key-confused RS256
             audience=AUDIENCE,
             issuer=ISSUER,

@@ -117,12 +117,16 @@ def _metadata_ok(bootstrap: str, timeout: float) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
+    from stream.kafka_config import client_config
+
     admin = AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
-            "log.connection.close": False,
-        },
+        client_config(  # a secured cluster answers metadata only over TLS/SASL
+            bootstrap,
+            **{
+                "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
+                "log.connection.close": False,
+            },
+        ),
         logger=_quiet_logger(),
     )
     try:

@@ -1,5 +1,5 @@
 """``purchase-stream`` command line: worker, broker, topics, pos, demo, replay, produce, dump,
-extract, bonus, recall, token."""
+extract, bonus, recall, token, config, inspect."""
 
 from __future__ import annotations
 
@@ -27,13 +27,17 @@ def _iso_to_ms(text: str) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
+    from stream.kafka_config import configure
+
+    settings = load_settings(
         broker=getattr(args, "broker", None),
         schema_registry_url=getattr(args, "registry", None),
         state_dir=getattr(args, "worker_state_dir", None),
         web_port=getattr(args, "web_port", None),
         partitions=getattr(args, "partitions", None),
     )
+    configure(settings)  # TLS/SASL for every Kafka client this command makes
+    return settings
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -139,10 +143,12 @@ def cmd_pos(args: argparse.Namespace) -> int:
         return 0
     from stream.codec import Codec
     from stream.pos import produce
-    from stream.schema_registry import registry_from_url
+    from stream.schema_registry import check_access, registry_from_settings
 
     settings = _settings(args)
-    codec = Codec(registry_from_url(settings.schema_registry_url))
+    registry = registry_from_settings(settings)
+    check_access(registry)  # wrong credentials: exit 2 before connecting to Kafka
+    codec = Codec(registry)
     stats = produce(
         events,
         bootstrap=settings.broker,
@@ -191,13 +197,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from stream.codec import Codec
     from stream.pos import BrokerUnavailableError, ProducerFatalError
     from stream.replay_io import produce_file
-    from stream.schema_registry import registry_from_url
+    from stream.schema_registry import registry_from_settings
 
     if not Path(args.events).is_file():
         print(f"error: no such events file: {args.events}", file=sys.stderr)
         return 2
     settings = _settings(args)
-    codec = Codec(registry_from_url(settings.schema_registry_url))
+    codec = Codec(registry_from_settings(settings))
     try:
         stats = produce_file(
             args.events, bootstrap=settings.broker, codec=codec, progress=sys.stderr
@@ -219,10 +225,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from stream.codec import Codec
     from stream.replay import INPUT_TOPICS
     from stream.replay_io import dump
-    from stream.schema_registry import registry_from_url
+    from stream.schema_registry import registry_from_settings
 
     settings = _settings(args)
-    codec = Codec(registry_from_url(settings.schema_registry_url))
+    codec = Codec(registry_from_settings(settings))
     topics = args.topic or list(INPUT_TOPICS)
     if args.out and args.out != "-":
         with open(args.out, "wb") as out:
@@ -335,6 +341,48 @@ def cmd_bonus(args: argparse.Namespace) -> int:
         "ok",
         {"month": args.month},
     )
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The effective settings (file < environment < flags) as JSON, secrets masked."""
+    print(json.dumps(_settings(args).public_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from stream.codec import Codec
+    from stream.schema_registry import check_access, registry_from_settings
+    from stream.topic_view import InspectError, inspect_topic
+
+    if args.reveal and not args.purpose:
+        print("error: --reveal needs --purpose (recorded in the audit trail)", file=sys.stderr)
+        return 2
+    if args.offset is not None and args.partition is None:
+        print("error: --offset needs --partition", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    registry = registry_from_settings(settings)
+    check_access(registry)
+    try:
+        inspect_topic(
+            settings.broker,
+            Codec(registry),
+            args.topic,
+            sys.stdout,
+            from_beginning=args.from_beginning,
+            max_records=args.max,
+            idle_timeout_s=args.idle_timeout,
+            last=args.last,
+            partition=args.partition,
+            offset=args.offset,
+            reveal=args.reveal,
+            actor=args.requested_by,
+            purpose=args.purpose or "inspect_topic",
+        )
+    except InspectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -464,6 +512,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rc.add_argument("--requested-by", default=_operator(), help="recorded in the audit trail")
     rc.set_defaults(func=cmd_recall)
+
+    cf = sub.add_parser("config", help="print the effective settings as JSON (secrets masked)")
+    infra(cf)
+    cf.set_defaults(func=cmd_config)
+
+    ins = sub.add_parser(
+        "inspect",
+        help="a topic's records as JSON lines, personal ids masked (audited)",
+    )
+    infra(ins)
+    ins.add_argument("topic", help="a topic of stream/topics.py")
+    ins.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="read from the first record to the end as of now (default: new records only)",
+    )
+    ins.add_argument("--last", type=int, help="the last N records of each partition")
+    ins.add_argument("--partition", type=int, help="only this partition")
+    ins.add_argument("--offset", type=int, help="from this offset of --partition")
+    ins.add_argument("--max", type=int, help="stop after this many records")
+    ins.add_argument(
+        "--idle-timeout", type=float, help="stop after this many seconds without a record"
+    )
+    ins.add_argument(
+        "--reveal",
+        action="store_true",
+        help="print ids as they are (needs --purpose; audited)",
+    )
+    ins.add_argument("--requested-by", default=_operator(), help="recorded in the audit trail")
+    ins.add_argument("--purpose", help="why the records are read (required with --reveal)")
+    ins.set_defaults(func=cmd_inspect)
     return p
 
 
@@ -486,9 +565,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    from stream.schema_registry import RegistryAccessError
+
     try:
         return int(args.func(args))
-    except SettingsError as exc:
+    except (SettingsError, RegistryAccessError) as exc:
+        # Configuration, not an outage: one line naming what to fix (never a secret).
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

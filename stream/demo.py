@@ -114,7 +114,8 @@ def run_demo(
             "PURCHASE_STREAM_PARTITIONS": str(settings.partitions),
             "PURCHASE_STREAM_APP_ID": settings.app_id,
             # A key for this run only, so the demo can hand out a token for the page.
-            "PURCHASE_STREAM_API_JWT_SECRET": settings.api_jwt_secret or secrets.token_hex(32),
+            "PURCHASE_STREAM_API_JWT_SECRET": settings.api_jwt_secret.get_secret_value()
+            or secrets.token_hex(32),
         }
         log = open(root / "worker.log", "wb")  # noqa: SIM115 - lives as long as the worker
         worker = subprocess.Popen(

@@ -23,6 +23,8 @@ from typing import Any, Protocol, TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from stream.kafka_config import client_config
+
 RECEIPTS_TOPIC = "pos.receipts"
 # librdkafka's own log lines (connection refused, retries) go to logging, not raw to stderr
 _LIBRDKAFKA_LOG = logging.getLogger("stream.pos.librdkafka")
@@ -50,7 +52,6 @@ class ProducerFatalError(RuntimeError):
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     """The gateway's producer settings; ``overrides`` use librdkafka names."""
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
         "client.id": "pos-gateway",
         "enable.idempotence": True,
         "acks": "all",
@@ -63,7 +64,7 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
         "logger": _LIBRDKAFKA_LOG,
     }
     config.update(overrides)
-    return config
+    return client_config(bootstrap, **config)  # TLS/SASL settings (stream/kafka_config.py)
 
 
 class _TokenBucket:
@@ -313,9 +314,9 @@ def send_recall_request(settings: Any, request: dict[str, Any]) -> None:
     from confluent_kafka import Producer
 
     from stream.codec import Codec
-    from stream.schema_registry import registry_from_url
+    from stream.schema_registry import registry_from_settings
 
-    codec = Codec(registry_from_url(settings.schema_registry_url))
+    codec = Codec(registry_from_settings(settings))
     key = codec.encode_key(request["recall_id"])
     value = codec.encode("recall.requests", request)
     producer = Producer(producer_config(settings.broker, **{"client.id": "recall-cli"}))

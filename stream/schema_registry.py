@@ -5,13 +5,15 @@ schema by id -- captured by :class:`SchemaRegistry`. Implementations:
 
 - :class:`InMemoryRegistry`: ids in a dict; optionally persisted to a JSON file so ids survive a
   restart (``replay``) and can be shared by processes on one machine (``file://`` URLs).
-- :class:`HttpRegistryClient`: the Confluent Schema Registry REST API subset we use (also
-  Karapace); production and multi-process local runs.
-- :class:`EmbeddedRegistryServer`: a small threaded HTTP server speaking that same subset, backed
-  by an :class:`InMemoryRegistry` file. No Confluent-compatible registry is installable on the
-  development machines, and ``mock://`` registries live in one process only; this lets a POS
-  producer and several workers share ids through the real HTTP client (ours or
-  confluent-kafka's ``SchemaRegistryClient``).
+- :class:`ConfluentRegistryClient` (also known as ``HttpRegistryClient``): confluent-kafka's
+  ``SchemaRegistryClient`` (basic auth, TLS, retries, caches) behind our interface; production
+  (Confluent Schema Registry, Karapace) and multi-process local runs.
+- :class:`EmbeddedRegistryServer`: a small threaded HTTP server speaking the REST subset the
+  client uses, backed by an :class:`InMemoryRegistry` file; optionally with basic auth and TLS,
+  so the production client's authenticated TLS path is tested for real. No
+  Confluent-compatible registry is installable on the development machines, and ``mock://``
+  registries live in one process only; this lets a POS producer and several workers share ids
+  through the real HTTP client.
 
 Ids are global, as in Confluent's registry: the same schema gets the same id in every subject.
 "Same" means the same JSON after parsing (key order and whitespace do not matter).
@@ -24,16 +26,16 @@ uses), not ours; a refused version answers 409 as Confluent's does.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
-import http.client
+import hmac
 import json
 import os
 import re
+import ssl
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import fastavro
+from pydantic import SecretStr
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -101,6 +104,11 @@ def backward_compatible(reader_text: str, writer_text: str) -> tuple[bool, str]:
 
 class RegistryUnavailableError(RegistryError):
     """The registry could not be reached or answered nonsense; probably transient."""
+
+
+class RegistryAccessError(RegistryError):
+    """The registry refused the credentials, or its TLS certificate is not trusted: a
+    configuration error, not an outage (the worker and the CLI stop at start)."""
 
 
 class SchemaRegistry(Protocol):
@@ -298,100 +306,133 @@ class InMemoryRegistry:
             return RegisteredSchema(subject, ids.index(sid) + 1, sid, self._by_id[sid])
 
 
-class HttpRegistryClient:
-    """A client for the Confluent Schema Registry REST API subset; stdlib ``urllib`` only.
+class ConfluentRegistryClient:
+    """The production client: confluent-kafka's ``SchemaRegistryClient`` behind our interface.
 
-    Both directions are cached for the life of the client (ids are immutable in a registry),
-    so after warm-up neither encoding nor decoding makes a request.
+    Authentication (basic auth), TLS (a CA file), retries with backoff and the id/schema
+    caches are confluent-kafka's, maintained upstream with the Confluent registry; this class
+    only maps its errors onto ours, which the codec and the worker act on:
+
+    - 404 -> :class:`SchemaNotFoundError` (a record with an unknown id is dead-lettered);
+    - 5xx, 408, 429 or a network failure, after confluent's retries ->
+      :class:`RegistryUnavailableError` (transient: the worker waits, nothing is dead-lettered);
+    - 401/403, or a server certificate the CA file does not trust ->
+      :class:`RegistryAccessError` (configuration: the worker and the CLI stop at start);
+    - 422 invalid schema -> :class:`InvalidSchemaError`, 409 -> :class:`IncompatibleSchemaError`.
     """
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    # Few, short retries: after them the codec raises RegistryUnavailableError and the
+    # worker's own outage handling (the partition waits and retries) takes over.
+    MAX_RETRIES = 2
+    RETRY_WAIT_MS = 200
+    RETRY_MAX_WAIT_MS = 2000
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 10.0,
+        *,
+        username: str = "",
+        password: str | SecretStr = "",
+        ca_file: str = "",
+    ) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
         self.url = url.rstrip("/")
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._ids: dict[tuple[str, str], int] = {}  # (subject, normalized text) -> id
-        self._schemas: dict[int, str] = {}
+        raw_password = password.get_secret_value() if isinstance(password, SecretStr) else password
+        conf: dict[str, Any] = {
+            "url": self.url,
+            "timeout": timeout,
+            "max.retries": self.MAX_RETRIES,
+            "retries.wait.ms": self.RETRY_WAIT_MS,
+            "retries.max.wait.ms": self.RETRY_MAX_WAIT_MS,
+        }
+        if username or raw_password:
+            conf["basic.auth.user.info"] = f"{username}:{raw_password}"
+        if ca_file:
+            conf["ssl.ca.location"] = ca_file
+        self._client = SchemaRegistryClient(conf)
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"{self.url}{path}",
-            data=data,
-            method=method,
-            headers={"Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE},
-        )
+    def __repr__(self) -> str:  # never the credentials
+        return f"ConfluentRegistryClient({self.url!r})"
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        # The httpx (or httpx2) the client was built on, as its own module asks: its network
+        # errors (refused, reset, timeout, TLS) escape the client after its retries.
+        from confluent_kafka.schema_registry.common._httpx_compat import httpx
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                payload = resp.read()
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                err = json.loads(raw)
-                code, message = int(err["error_code"]), str(err["message"])
-            except (ValueError, KeyError, TypeError):
-                code, message = exc.code, raw.decode("utf-8", "replace") or str(exc.reason)
-            text = f"{method} {path}: {exc.code} {message}"
-            if exc.code == HTTPStatus.NOT_FOUND:
+            return fn(*args)
+        except SchemaRegistryError as exc:
+            status, code = int(exc.http_status_code), int(exc.error_code)
+            text = f"{what}: {status} {exc.error_message}"
+            if status == HTTPStatus.NOT_FOUND:
                 raise SchemaNotFoundError(text, code) from None
-            if code == INVALID_SCHEMA:
+            if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+                raise RegistryAccessError(
+                    f"{what}: the schema registry at {self.url} refused the credentials "
+                    f"({status}); check schema_registry_username / schema_registry_password",
+                    status,
+                    code,
+                ) from None
+            if code == INVALID_SCHEMA or status == HTTPStatus.UNPROCESSABLE_ENTITY:
                 raise InvalidSchemaError(text) from None
-            if code == INCOMPATIBLE_SCHEMA:
+            if status == HTTPStatus.CONFLICT or code == INCOMPATIBLE_SCHEMA:
                 raise IncompatibleSchemaError(text) from None
-            if exc.code >= 500:
-                raise RegistryUnavailableError(text, exc.code, code) from None
-            raise RegistryError(text, exc.code, code) from None
-        except (OSError, http.client.HTTPException) as exc:  # refused, DNS, timeout, garbage
-            raise RegistryUnavailableError(f"{method} {self.url}{path}: {exc}") from exc
-        try:
-            return json.loads(payload) if payload else None
-        except ValueError as exc:
-            raise RegistryUnavailableError(f"{method} {path}: response is not JSON") from exc
-
-    @staticmethod
-    def _quote(subject: str) -> str:
-        return urllib.parse.quote(subject, safe="")
+            if status >= 500 or status in (408, 429):
+                raise RegistryUnavailableError(text, status, code) from None
+            raise RegistryError(text, status, code) from None
+        except httpx.TransportError as exc:
+            if _is_certificate_error(exc):
+                raise RegistryAccessError(
+                    f"{what}: the schema registry's TLS certificate at {self.url} is not "
+                    "trusted; check schema_registry_ca_file",
+                    HTTPStatus.UNAUTHORIZED,
+                ) from None
+            raise RegistryUnavailableError(f"{what} at {self.url}: {exc!r}") from None
 
     def register(self, subject: str, schema_text: str) -> int:
-        key = (subject, normalize(schema_text))
-        sid = self._ids.get(key)
-        if sid is not None:
-            return sid
-        resp = self._request(
-            "POST", f"/subjects/{self._quote(subject)}/versions", {"schema": schema_text}
+        from confluent_kafka.schema_registry import Schema
+
+        sid = self._call(
+            f"register {subject}",
+            self._client.register_schema,
+            subject,
+            Schema(schema_text, "AVRO"),
         )
-        try:
-            sid = int(resp["id"])
-        except (TypeError, KeyError, ValueError):
-            raise RegistryUnavailableError(f"register {subject}: no id in {resp!r}") from None
-        with self._lock:
-            self._ids[key] = sid
-            self._schemas.setdefault(sid, schema_text)
-        return sid
+        return int(sid)
 
     def get_schema(self, schema_id: int) -> str:
-        text = self._schemas.get(schema_id)
-        if text is not None:
-            return text
-        resp = self._request("GET", f"/schemas/ids/{int(schema_id)}")
-        try:
-            text = str(resp["schema"])
-        except (TypeError, KeyError):
-            raise RegistryUnavailableError(f"schema {schema_id}: no schema in reply") from None
-        with self._lock:
-            self._schemas[schema_id] = text
-        return text
+        schema = self._call(f"schema {schema_id}", self._client.get_schema, int(schema_id))
+        return str(schema.schema_str)
 
     def get_latest(self, subject: str) -> RegisteredSchema:
-        resp = self._request("GET", f"/subjects/{self._quote(subject)}/versions/latest")
+        found = self._call(f"latest {subject}", self._client.get_latest_version, subject)
         return RegisteredSchema(
-            str(resp.get("subject", subject)),
-            int(resp["version"]),
-            int(resp["id"]),
-            str(resp["schema"]),
+            str(found.subject or subject),
+            int(found.version),
+            int(found.schema_id),
+            str(found.schema.schema_str),
         )
 
     def subjects(self) -> list[str]:
-        return [str(s) for s in self._request("GET", "/subjects")]
+        return [str(s) for s in self._call("subjects", self._client.get_subjects)]
+
+
+# The name the code and tests have always used for the HTTP registry client.
+HttpRegistryClient = ConfluentRegistryClient
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):  # httpx wraps the ssl error's text
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # -- the embedded server ---------------------------------------------------------------------
@@ -431,6 +472,9 @@ class _Handler(BaseHTTPRequestHandler):
             # body bytes would be parsed as the next request.
             length = int(self.headers.get("Content-Length") or 0)
             self._raw_body = self.rfile.read(length) if length > 0 else b""
+            if not self._authorized():
+                self._error(HTTPStatus.UNAUTHORIZED, 40101, "unauthorized")
+                return
             result = self._route(method, path, self.server.registry)
         except SchemaNotFoundError as exc:
             self._error(HTTPStatus.NOT_FOUND, exc.error_code, str(exc))
@@ -445,6 +489,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.NOT_FOUND, HTTPStatus.NOT_FOUND, "HTTP 404 Not Found")
             else:
                 self._send(HTTPStatus.OK, result)
+
+    def _authorized(self) -> bool:
+        expected = self.server.basic_auth
+        if expected is None:
+            return True
+        scheme, _, encoded = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(encoded.strip(), validate=True)
+        except ValueError:
+            return False
+        return hmac.compare_digest(given, expected)  # constant time: no timing oracle
 
     def _route(self, method: str, path: str, registry: InMemoryRegistry) -> Any:
         unq = urllib.parse.unquote
@@ -497,9 +554,27 @@ class _Handler(BaseHTTPRequestHandler):
 class _RegistryHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], registry: InMemoryRegistry) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: InMemoryRegistry,
+        basic_auth: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.registry = registry
+        self.basic_auth = basic_auth  # b"user:password", or None: no authentication
+        self.tls = tls
         super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs in the request's thread, not in the accept loop, so a
+        # client that never completes it cannot stall the server.
+        if self.tls is not None:
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return  # e.g. a client that does not trust our certificate
+        super().finish_request(request, client_address)
 
 
 # serve_forever's shutdown check interval; the default 0.5 s makes every stop() take 0.5 s.
@@ -509,15 +584,30 @@ _POLL_S = 0.05
 class EmbeddedRegistryServer:
     """A Confluent-REST-compatible schema registry in a thread, persisted to ``path``.
 
-    ``port=0`` picks a free port; :attr:`url` is valid after :meth:`start`.
+    ``port=0`` picks a free port; :attr:`url` is valid after :meth:`start`. With
+    ``basic_auth=(user, password)`` every request needs those credentials (401 otherwise), and
+    with ``certfile``/``keyfile`` (PEM) it serves HTTPS: local runs and tests of the production
+    client's authenticated TLS path.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, path: str | Path | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str | Path | None = None,
+        *,
+        basic_auth: tuple[str, str] | None = None,
+        certfile: str | Path | None = None,
+        keyfile: str | Path | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.registry = InMemoryRegistry(path)
+        self._basic_auth = None if basic_auth is None else ":".join(basic_auth).encode()
+        self._tls: ssl.SSLContext | None = None
+        if certfile is not None:
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(str(certfile), None if keyfile is None else str(keyfile))
         self._server: _RegistryHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -526,12 +616,14 @@ class EmbeddedRegistryServer:
         if self._server is None:
             raise RuntimeError("registry server is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self._tls else 'http'}://{host!s}:{port}"
 
     def _bind(self) -> _RegistryHTTPServer:
         if self._server is not None:
             raise RuntimeError("registry server is already started")
-        self._server = _RegistryHTTPServer((self.host, self.port), self.registry)
+        self._server = _RegistryHTTPServer(
+            (self.host, self.port), self.registry, self._basic_auth, self._tls
+        )
         return self._server
 
     def start(self) -> EmbeddedRegistryServer:
@@ -568,16 +660,21 @@ _MEMORY_REGISTRIES: dict[str, InMemoryRegistry] = {}
 _MEMORY_LOCK = threading.Lock()
 
 
-def registry_from_url(url: str) -> SchemaRegistry:
+def registry_from_url(
+    url: str, *, username: str = "", password: str | SecretStr = "", ca_file: str = ""
+) -> SchemaRegistry:
     """A registry for a ``schema_registry_url`` setting.
 
     - ``mock://<name>`` or ``memory://[<name>]``: in-memory, one per URL per process (like
       confluent-kafka's ``mock://``), so a producer and a worker in one test process share ids.
     - ``file://<path>``: in-memory, persisted to ``<path>`` (JSON).
-    - ``http://`` / ``https://``: a Confluent-compatible registry over REST.
+    - ``http://`` / ``https://``: a Confluent-compatible registry over REST
+      (:class:`ConfluentRegistryClient`), with basic-auth credentials and a CA file if given.
     """
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
+    if (username or password or ca_file) and scheme not in ("http", "https"):
+        raise ValueError("schema registry credentials or a CA file need an http(s):// registry URL")
     if scheme in ("mock", "memory"):
         with _MEMORY_LOCK:
             return _MEMORY_REGISTRIES.setdefault(url, InMemoryRegistry())
@@ -586,7 +683,30 @@ def registry_from_url(url: str) -> SchemaRegistry:
             raise ValueError(f"file:// registry URL without a path: {url!r}")
         return InMemoryRegistry(urllib.parse.unquote(rest))
     if scheme in ("http", "https"):
-        return HttpRegistryClient(url)
+        return ConfluentRegistryClient(url, username=username, password=password, ca_file=ca_file)
     raise ValueError(
         f"unsupported schema registry URL {url!r} (mock://, memory://, file://, http(s)://)"
+    )
+
+
+def check_access(registry: SchemaRegistry) -> None:
+    """Raise :class:`RegistryAccessError` now if an HTTP registry refuses our credentials or
+    certificate (a read: tools may hold read-only credentials); other registries always pass.
+    For commands that should stop at start rather than on their first record."""
+    if isinstance(registry, ConfluentRegistryClient):
+        try:
+            registry.subjects()
+        except RegistryAccessError:
+            raise
+        except RegistryError:
+            pass  # an outage or an odd answer: the command's own error handling applies
+
+
+def registry_from_settings(settings: Any) -> SchemaRegistry:
+    """The registry the settings name, with their credentials and CA file (stream/settings.py)."""
+    return registry_from_url(
+        settings.schema_registry_url,
+        username=settings.schema_registry_username,
+        password=settings.schema_registry_password,
+        ca_file=settings.schema_registry_ca_file,
     )

@@ -37,6 +37,7 @@ from stream.admin import COMPACT_TUNING, AdminError, max_message_bytes, read_ran
 from stream.api import MAX_BODY_BYTES, Api, edge
 from stream.catalog_feed import CatalogFeed
 from stream.codec import Codec, DecodeError
+from stream.kafka_config import configure as configure_kafka
 from stream.live import LiveFeed
 from stream.liveness import LivenessMonitor
 from stream.membership import group_instance_id, static_member_leaves_on_stop
@@ -45,7 +46,12 @@ from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
 from stream.output import Output, attach
 from stream.restore import mark_synced, restore_tables, wipe_unsynced
 from stream.runner import Outgoing, RawRecord, Runner
-from stream.schema_registry import RegistryError, RegistryUnavailableError, registry_from_url
+from stream.schema_registry import (
+    RegistryAccessError,
+    RegistryError,
+    RegistryUnavailableError,
+    registry_from_settings,
+)
 from stream.settings import Settings
 from stream.state import TableState
 from stream.topics import TOPICS
@@ -218,9 +224,12 @@ def create_app(
     strict_producer_flush()
     idle_fetch_wait()
     static_member_leaves_on_stop()
+    # TLS/SASL for this process's Kafka clients: Faust's below, confluent-kafka's everywhere.
+    kafka_security = configure_kafka(settings)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
+        broker_credentials=kafka_security.faust_credentials(),
         store="rocksdb://",
         datadir=settings.state_dir,
         topic_partitions=settings.partitions,
@@ -253,7 +262,7 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
     add_process_metrics(registry)
-    codec = codec or Codec(registry_from_url(settings.schema_registry_url))
+    codec = codec or Codec(registry_from_settings(settings))
     # One RocksDB per table partition: bound its block cache and write buffers (Faust's
     # defaults are 2 GiB of cache and up to 3 x 64 MiB of memtables per database).
     options = {
@@ -699,6 +708,8 @@ def warm_codec(codec: Codec) -> None:
     started = time.perf_counter()
     try:
         n = codec.warm()
+    except RegistryAccessError:
+        raise  # wrong credentials or an untrusted certificate: stop at start (cli.main)
     except (RegistryError, DecodeError) as exc:
         # Not fatal: the first record of each topic fetches its schema, and a registry
         # outage then blocks that partition until it is back (nothing is lost).
@@ -736,6 +747,8 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     # tombstone retention) are restored from the start, never resumed (stream/restore.py).
     wipe_unsynced(tabledir)
     parts = app.purchase_stream  # type: ignore[attr-defined]
+    # First, so wrong registry credentials stop the worker before minutes of restore.
+    warm_codec(parts["codec"])
     if settings.bulk_restore:
         # Tables from their changelogs at librdkafka speed; Faust's recovery reads the rest.
         restore_tables(
@@ -743,7 +756,6 @@ def run_worker(settings: Settings, rules: Rules) -> None:
         )
     # The whole catalogue before the first receipt (stream/catalog_feed.py).
     parts["catalog_feed"].catch_up(parts["runner"])
-    warm_codec(parts["codec"])
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     # Faust's terminal spinner, when the level is WARNING or above, sets the root logger to
     # DEBUG (so it can spin on every record): aiokafka's per-request debug() calls then build

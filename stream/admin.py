@@ -358,6 +358,25 @@ def describe(bootstrap: str, timeout: float = 10, include_internal: bool = False
     return {n: p for n, p in sorted(found.items()) if include_internal or not n.startswith("__")}
 
 
+def max_message_bytes(bootstrap: str, topics: Iterable[str], timeout: float = 10) -> dict[str, int]:
+    """``max.message.bytes`` of each of ``topics`` the broker names (DescribeConfigs).
+
+    Empty when the broker does not answer: the caller keeps its configured limit.
+    """
+    admin = _admin(bootstrap)
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics]
+    found: dict[str, int] = {}
+    try:
+        for res, future in admin.describe_configs(resources, request_timeout=timeout).items():
+            entry = future.result(timeout).get("max.message.bytes")
+            if entry is not None and entry.value is not None:
+                found[res.name] = int(entry.value)
+    except (KafkaException, ValueError, TimeoutError) as exc:
+        log.warning("max.message.bytes not read from the broker (%s)", exc)
+        return {}
+    return found
+
+
 def _partitions_of(bootstrap: str, topic: str, timeout: float) -> int:
     count = _topic_partitions(_admin(bootstrap), timeout).get(topic)
     if count is None:

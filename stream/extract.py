@@ -13,6 +13,7 @@ from typing import Any
 
 from stream.queries import personal_extract
 from stream.state import RocksState
+from topologies import card_register
 from topologies.card_join import STAGE as CARD_STAGE
 from topologies.personal_routing import STAGE as PERSONAL_STAGE
 from topologies.rules import Rules
@@ -32,10 +33,12 @@ def extract(state_dir: str | Path, customer_id: str, rules: Rules) -> dict[str, 
     cards_state = RocksState(root / CARD_STAGE)
     try:
         held = personal_extract(personal, rules, customer_id)
+        # The person's card-link history: card, household, role, from, to (None: holds).
         cards = [
-            link
-            for _k, link in cards_state.items("card|")
-            if not link.get("closed") and link.get("customer_id") == customer_id
+            period
+            for _k, held in cards_state.items("card|")
+            for period in card_register.periods(card_register.migrate(held) or {"h": []})
+            if period["customer_id"] == customer_id
         ]
     finally:
         personal.close()

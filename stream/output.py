@@ -38,7 +38,13 @@ class DeliveryError(RuntimeError):
 
 
 class Output:
-    def __init__(self, bootstrap: str, client_id: str, max_batch_bytes: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str,
+        max_batch_bytes: int = 1_000_000,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self._producer = Producer(
             producer_config(
                 bootstrap,
@@ -52,6 +58,10 @@ class Output:
             )
         )
         self._errors: list[str] = []
+        # What a delivery failure does. Raising DeliveryError (the default) keeps Faust from
+        # committing; the worker passes a handler that stops the process (stream/worker.py):
+        # a record the broker refused must never leave a worker running on past it.
+        self._on_failure = on_failure
         # (table data, topic, partition) -> highest delivered changelog offset
         self._changelog_offsets: dict[tuple[int, str, int], tuple[Any, int]] = {}
 
@@ -102,6 +112,8 @@ class Output:
     def poll(self) -> None:
         """Serve delivery reports (cheap; call after each batch)."""
         self._producer.poll(0)
+        if self._errors and self._on_failure is not None:
+            self._raise_errors()
 
     def pending(self) -> int:
         return len(self._producer)
@@ -139,10 +151,13 @@ class Output:
     def _raise_errors(self) -> None:
         if self._errors:
             errors, self._errors = self._errors, []
-            raise DeliveryError(
+            message = (
                 f"{len(errors)} record(s) not delivered, e.g. {errors[0]}; "
                 "offsets are not committed"
             )
+            if self._on_failure is not None:
+                self._on_failure(message)
+            raise DeliveryError(message)
 
     def _persist_changelog_offsets(self) -> None:
         from faust.types import TP

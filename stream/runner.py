@@ -18,20 +18,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stream.codec import Codec, DecodeError
+from stream.codec import Codec, DecodeError, EncodeError
 from stream.metrics import E2E_TOPICS, Metrics, purchase_time_ms
 from topologies import household_bonus
 from topologies.context import CatalogLookup, Context, no_catalog
 from topologies.pipeline import Stage
 from topologies.records import Reject, StepResult
 from topologies.rules import Rules
-from topologies.state import State
+from topologies.state import StagedState, State
 
 log = logging.getLogger(__name__)
 
 DLQ_TOPIC = "deadletters"
 # Inputs whose records carry a purchase time (their own or their receipt's).
 RECEIPT_TOPICS = frozenset({"pos.receipts", "receipts.identified", "receipts.totals"})
+
+
+class _Unsendable(Exception):
+    """An output of a step cannot be sent: the input is dead-lettered with this reject."""
+
+    def __init__(self, reject: Reject) -> None:
+        super().__init__(reject.code)
+        self.reject = reject
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +100,26 @@ class Runner:
             raw_key=rec.key,
             raw_value=rec.value,
         )
+        # The step writes to a staging layer: its writes reach the state (and the
+        # changelog) only once every output is known to be sendable (topologies/state.py).
+        staged = StagedState(state)
         try:
-            result = stage.step(ctx, state, rec.topic, key, value)
+            result = stage.step(ctx, staged, rec.topic, key, value)
+            out = self._outgoing(result)
+        except _Unsendable as exc:
+            staged.discard()
+            log.error(
+                "stage %s: an output of %s[%d]@%d cannot be sent (%s); input dead-lettered",
+                stage.name,
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                exc.reject.code,
+            )
+            result = StepResult(rejects=[exc.reject])
+            out = []
         except Exception as exc:  # noqa: BLE001 - one bad record must not crash-loop the worker
+            staged.discard()
             log.error(
                 "stage %s failed on %s[%d]@%d: %s (record dead-lettered)",
                 stage.name,
@@ -106,10 +131,8 @@ class Runner:
             )
             m.inc(m.child(m.processing_errors, stage.name))
             result = StepResult(rejects=[Reject("processing_error", type(exc).__name__)])
-        out = [
-            Outgoing(e.topic, self.codec.encode_key(e.key), self.codec.encode(e.topic, e.value))
-            for e in result.emits
-        ]
+            out = []
+        staged.commit()
         for reject in result.rejects:
             out.append(self.dead_letter(stage.name, rec, reject))
         m.observe(stage.name, result)
@@ -138,15 +161,32 @@ class Runner:
             return []
         ctx = Context(now_ms=now_ms, rules=self.rules, catalog=self.catalog, partition=partition)
         result = stage.tick(ctx, state)
-        out = [
-            Outgoing(e.topic, self.codec.encode_key(e.key), self.codec.encode(e.topic, e.value))
-            for e in result.emits
-        ]
+        out = self._outgoing(result)
         rec = RawRecord("", partition, -1, now_ms, None, None)
         out.extend(self.dead_letter(stage.name, rec, r) for r in result.rejects)
         self.metrics.observe(stage.name, result)
         for o in out:
             self.metrics.inc(self.metrics.child(self.metrics.records_out, o.topic))
+        return out
+
+    def _outgoing(self, result: StepResult) -> list[Outgoing]:
+        """The step's emits as records, each checked against the record size limit."""
+        out = []
+        limit_of = self.rules.record_limit
+        for e in result.emits:
+            try:
+                o = Outgoing(
+                    e.topic, self.codec.encode_key(e.key), self.codec.encode(e.topic, e.value)
+                )
+            except (EncodeError, UnicodeEncodeError) as exc:
+                raise _Unsendable(Reject("output_invalid", f"{e.topic}: {exc}"[:500])) from exc
+            size = len(o.key or b"") + len(o.value or b"")
+            limit = limit_of(e.topic)
+            if size > limit:
+                raise _Unsendable(
+                    Reject("output_too_large", f"{e.topic}: {size} bytes > limit {limit}")
+                )
+            out.append(o)
         return out
 
     def dead_letter(self, stage: str, rec: RawRecord, reject: Reject) -> Outgoing:
@@ -165,4 +205,14 @@ class Runner:
             "failed_at": rec.timestamp,
         }
         key = record["key"]
-        return Outgoing(DLQ_TOPIC, key, self.codec.encode(DLQ_TOPIC, record))
+        value = self.codec.encode(DLQ_TOPIC, record)
+        size = len(key or b"") + len(value or b"")
+        if size > self.rules.record_limit(DLQ_TOPIC):
+            # The input itself was near the limit: keep where it is (topic, partition,
+            # offset) and why, without its bytes, rather than lose the dead letter.
+            original = len(record["value"] or b"") + len(record["key"] or b"")
+            record["key"] = record["value"] = None
+            record["error"] = f"{record['error']} [original {original} bytes not copied]"[:2000]
+            key = None
+            value = self.codec.encode(DLQ_TOPIC, record)
+        return Outgoing(DLQ_TOPIC, key, value)

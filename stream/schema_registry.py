@@ -14,8 +14,12 @@ schema by id -- captured by :class:`SchemaRegistry`. Implementations:
   confluent-kafka's ``SchemaRegistryClient``).
 
 Ids are global, as in Confluent's registry: the same schema gets the same id in every subject.
-"Same" means the same JSON after parsing (key order and whitespace do not matter). The embedded
-server does not check compatibility between versions; the schema evolution tests do that.
+"Same" means the same JSON after parsing (key order and whitespace do not matter).
+
+Compatibility is BACKWARD, Confluent's default: a new version of a subject must be able to
+read data written with the latest version (added fields need defaults). The check is Apache
+Avro's own (``avro.compatibility``, the Python port of the Java checker the Confluent registry
+uses), not ours; a refused version answers 409 as Confluent's does.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ SUBJECT_NOT_FOUND = 40401
 VERSION_NOT_FOUND = 40402
 SCHEMA_NOT_FOUND = 40403
 INVALID_SCHEMA = 42201
+INCOMPATIBLE_SCHEMA = 409
 INVALID_VERSION = 42202
 
 
@@ -73,6 +78,25 @@ class InvalidSchemaError(RegistryError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, HTTPStatus.UNPROCESSABLE_ENTITY, INVALID_SCHEMA)
+
+
+class IncompatibleSchemaError(RegistryError):
+    """The schema cannot read data written with the subject's latest version (BACKWARD)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, HTTPStatus.CONFLICT, INCOMPATIBLE_SCHEMA)
+
+
+def backward_compatible(reader_text: str, writer_text: str) -> tuple[bool, str]:
+    """Can ``reader_text`` read data written with ``writer_text``? (Apache Avro's checker.)"""
+    import avro.schema
+    from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+
+    result = ReaderWriterCompatibilityChecker().get_compatibility(
+        avro.schema.parse(reader_text), avro.schema.parse(writer_text)
+    )
+    ok = result.compatibility is SchemaCompatibilityType.compatible
+    return ok, "" if ok else "; ".join(sorted(str(m) for m in result.messages))
 
 
 class RegistryUnavailableError(RegistryError):
@@ -188,6 +212,14 @@ class InMemoryRegistry:
                 if self.path is not None:
                     self._load()
                 sid = self._by_norm.get(norm)
+                versions = self._subjects.get(subject, [])
+                if versions and sid not in versions:
+                    ok, why = backward_compatible(schema_text, self._by_id[versions[-1]])
+                    if not ok:
+                        raise IncompatibleSchemaError(
+                            f"schema is not BACKWARD compatible with version {len(versions)} "
+                            f"of {subject}: {why}"
+                        )
                 changed = False
                 if sid is None:
                     sid = max(self._by_id, default=0) + 1
@@ -303,6 +335,8 @@ class HttpRegistryClient:
                 raise SchemaNotFoundError(text, code) from None
             if code == INVALID_SCHEMA:
                 raise InvalidSchemaError(text) from None
+            if code == INCOMPATIBLE_SCHEMA:
+                raise IncompatibleSchemaError(text) from None
             if exc.code >= 500:
                 raise RegistryUnavailableError(text, exc.code, code) from None
             raise RegistryError(text, exc.code, code) from None
@@ -366,6 +400,7 @@ _SUBJECT_VERSIONS = re.compile(r"^/subjects/([^/]+)/versions/?$")
 _SUBJECT_VERSION = re.compile(r"^/subjects/([^/]+)/versions/([^/]+)/?$")
 _SUBJECT_VERSION_SCHEMA = re.compile(r"^/subjects/([^/]+)/versions/([^/]+)/schema/?$")
 _SUBJECT = re.compile(r"^/subjects/([^/]+)/?$")
+_COMPATIBILITY = re.compile(r"^/compatibility/subjects/([^/]+)/versions/([^/]+)/?$")
 _SCHEMA_ID = re.compile(r"^/schemas/ids/(\d+)/?$")
 _SCHEMA_ID_SCHEMA = re.compile(r"^/schemas/ids/(\d+)/schema/?$")
 
@@ -419,8 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path.rstrip("/") == "/subjects":
                 return registry.subjects()
             if path.rstrip("/") == "/config":
-                # Compatibility is not enforced here (see the module docstring); say so.
-                return {"compatibilityLevel": "NONE"}
+                return {"compatibilityLevel": "BACKWARD"}
             if m := _SCHEMA_ID.match(path):
                 return {"schema": registry.get_schema(int(m[1]))}
             if m := _SCHEMA_ID_SCHEMA.match(path):
@@ -438,6 +472,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return {"id": registry.register(unq(m[1]), text)}
             if m := _SUBJECT.match(path):
                 return registry.lookup(unq(m[1]), self._schema_from_body()).to_json()
+            if m := _COMPATIBILITY.match(path):
+                latest = registry.get_version(unq(m[1]), m[2]).schema
+                ok, why = backward_compatible(self._schema_from_body(), latest)
+                return {"is_compatible": ok, **({} if ok else {"messages": [why]})}
             return None
         return None
 

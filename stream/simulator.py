@@ -308,7 +308,8 @@ _SHARES = (
     "no_consent", "product_level_services", "marketing_targeting", "external_audiences",
     "direct_marketing", "e_receipts", "anonymous", "returns", "late", "bad", "duplicates",
     "unknown_cards", "total_only_with_lines", "late_cards", "consent_changes", "stale_consents",
-    "household_moves", "card_closures", "erasures", "uncatalogued_products",
+    "household_moves", "card_closures", "erasures", "uncatalogued_products", "role_changes",
+    "unversioned_cards",
 )  # fmt: skip
 
 
@@ -345,6 +346,10 @@ class SimConfig:
     household_moves: float = 0.0001  # per receipt; at least one when > 0
     card_closures: float = 0.0001  # per receipt; at least one when > 0
     erasures: float = 0.00005  # per receipt; at least one when > 0
+    role_changes: float = 0.0001  # main member handovers per receipt; at least one when > 0
+    # card records sent by an older gateway, without effective_at and version (effective at
+    # their broker timestamp, ordered by arrival)
+    unversioned_cards: float = 0.1
     uncatalogued_products: float = 0.002  # products sold but never published in the catalogue
     bad_kinds: tuple[str, ...] = DEFAULT_BAD_KINDS  # which BAD_KINDS to inject
 
@@ -399,6 +404,7 @@ class SimStats:
     stale_consents: list[tuple[str, int]] = field(default_factory=list)  # (customer, version)
     household_moves: list[tuple[str, str, str]] = field(default_factory=list)  # (cust, old, new)
     closed_cards: list[str] = field(default_factory=list)
+    role_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (hh, old, new main)
     erased_customers: list[str] = field(default_factory=list)
     events_by_topic: Counter[str] = field(default_factory=Counter)
 
@@ -582,6 +588,10 @@ class _Simulation:
         self.people: list[_Person] = []
         self.households: dict[str, list[_Person]] = {}
         self.card_owner: dict[str, _Person] = {}
+        # Versions and formats of card records, and role changes, draw from their own
+        # generator: the rest of a seed's stream stays what it was before they existed.
+        self.card_rng = random.Random(cfg.seed * 7919 + 17)
+        self.card_versions: dict[str, int] = {}
         self.open_cards: list[str] = []
         self.card_pos: dict[str, int] = {}
         self.consent: dict[str, dict[str, Any]] = {}  # latest version per customer
@@ -660,14 +670,19 @@ class _Simulation:
             self.card_pos[last] = i
         self.card_owner[card].cards.remove(card)
 
-    @staticmethod
-    def _card_record(card: str, person: _Person) -> dict[str, Any]:
-        return {
+    def _card_record(self, card: str, person: _Person, ts: int | None = None) -> dict[str, Any]:
+        """The card's register record; ``ts``: its broker time, which it takes effect at."""
+        record: dict[str, Any] = {
             "card_number": card,
             "customer_id": person.customer_id,
             "household_id": person.household_id,
             "role": person.role,
         }
+        version = self.card_versions[card] = self.card_versions.get(card, 0) + 1
+        if self.card_rng.random() >= self.cfg.unversioned_cards:
+            record["effective_at"] = ts
+            record["version"] = version
+        return record
 
     # -- the stream ----------------------------------------------------------------------
 
@@ -686,13 +701,15 @@ class _Simulation:
             for person in members:
                 for card in person.cards:
                     if card not in self.late_waiting:
-                        yield self._event(CARDS, card, self._card_record(card, person), ts)
+                        yield self._event(CARDS, card, self._card_record(card, person, ts), ts)
                 record = self.consent.get(person.customer_id)
                 if record is not None:
                     yield self._event(CONSENTS, person.customer_id, dict(record), ts)
 
         n = cfg.receipts
         schedule: dict[int, list[str]] = {}
+        for _ in range(_count(n, cfg.role_changes)):
+            schedule.setdefault(self.card_rng.randrange(n), []).append("role")
         for action, count in (
             ("consent", _count(n, cfg.consent_changes)),
             ("move", _count(n, cfg.household_moves)),
@@ -732,7 +749,8 @@ class _Simulation:
         for card, waiting in self.late_waiting.items():
             if waiting:  # never shown at a till: registered at the end all the same
                 self.late_waiting[card] = False
-                yield self._event(CARDS, card, self._card_record(card, self.card_owner[card]), ts)
+                record = self._card_record(card, self.card_owner[card], ts)
+                yield self._event(CARDS, card, record, ts)
         for actions in schedule.values():  # retries that ran past the last receipt
             for action in actions:
                 yield from self._change(action, ts) or ()
@@ -758,6 +776,8 @@ class _Simulation:
             return self._stale_consent(ts)
         if action == "move":
             return self._move(ts)
+        if action == "role":
+            return self._role_change(ts)
         if action == "close":
             return self._close(ts)
         if action == "erase":
@@ -854,7 +874,29 @@ class _Simulation:
         self.households[new].append(person)
         person.household_id = new
         self.stats.household_moves.append((person.customer_id, old, new))
-        return [self._event(CARDS, c, self._card_record(c, person), ts) for c in person.cards]
+        return [self._event(CARDS, c, self._card_record(c, person, ts), ts) for c in person.cards]
+
+    def _role_change(self, ts: int) -> list[Event]:
+        """The main member hands over to another member of the household (both keep cards)."""
+        rng = self.card_rng
+        candidates = [
+            hh
+            for hh, members in self.households.items()
+            if len(members) > 1 and all(p.cards and not p.late for p in members)
+        ]
+        if not candidates:
+            return []
+        hh = candidates[rng.randrange(len(candidates))]
+        members = self.households[hh]
+        old = next(p for p in members if p.role == "MAIN_MEMBER")
+        new = rng.choice([p for p in members if p is not old])
+        old.role, new.role = "MEMBER", "MAIN_MEMBER"
+        self.stats.role_changes.append((hh, old.customer_id, new.customer_id))
+        return [
+            self._event(CARDS, c, self._card_record(c, p, ts), ts)
+            for p in (old, new)
+            for c in p.cards
+        ]
 
     def _close(self, ts: int) -> list[Event]:
         rng, cards = self.rng, self.open_cards

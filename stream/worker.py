@@ -20,18 +20,20 @@ Facts that shape this (faust-streaming 0.15.x, see DESIGN.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
-from stream.admin import COMPACT_TUNING, AdminError, read_range
+from stream.admin import COMPACT_TUNING, AdminError, max_message_bytes, read_range
 from stream.api import Api
 from stream.catalog_feed import CatalogFeed
 from stream.codec import Codec, DecodeError
@@ -58,6 +60,30 @@ BATCH_MAX = 500
 BATCH_WITHIN_S = 0.01
 # Exit code when the worker stops during a registry outage with records unprocessed.
 EXIT_UNPROCESSED = 75
+# Exit code when processing or producing failed in a way a dead letter cannot cover (a
+# delivery the broker refused, a bug in the adapter): the supervisor restarts the worker
+# from the last commit (EX_SOFTWARE).
+EXIT_FAILED = 70
+# Room left under the broker's max.message.bytes for the record batch's own header.
+RECORD_HEADROOM_BYTES = 4_096
+
+
+def fatal_exit(reason: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Stop the process now, committing nothing: the commit rule's last resort.
+
+    Faust keeps a worker up when one of its agents crashes, and acks (then commits) the
+    batch the crashed agent was in: the records after a failure would be skipped with their
+    offsets committed. ``os._exit`` runs no Faust shutdown, so no offset moves past this
+    point; outputs not yet delivered are lost with the process but their inputs were not
+    committed, and local state is restored from the changelogs at the next start (no
+    clean-stop marker). ``reason`` must not carry record content or ids.
+    """
+    log.critical("stopping the worker without committing: %s", reason)
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(code)
+
 
 RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -243,7 +269,12 @@ def create_app(
     runner = Runner(codec, rules, metrics, catalog=feed.catalog, wall_clock=time.time)
     # Stage outputs and table changelogs go through one confluent-kafka producer
     # (stream/output.py), flushed by Faust before every commit.
-    output = Output(settings.broker, f"{settings.app_id}-output", settings.producer_max_batch_size)
+    output = Output(
+        settings.broker,
+        f"{settings.app_id}-output",
+        settings.producer_max_batch_size,
+        on_failure=lambda message: fatal_exit(f"output delivery failed: {message}"),
+    )
     attach(app, output)
     changelogs = {name: output.changelog(table) for name, table in tables.items()}
 
@@ -299,6 +330,12 @@ def create_app(
 
     @app.timer(interval=settings.tick_interval_s)
     async def tick_stages() -> None:
+        try:
+            _tick_stages()
+        except Exception as exc:  # noqa: BLE001 - a crashed timer must not leave the worker up
+            fatal_exit(f"time-driven work failed: {type(exc).__name__}")
+
+    def _tick_stages() -> None:
         # Time-driven work on the partitions this worker owns (retention purge, parking
         # expiry, Bonus close), without an await between state writes and sends.
         now_ms = int(time.time() * 1000)
@@ -460,6 +497,15 @@ def _bind_agent(
                         )
                         os._exit(EXIT_UNPROCESSED)
                     delay = min(delay * 2, 30.0)
+                except Exception as exc:  # noqa: BLE001 - see fatal_exit
+                    # Every failure a dead letter can cover became one in the runner; what
+                    # reaches here (a produce the client refused, a state or adapter error)
+                    # must not be acked: Faust would commit the batch and keep going.
+                    msg = pending[0].message
+                    fatal_exit(
+                        f"stage {stage.name} failed on {msg.topic}[{msg.partition}]@{msg.offset}"
+                        f": {type(exc).__name__}"
+                    )
 
     def _process_all(pending: list[Any]) -> None:
         """Process events in order, removing each one once its outputs are buffered."""
@@ -476,8 +522,8 @@ def _bind_agent(
             try:
                 missing = read_range(bootstrap, msg.topic, msg.partition, *gap)
             except (TimeoutError, AdminError) as exc:
-                log.error("stage %s: could not read the missing records: %s", stage.name, exc)
-                missing = []
+                # Going on would commit past records never processed.
+                fatal_exit(f"stage {stage.name}: missing records could not be read: {exc}")
             log.warning(
                 "stage %s: %d of %d missing records of %s[%d] read back and processed",
                 stage.name,
@@ -609,11 +655,25 @@ def warm_codec(codec: Codec) -> None:
     log.info("schemas of %d topics prepared in %.0f ms", n, (time.perf_counter() - started) * 1e3)
 
 
+def limit_records(settings: Settings, rules: Rules) -> Rules:
+    """``rules`` with each topic's record limit lowered to what the broker accepts there."""
+    found = max_message_bytes(settings.broker, TOPICS)
+    lower = tuple(
+        (topic, limit - RECORD_HEADROOM_BYTES)
+        for topic, limit in sorted(found.items())
+        if limit - RECORD_HEADROOM_BYTES < rules.max_record_bytes
+    )
+    for topic, limit in lower:
+        log.info("records to %s are limited to %d bytes by the broker", topic, limit)
+    return dataclasses.replace(rules, topic_record_bytes=lower)
+
+
 def run_worker(settings: Settings, rules: Rules) -> None:
     """Start the worker in the foreground (blocks until stopped by a signal)."""
     from faust.worker import Worker
 
     use_event_loop(settings.event_loop)
+    rules = limit_records(settings, rules)
     app = create_app(settings, rules)
     tabledir = Path(app.conf.tabledir)
     # Faust configures logging only when its worker starts: let the long start-up work

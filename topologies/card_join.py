@@ -8,7 +8,11 @@ Inputs: ``pos.receipts`` and ``customer.cards`` (both keyed by card number, co-p
 - A receipt whose card is not known yet is parked under ``park|<card>|<receipt>`` and
   released when the card arrives; after ``rules.park_window_ms`` of processing time it is
   dead-lettered with its original bytes (``card_unknown_timeout``). Nothing is lost.
-- A closed card (tombstone on ``customer.cards``) makes later receipts anonymous.
+- The card register in time (topologies/card_register.py): each card's history of links;
+  a receipt is joined with the link that held at its ``purchased_at``, whatever arrived
+  since, so a move, closure or role change after a purchase does not move it, and the
+  order of processing (a restart, a backlog) cannot change a Bonus. A purchase made while
+  the card was closed is anonymous.
 - Line items of total-only chains are dropped here, before anything is stored (DOMAIN §1).
 
 Stage 1 keeps no dedupe state: redeliveries are forwarded and every downstream stage drops
@@ -20,6 +24,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import orjson
+
+from topologies import card_register
 from topologies.catalog import group_totals
 from topologies.context import Context
 from topologies.records import Emit, Origin, Reject, StepResult
@@ -33,7 +40,7 @@ SWEEP_KEY = "meta|park_sweep_at"
 
 
 def card_key(card_number: str) -> str:
-    return f"card|{card_number}"
+    return card_register.key(card_number)
 
 
 def park_key(card_number: str, receipt_id: str) -> str:
@@ -54,48 +61,57 @@ def step(
 def _on_card(
     ctx: Context, state: State, key: str | None, card: dict[str, Any] | None
 ) -> StepResult:
+    """A card register record: one more entry in the card's history (topologies/card_register)."""
     result = StepResult()
     if key is None:
         result.rejects.append(Reject("missing_key", "customer.cards record without a card key"))
         return result
-    if card is None:
-        # Closed card: remember that it is closed, so later receipts are anonymous rather
-        # than parked, and release what waits for it as anonymous (no card is known).
-        state.set(card_key(key), {"closed": True})
-        result.events["card_closed"] += 1
-        _release_parked(ctx, state, key, None, result)
+    if card is not None:
+        if card["card_number"] != key:
+            result.rejects.append(
+                Reject("key_mismatch", "record key is not the record's card_number")
+            )
+            return result
+        if "|" in key or "|" in card["customer_id"] or "|" in card["household_id"]:
+            # "|" separates the segments of state keys; an id containing it could read or
+            # purge another person's keys.
+            result.rejects.append(Reject("bad_identifier", "identifiers must not contain '|'"))
+            return result
+        if card["role"] not in card_register.ROLES:
+            result.rejects.append(Reject("bad_role", f"role {card['role']!r}"))
+            return result
+    held = card_register.migrate(state.get(card_key(key)))
+    history = card_register.apply(held, card, ctx.now_ms)
+    if history is None:
+        result.events["stale_card"] += 1  # a version not above the one accepted
+        if held is not None:  # receipts parked before a crash cut the release short
+            _release_parked(ctx, state, key, held, result)
         return result
-    if card["card_number"] != key:
-        result.rejects.append(Reject("key_mismatch", "record key is not the record's card_number"))
-        return result
-    if "|" in key or "|" in card["customer_id"] or "|" in card["household_id"]:
-        # "|" separates the segments of state keys; an id containing it could read or
-        # purge another person's keys.
-        result.rejects.append(Reject("bad_identifier", "identifiers must not contain '|'"))
-        return result
-    if card["role"] not in ("MAIN_MEMBER", "MEMBER"):
-        result.rejects.append(Reject("bad_role", f"role {card['role']!r}"))
-        return result
-    link = {
-        "card_number": key,
-        "customer_id": card["customer_id"],
-        "household_id": card["household_id"],
-        "role": card["role"],
-    }
-    state.set(card_key(key), link)
-    result.events["card_updated"] += 1
-    _release_parked(ctx, state, key, link, result)
+    history = card_register.prune(history, _history_cutoff(ctx)) or history
+    # Released before the card is written: the card's entry is the last write, so if it
+    # survived a crash, the release did too (the changelog keeps a prefix of the writes).
+    _release_parked(ctx, state, key, history, result)
+    state.set(card_key(key), history)
+    result.events["card_closed" if card is None else "card_updated"] += 1
     return result
 
 
+def _history_cutoff(ctx: Context) -> int:
+    return ctx.now_ms - ctx.rules.card_history_retention_ms
+
+
 def _release_parked(
-    ctx: Context, state: State, card: str, link: dict[str, Any] | None, result: StepResult
+    ctx: Context, state: State, card: str, history: dict[str, Any], result: StepResult
 ) -> None:
-    """Route the receipts waiting for this card: with its link, or anonymous if closed."""
+    """Route the receipts waiting for this card, each with the link at its purchase time."""
     for pkey, parked in list(state.items(f"park|{card}|")):
         state.delete(pkey)
         result.events["released"] += 1
-        _route(ctx, parked["receipt"], link, result)
+        receipt = parked["receipt"]
+        link = card_register.link_at(history, receipt["purchased_at"])
+        if link is None:
+            result.events["closed_card"] += 1
+        _route(ctx, receipt, link, result)
 
 
 def _on_receipt(
@@ -106,7 +122,11 @@ def _on_receipt(
         result.rejects.append(Reject("tombstone", "pos.receipts does not accept null values"))
         return result
     product_level = ctx.rules.is_product_level(receipt["chain"])
-    problem = check_receipt(receipt, product_level=product_level)
+    problem = check_receipt(
+        receipt, product_level=product_level, now_ms=ctx.now_ms, rules=ctx.rules
+    )
+    if problem is None:
+        problem = _too_large(ctx, receipt)
     if problem is not None:
         result.rejects.append(problem)
         return result
@@ -119,8 +139,8 @@ def _on_receipt(
         # known card look unknown.
         result.rejects.append(Reject("key_mismatch", "carded receipt not keyed by its card"))
         return result
-    link = state.get(card_key(card_number))
-    if link is None:
+    held = card_register.migrate(state.get(card_key(card_number)))
+    if held is None:
         if not product_level and receipt["lines"]:
             # Stray lines of a total-only till are dropped before anything is stored.
             receipt = {**receipt, "lines": []}
@@ -138,11 +158,39 @@ def _on_receipt(
         )
         result.events["parked"] += 1
         return result
-    if link.get("closed"):
+    pruned = card_register.prune(held, _history_cutoff(ctx))
+    if pruned is not None:  # entries past the history retention go as the card is used
+        state.set(card_key(card_number), pruned)
+        held = pruned
+    link = card_register.link_at(held, receipt["purchased_at"])
+    if link is None:  # bought while the card was closed
         result.events["closed_card"] += 1
-        link = None
     _route(ctx, receipt, link, result)
     return result
+
+
+# The card link and the envelope that receipts.identified adds to the receipt, at most.
+_IDENTIFIED_OVERHEAD = 1_024
+# JSON is at most this many times the receipt's Avro bytes (a minimal line is ~9 bytes of
+# Avro and ~95 of JSON with its field names; a control character 1 byte and 6): below
+# max_record_bytes / this the exact size is not computed.
+_JSON_PER_AVRO_BYTE = 12
+
+
+def _too_large(ctx: Context, receipt: dict[str, Any]) -> Reject | None:
+    """A receipt whose identified record (JSON) would exceed the broker's record limit.
+
+    Checked at the door, before parking or routing: a receipt released later by its card's
+    arrival must not be able to fail then (it would take the card record with it).
+    """
+    limit = ctx.rules.record_limit("receipts.identified") - _IDENTIFIED_OVERHEAD
+    raw = ctx.raw_value
+    if raw is not None and len(raw) * _JSON_PER_AVRO_BYTE <= limit:
+        return None
+    size = len(orjson.dumps(receipt))
+    if size <= limit:
+        return None
+    return Reject("output_too_large", f"identified receipt would be {size} bytes > {limit}")
 
 
 def _route(

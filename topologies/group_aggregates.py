@@ -6,8 +6,14 @@ identifiers). Business development analyses these, never per person (DOMAIN.md Â
 State: ``agg|<store>|<date>`` -> the day's totals per product group; ``seen|<receipt>`` ->
 processing time, and ``seenx|<day bucket>|<receipt>``, a time index that lets the sweep
 drop dedupe marks older than ``rules.aggregate_dedupe_window_ms`` without a full scan.
-The aggregate is written before the dedupe mark (same changelog partition, so a surviving
-mark implies a surviving aggregate).
+
+Exactly once per receipt, also across a crash and a restore from the changelog on another
+host. The aggregate is written before the dedupe mark, on the same changelog partition, by an
+idempotent producer: the broker holds a *prefix* of the stage's writes, so a surviving mark
+implies a surviving aggregate, and the only write that can survive without its mark is the
+very last one the broker got. The aggregate therefore carries the id of the last receipt it
+counted (``last``): a receipt with no mark whose id is its aggregate's ``last`` was counted
+already; the mark is written and nothing is added.
 """
 
 from __future__ import annotations
@@ -43,7 +49,14 @@ def step(
         if current is not None:  # re-send in case the first emit was lost in a crash
             result.emits.append(_emit(current))
         return result
-    agg = state.get(akey) or {
+    agg = state.get(akey)
+    if agg is not None and agg.get("last") == rid:
+        # Counted, but its mark was lost (crash between the two changelog writes).
+        _mark(ctx, state, rid)
+        result.events["duplicate"] += 1
+        result.emits.append(_emit(agg))
+        return result
+    agg = agg or {
         "store_id": value["store_id"],
         "date": value["date"],
         "chain": value["chain"],
@@ -52,6 +65,7 @@ def step(
         "groups": {},
     }
     agg["receipt_count"] += 1
+    agg["last"] = rid
     agg["total_cents"] += value["total_cents"]
     groups = agg["groups"]
     for g in value["groups"]:
@@ -63,16 +77,23 @@ def step(
             cur["quantity_milli"] += g["quantity_milli"]
             cur["line_count"] += g["line_count"]
     state.set(akey, agg)
-    state.set(f"seen|{rid}", ctx.now_ms)
-    state.set(f"seenx|{ctx.now_ms // DAY_MS:08d}|{rid}", 1)
+    _mark(ctx, state, rid)
     result.emits.append(_emit(agg))
     result.events["aggregated"] += 1
     _maybe_sweep(ctx, state, result)
     return result
 
 
+def _mark(ctx: Context, state: State, rid: str) -> None:
+    # The expiry index before the mark: a surviving mark implies its index entry (else a
+    # crash between the two would leave a mark that never expires).
+    state.set(f"seenx|{ctx.now_ms // DAY_MS:08d}|{rid}", 1)
+    state.set(f"seen|{rid}", ctx.now_ms)
+
+
 def _emit(agg: dict[str, Any]) -> Emit:
-    record = {**agg, "groups": [agg["groups"][k] for k in sorted(agg["groups"])]}
+    record = {k: v for k, v in agg.items() if k != "last"}
+    record["groups"] = [agg["groups"][k] for k in sorted(agg["groups"])]
     return Emit("aggregates.group", f"{agg['store_id']}|{agg['date']}", record)
 
 

@@ -293,8 +293,12 @@ def step(
         if low is None or month < low:
             state.set(RECEIPTS_LOW_KEY, month)
     state.set(receipt_key(hh, month, rid), _household_receipt(value))
-    if state.get(member_key(hh, cid)) != {"role": value["role"]}:
-        state.set(member_key(hh, cid), {"role": value["role"]})
+    # The member's role at their latest purchase (purchase time, not processing order: a
+    # receipt from before a role change, processed late, does not undo it).
+    held_member = state.get(member_key(hh, cid))
+    at = value["purchased_at"]
+    if held_member is None or held_member.get("at", -1) < at:
+        state.set(member_key(hh, cid), {"role": value["role"], "at": at})
     _add_receipt(ctx.rules, tally, value)
     tally["updated_at"] = ctx.now_ms
     if late:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 DAY_MS = 86_400_000
@@ -60,6 +61,24 @@ class Rules:
     # records are kept. See RETENTION_STORES.
     retention_ms: tuple[tuple[str, int], ...] = DEFAULT_RETENTION
     retention_sweep_interval_ms: int = 60 * MINUTE_MS
+    # Limits at the door (config [limits]): a receipt beyond them is dead-lettered before
+    # anything is stored or counted.
+    max_lines_per_receipt: int = 1_000
+    # purchased_at may be at most this much older than the record's broker timestamp...
+    max_lateness_ms: int = 30 * DAY_MS
+    # ...and at most this much ahead of it (till clocks drift; a future purchase cannot be).
+    max_clock_skew_ms: int = 15 * MINUTE_MS
+    # The largest record (key + value bytes) a stage may send: under the broker's
+    # max.message.bytes with room for the batch header. The worker lowers it at start to
+    # what the broker allows (stream/worker.py); a receipt whose identified record would be
+    # larger is dead-lettered at the door, any other output by the runner.
+    max_record_bytes: int = 1_000_000 - 4_096
+    # How long a card's superseded links are kept (config [register]): at least the maximum
+    # lateness of a receipt plus the parking window, so every receipt that passes the door
+    # finds the link that held at its purchase time.
+    card_history_retention_ms: int = 60 * DAY_MS
+    # Lower limits of single topics, as the broker sets them: (topic, bytes).
+    topic_record_bytes: tuple[tuple[str, int], ...] = ()
     _tz: ZoneInfo = field(init=False, repr=False, compare=False)
     # 15-minute UTC bucket -> local date. Every UTC offset and transition of the zones in
     # use since 1970 falls on a quarter hour, so the local date is constant within a
@@ -67,6 +86,11 @@ class Rules:
     _dates: dict[int, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.card_history_retention_ms < self.max_lateness_ms + self.park_window_ms:
+            raise ValueError(
+                "register.history_retention_days must cover limits.max_lateness_days plus "
+                "parking.window_days (a receipt must find the link of its purchase time)"
+            )
         object.__setattr__(self, "_tz", ZoneInfo(self.zone))
         object.__setattr__(self, "_dates", {})
 
@@ -76,6 +100,13 @@ class Rules:
             if name == store:
                 return ms
         raise KeyError(store)
+
+    def record_limit(self, topic: str) -> int:
+        """The largest record (key + value bytes) that may be sent to ``topic``."""
+        for name, limit in self.topic_record_bytes:
+            if name == topic:
+                return min(limit, self.max_record_bytes)
+        return self.max_record_bytes
 
     def is_product_level(self, chain: str) -> bool:
         # Unknown chains are total-only: fail closed (DOMAIN.md §1).
@@ -123,6 +154,8 @@ class Rules:
             retention_sweep_interval_ms=int(
                 cfg.get("retention", {}).get("sweep_interval_minutes", 60) * MINUTE_MS
             ),
+            **_limits(cfg.get("limits", {})),
+            **_register(cfg.get("register", {})),
         )
 
 
@@ -138,6 +171,44 @@ def _retention(cfg: dict) -> tuple[tuple[str, int], ...]:
             raise ValueError(f"retention.{store}_days must be a positive integer, got {days!r}")
         out.append((store, days * DAY_MS))
     return tuple(out)
+
+
+def _limits(cfg: dict) -> dict[str, Any]:
+    known = {"max_lines_per_receipt", "max_lateness_days", "max_clock_skew_minutes"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise ValueError(f"unknown limits setting(s): {sorted(unknown)}; known: {sorted(known)}")
+    out: dict[str, Any] = {}
+    if "max_lines_per_receipt" in cfg:
+        out["max_lines_per_receipt"] = _positive_int(
+            "limits.max_lines_per_receipt", cfg["max_lines_per_receipt"]
+        )
+    if "max_lateness_days" in cfg:
+        out["max_lateness_ms"] = (
+            _positive_int("limits.max_lateness_days", cfg["max_lateness_days"]) * DAY_MS
+        )
+    if "max_clock_skew_minutes" in cfg:
+        out["max_clock_skew_ms"] = (
+            _non_negative_int("limits.max_clock_skew_minutes", cfg["max_clock_skew_minutes"])
+            * MINUTE_MS
+        )
+    return out
+
+
+def _register(cfg: dict) -> dict[str, Any]:
+    unknown = set(cfg) - {"history_retention_days"}
+    if unknown:
+        raise ValueError(f"unknown register setting(s): {sorted(unknown)}")
+    if "history_retention_days" not in cfg:
+        return {}
+    days = _positive_int("register.history_retention_days", cfg["history_retention_days"])
+    return {"card_history_retention_ms": days * DAY_MS}
+
+
+def _positive_int(name: str, value: object) -> int:
+    if _non_negative_int(name, value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)  # type: ignore[call-overload]
 
 
 def _non_negative_int(name: str, value: object) -> int:

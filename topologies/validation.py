@@ -9,12 +9,35 @@ from __future__ import annotations
 from typing import Any
 
 from topologies.records import Reject
+from topologies.rules import Rules
 
 UNITS = frozenset({"PCS", "KG"})
 PAYMENT_METHODS = frozenset({"S_ETUKORTTI_PAYMENT", "OTHER_CARD", "CASH", "MOBILE", "GIFT_CARD"})
 
 
-def check_receipt(receipt: dict[str, Any], *, product_level: bool) -> Reject | None:
+def check_receipt(
+    receipt: dict[str, Any], *, product_level: bool, now_ms: int, rules: Rules
+) -> Reject | None:
+    """The first rule a receipt breaks, or None. ``now_ms`` is the record's broker timestamp."""
+    lines = receipt["lines"]
+    # Limits first: they bound the work (and the output size) of everything after them.
+    if len(lines) > rules.max_lines_per_receipt:
+        return Reject(
+            "too_many_lines", f"{len(lines)} line items > limit {rules.max_lines_per_receipt}"
+        )
+    purchased_at = receipt["purchased_at"]
+    if purchased_at < now_ms - rules.max_lateness_ms:
+        return Reject(
+            "implausible_time",
+            f"purchased_at is {(now_ms - purchased_at) // 1000} s before the broker timestamp "
+            f"(limit {rules.max_lateness_ms // 1000} s)",
+        )
+    if purchased_at > now_ms + rules.max_clock_skew_ms:
+        return Reject(
+            "implausible_time",
+            f"purchased_at is {(purchased_at - now_ms) // 1000} s after the broker timestamp "
+            f"(limit {rules.max_clock_skew_ms // 1000} s)",
+        )
     if not receipt["receipt_id"]:
         return Reject("missing_receipt_id", "receipt_id is empty")
     if not receipt["store_id"]:
@@ -41,7 +64,7 @@ def check_receipt(receipt: dict[str, Any], *, product_level: bool) -> Reject | N
     seen: set[int] = set()
     line_sum = 0
     eligible_sum = 0
-    for line in receipt["lines"]:
+    for line in lines:
         if line["unit"] not in UNITS:
             return Reject("bad_unit", f"line {line['line_no']}: unit {line['unit']!r}")
         if line["line_no"] in seen:
@@ -49,6 +72,14 @@ def check_receipt(receipt: dict[str, Any], *, product_level: bool) -> Reject | N
         seen.add(line["line_no"])
         if not line["gtin"]:
             return Reject("missing_gtin", f"line {line['line_no']}: empty gtin")
+        quantity, amount = line["quantity_milli"], line["amount_cents"]
+        if quantity < 0 < amount or amount < 0 < quantity:
+            # A sale is positive in both, a returned line negative in both; mixed signs
+            # would let a till turn a return into Bonus (or hide a sale from it).
+            return Reject(
+                "sign_mismatch",
+                f"line {line['line_no']}: quantity and amount have opposite signs",
+            )
         line_sum += line["amount_cents"]
         if line["bonus_eligible"]:
             eligible_sum += line["amount_cents"]

@@ -93,8 +93,9 @@ def test_receipt_with_closed_card_is_anonymous() -> None:
     assert result.rejects == []
     assert topics(result) == ["aggregates.contributions"]
     assert result.emits[0].value == contribution(r)
-    # Nothing about the receipt is kept; the card is remembered only as closed.
-    assert non_meta(state) == {"card|CARD-0001": {"closed": True}}
+    # Nothing about the receipt is kept; the card's history says it is closed since then.
+    assert list(non_meta(state)) == ["card|CARD-0001"]
+    assert state.get("card|CARD-0001")["h"][-1] == [T0 - HOUR_MS, None]
 
 
 def test_closed_card_contribution_has_no_person_identifiers() -> None:
@@ -269,7 +270,7 @@ def test_parked_receipt_released_with_the_card_that_arrives() -> None:
     assert result.emits[0].value == contribution(r)
     assert result.emits[1].value == {"receipt": r, "card": link(c)}
     assert stored(state, "park|") == {}
-    assert stored(state, "card|") == {"card|CARD-0001": link(c)}
+    assert stored(state, "card|") == {"card|CARD-0001": {"v": None, "h": [[T0 + HOUR_MS, link(c)]]}}
 
 
 def test_several_parked_receipts_for_one_card_all_released() -> None:

@@ -101,6 +101,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "customer_id": "C1",
         "household_id": "H1",
         "role": "OWNER",
+        "effective_at": T0,
+        "version": 3,
     },
     "customer.consents": {
         "customer_id": "C1",
@@ -299,7 +301,14 @@ def test_exact_field_names() -> None:
         "original_receipt_id",
         "lines",
     ]
-    assert fields("Card") == ["card_number", "customer_id", "household_id", "role"]
+    assert fields("Card") == [
+        "card_number",
+        "customer_id",
+        "household_id",
+        "role",
+        "effective_at",
+        "version",
+    ]
     assert fields("DeadLetter") == [
         "stage",
         "topic",
@@ -373,10 +382,18 @@ def test_roundtrip_json_topics(codec: Codec, topic: str) -> None:
 def test_golden_card(codec: Codec) -> None:
     data = codec.encode(
         "customer.cards",
-        {"card_number": "6393001", "customer_id": "C1", "household_id": "H1", "role": "OWNER"},
+        {
+            "card_number": "6393001",
+            "customer_id": "C1",
+            "household_id": "H1",
+            "role": "OWNER",
+            "effective_at": None,
+            "version": 5,
+        },
     )
-    # magic 0, schema id 1 (fresh registry), then each string as zigzag-varint length + UTF-8
-    assert data == (b"\x00\x00\x00\x00\x01\x0e6393001\x04C1\x04H1\x0aOWNER")
+    # magic 0, schema id 1 (fresh registry), then each string as zigzag-varint length + UTF-8,
+    # then the unions: branch 0 (null) for effective_at, branch 1 (long) and zigzag 5 = 10.
+    assert data == (b"\x00\x00\x00\x00\x01\x0e6393001\x04C1\x04H1\x0aOWNER\x00\x02\x0a")
 
 
 def test_golden_receipt(codec: Codec) -> None:

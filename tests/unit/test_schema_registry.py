@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import fastavro
 import pytest
 
 from stream import schemas
@@ -15,6 +17,7 @@ from stream.codec import Codec
 from stream.schema_registry import (
     EmbeddedRegistryServer,
     HttpRegistryClient,
+    IncompatibleSchemaError,
     InMemoryRegistry,
     InvalidSchemaError,
     RegistryUnavailableError,
@@ -24,7 +27,14 @@ from stream.schema_registry import (
 
 CARD = schemas.schema_text("fi.coop.purchase.Card")
 RECEIPT = schemas.schema_text("fi.coop.purchase.Receipt")
-CARD_VALUE = {"card_number": "6393001", "customer_id": "C1", "household_id": "H1", "role": "OWNER"}
+CARD_VALUE = {
+    "card_number": "6393001",
+    "customer_id": "C1",
+    "household_id": "H1",
+    "role": "OWNER",
+    "effective_at": None,
+    "version": None,
+}
 
 
 @pytest.fixture
@@ -226,3 +236,48 @@ def test_wire_format_interoperates_with_confluent_serdes(server: EmbeddedRegistr
     ours = codec.encode("customer.cards", CARD_VALUE)
     assert ours == data
     assert AvroDeserializer(client)(ours, ctx) == CARD_VALUE
+
+
+# -- the card register's schema evolution (customer.cards gains effective_at and version) -----
+
+DATA = Path(__file__).parent / "data"
+CARD_V1 = (DATA / "Card.previous.avsc").read_text()
+
+
+def test_the_new_card_schema_is_a_backward_compatible_version_of_the_old(server) -> None:
+    client = HttpRegistryClient(server.url)
+    old_id = client.register("customer.cards-value", CARD_V1)
+    codec = Codec(client)
+    new_id = codec.schema_id("customer.cards")  # registers the current Card schema
+    assert new_id != old_id
+    assert server.registry.versions("customer.cards-value") == [1, 2]
+    # A v1 record (no effective_at, no version) decodes with the new reader: both null, so
+    # it is effective at its broker timestamp and ordered by arrival.
+    old = {k: CARD_VALUE[k] for k in ("card_number", "customer_id", "household_id", "role")}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(json.loads(CARD_V1)), old)
+    framed = b"\x00" + old_id.to_bytes(4, "big") + body.getvalue()
+    assert codec.decode("customer.cards", framed) == old | {"effective_at": None, "version": None}
+
+
+def test_the_registry_refuses_a_version_that_cannot_read_the_old_data(server) -> None:
+    client = HttpRegistryClient(server.url)
+    client.register("customer.cards-value", CARD_V1)
+    breaking = json.loads(schemas.schema_text("fi.coop.purchase.Card"))
+    del breaking["fields"][-1]["default"]  # a new field without a default: old data lacks it
+    breaking["fields"][-1]["type"] = "long"
+    with pytest.raises(IncompatibleSchemaError, match="BACKWARD"):
+        client.register("customer.cards-value", json.dumps(breaking))
+    assert server.registry.versions("customer.cards-value") == [1]
+
+
+def test_confluents_client_sees_the_compatibility_check(server) -> None:
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    client = SchemaRegistryClient({"url": server.url})
+    client.register_schema("customer.cards-value", Schema(CARD_V1, "AVRO"))
+    current = Schema(schemas.schema_text("fi.coop.purchase.Card"), "AVRO")
+    assert client.test_compatibility("customer.cards-value", current) is True
+    breaking = json.loads(schemas.schema_text("fi.coop.purchase.Card"))
+    breaking["fields"][-1] = {"name": "version", "type": "long"}
+    assert client.test_compatibility("customer.cards-value", Schema(json.dumps(breaking))) is False

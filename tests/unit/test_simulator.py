@@ -886,4 +886,25 @@ def test_golden_stream_digest() -> None:
     h = hashlib.sha256()
     for e in generate(SimConfig(households=50, receipts=200, products=50)):
         h.update(orjson.dumps(e))
-    assert h.hexdigest() == "c99b164cad80bc1f57ef528b303bca5bdcae3811735ed741bdb4e222d11204fa"
+    assert h.hexdigest() == "2268456492f39c74bedaf85483b470b0c68106f92587b0c39b8156d08f7468f7"
+
+
+def test_card_records_carry_effective_time_and_version_and_some_do_not() -> None:
+    cfg = SimConfig(seed=4, households=300, receipts=4_000, household_moves=0.002,
+                    role_changes=0.002, card_closures=0.001)  # fmt: skip
+    events, stats = simulate(cfg)
+    cards = [e for e in events if e["topic"] == "customer.cards" and e["value"] is not None]
+    versioned = [e for e in cards if "version" in e["value"]]
+    assert 0.8 < len(versioned) / len(cards) < 0.97  # unversioned_cards = 0.1
+    for e in versioned:
+        assert e["value"]["effective_at"] in (e["timestamp"], None)
+    last: dict[str, int] = {}
+    for e in versioned:  # per card, versions increase in stream order
+        assert e["value"]["version"] > last.get(e["key"], 0)
+        last[e["key"]] = e["value"]["version"]
+    assert stats.role_changes and stats.household_moves and stats.closed_cards
+    # A role change: the old main member's cards say MEMBER, the new one's MAIN_MEMBER.
+    hh, old, new = stats.role_changes[0]
+    roles = {e["value"]["customer_id"]: e["value"]["role"] for e in cards
+             if e["value"]["household_id"] == hh}  # fmt: skip
+    assert roles[new] == "MAIN_MEMBER"

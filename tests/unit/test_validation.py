@@ -28,6 +28,13 @@ from topologies.state import MemoryState
 from topologies.validation import check_receipt
 
 
+def check(r: dict, *, product_level: bool):
+    """check_receipt with a broker timestamp one second after the purchase."""
+    return check_receipt(
+        r, product_level=product_level, now_ms=r["purchased_at"] + 1_000, rules=RULES
+    )
+
+
 def codes(result) -> list[str]:
     return [r.code for r in result.rejects]
 
@@ -36,19 +43,19 @@ def codes(result) -> list[str]:
 
 
 def test_valid_product_level_receipt_passes() -> None:
-    assert check_receipt(receipt(), product_level=True) is None
+    assert check(receipt(), product_level=True) is None
 
 
 def test_lines_not_adding_up_to_total_rejected_at_product_level_chain() -> None:
     r = receipt(total_cents=834)  # lines sum to 833
-    problem = check_receipt(r, product_level=True)
+    problem = check(r, product_level=True)
     assert problem is not None
     assert problem.code == "lines_total_mismatch"
 
 
 def test_eligible_lines_not_adding_up_rejected_at_product_level_chain() -> None:
     r = receipt(bonus_eligible_cents=433)  # eligible lines sum to 434
-    problem = check_receipt(r, product_level=True)
+    problem = check(r, product_level=True)
     assert problem is not None
     assert problem.code == "lines_eligible_mismatch"
 
@@ -56,7 +63,7 @@ def test_eligible_lines_not_adding_up_rejected_at_product_level_chain() -> None:
 def test_total_only_chain_is_not_held_to_its_stray_lines() -> None:
     # A hotel till sends lines anyway; they are dropped, so they cannot invalidate the total.
     r = receipt(chain="HOTEL", total_cents=5000, bonus_eligible_cents=4000)
-    assert check_receipt(r, product_level=False) is None
+    assert check(r, product_level=False) is None
 
 
 def test_total_only_chain_stray_lines_cannot_make_the_receipt_invalid() -> None:
@@ -67,7 +74,7 @@ def test_total_only_chain_stray_lines_cannot_make_the_receipt_invalid() -> None:
         line(1, "", 100),
     ]
     r = receipt(chain="HOTEL", lines=stray, total_cents=5000, bonus_eligible_cents=5000)
-    assert check_receipt(r, product_level=False) is None
+    assert check(r, product_level=False) is None
 
 
 def test_return_with_original_receipt_id_accepted() -> None:
@@ -78,19 +85,19 @@ def test_return_with_original_receipt_id_accepted() -> None:
     )
     assert r["total_cents"] == -588
     assert r["bonus_eligible_cents"] == -189
-    assert check_receipt(r, product_level=True) is None
+    assert check(r, product_level=True) is None
 
 
 def test_return_without_original_receipt_id_rejected() -> None:
     r = receipt("R-RET-1", lines=[line(1, GTIN_MILK, -189)], original_receipt_id=None)
-    problem = check_receipt(r, product_level=True)
+    problem = check(r, product_level=True)
     assert problem is not None
     assert problem.code == "return_without_original"
 
 
 def test_return_without_original_rejected_at_total_only_chain_too() -> None:
     r = receipt("R-RET-2", chain="HOTEL", lines=[], total_cents=-1000, bonus_eligible_cents=-1000)
-    problem = check_receipt(r, product_level=False)
+    problem = check(r, product_level=False)
     assert problem is not None
     assert problem.code == "return_without_original"
 
@@ -98,7 +105,7 @@ def test_return_without_original_rejected_at_total_only_chain_too() -> None:
 @pytest.mark.parametrize("unit", ["LTR", "pcs", "", "G"])
 def test_bad_unit_rejected(unit: str) -> None:
     r = receipt(lines=[line(1, GTIN_MILK, 189, unit=unit)])
-    problem = check_receipt(r, product_level=True)
+    problem = check(r, product_level=True)
     assert problem is not None
     assert problem.code == "bad_unit"
 
@@ -106,19 +113,19 @@ def test_bad_unit_rejected(unit: str) -> None:
 @pytest.mark.parametrize("unit", ["PCS", "KG"])
 def test_known_units_accepted(unit: str) -> None:
     r = receipt(lines=[line(1, GTIN_APPLE, 245, unit=unit, quantity_milli=850)])
-    assert check_receipt(r, product_level=True) is None
+    assert check(r, product_level=True) is None
 
 
 def test_duplicate_line_no_rejected() -> None:
     r = receipt(lines=[line(1, GTIN_MILK, 189), line(1, GTIN_APPLE, 245)])
-    problem = check_receipt(r, product_level=True)
+    problem = check(r, product_level=True)
     assert problem is not None
     assert problem.code == "duplicate_line_no"
 
 
 def test_empty_gtin_rejected() -> None:
     r = receipt(lines=[line(1, "", 189)])
-    problem = check_receipt(r, product_level=True)
+    problem = check(r, product_level=True)
     assert problem is not None
     assert problem.code == "missing_gtin"
 
@@ -127,7 +134,7 @@ def test_empty_gtin_rejected() -> None:
 def test_pipe_in_identifier_rejected(field: str) -> None:
     r = receipt()
     r[field] = "A|B"
-    problem = check_receipt(r, product_level=True)
+    problem = check(r, product_level=True)
     assert problem is not None
     assert problem.code == "bad_identifier"
 
@@ -138,13 +145,13 @@ def test_pipe_in_identifier_rejected(field: str) -> None:
 def test_empty_ids_rejected(field: str, code: str) -> None:
     r = receipt()
     r[field] = ""
-    problem = check_receipt(r, product_level=True)
+    problem = check(r, product_level=True)
     assert problem is not None
     assert problem.code == code
 
 
 def test_unknown_payment_method_rejected() -> None:
-    problem = check_receipt(receipt(payment_method="BITCOIN"), product_level=True)
+    problem = check(receipt(payment_method="BITCOIN"), product_level=True)
     assert problem is not None
     assert problem.code == "bad_payment_method"
 
@@ -160,14 +167,14 @@ def test_eligible_outside_total_rejected(total: int, eligible: int) -> None:
         bonus_eligible_cents=eligible,
         original_receipt_id="R-0000" if total < 0 else None,
     )
-    problem = check_receipt(r, product_level=False)
+    problem = check(r, product_level=False)
     assert problem is not None
     assert problem.code == "eligible_exceeds_total"
 
 
 @pytest.mark.parametrize("purchased_at", [0, -1])
 def test_non_positive_timestamp_rejected(purchased_at: int) -> None:
-    problem = check_receipt(receipt(purchased_at=purchased_at), product_level=True)
+    problem = check(receipt(purchased_at=purchased_at), product_level=True)
     assert problem is not None
     assert problem.code == "bad_timestamp"
 

@@ -38,9 +38,11 @@ def line(
     amount_cents: int,
     *,
     unit: str = "PCS",
-    quantity_milli: int = 1000,
+    quantity_milli: int | None = None,
     bonus_eligible: bool = True,
 ) -> dict[str, Any]:
+    if quantity_milli is None:  # one piece sold, or returned (a return is negative in both)
+        quantity_milli = -1000 if amount_cents < 0 else 1000
     return {
         "line_no": line_no,
         "gtin": gtin,

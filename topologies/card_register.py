@@ -1,0 +1,108 @@
+"""The card register in time: each card's history of links, and the link at a given time.
+
+DOMAIN.md §1 ("the card register in time"), after Kafka Streams' versioned key-value stores
+(KIP-889) and stream-table join on event time (KIP-914). Stage 1 (``card_join``) keeps, per
+card, the links it has had and since when::
+
+    card|<card> -> {"v": highest accepted version or None,
+                    "h": [[from_ms, link or None], ...]}   # sorted by from_ms
+
+A link is ``{card_number, customer_id, household_id, role}``; ``None`` means the card was
+closed from then on. The rules:
+
+- a record's ``effective_at`` is when it starts to hold; without one, its broker timestamp;
+- a record with a ``version`` not above the highest accepted one for the card is ignored
+  (out-of-order delivery, redelivery); a record without a version is ordered by arrival;
+- a tombstone closes the card from its broker timestamp;
+- a receipt takes the link that held at its ``purchased_at``: the entry with the latest
+  ``from_ms`` not after it -- or the first entry, when the purchase is older than every
+  entry (the first record covers all time before it: a card never belonged to anyone else,
+  and a receipt parked because its card was not yet known joins when the card arrives);
+- a purchase while the card was closed is anonymous;
+- entries that stopped holding before ``now - history_retention`` are dropped (the first
+  one kept then covers all time before it); the retention covers the maximum lateness of a
+  receipt plus the parking window, so no receipt that passes the door can need them.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Any
+
+ROLES = ("MAIN_MEMBER", "MEMBER")
+
+
+def key(card_number: str) -> str:
+    return f"card|{card_number}"
+
+
+def migrate(held: dict[str, Any] | None) -> dict[str, Any] | None:
+    """State written before the register had a history: one entry covering all time."""
+    if held is None or "h" in held:
+        return held
+    if held.get("closed"):
+        return {"v": None, "h": [[0, None]]}
+    link = {k: held[k] for k in ("card_number", "customer_id", "household_id", "role")}
+    return {"v": None, "h": [[0, link]]}
+
+
+def apply(
+    held: dict[str, Any] | None, card: dict[str, Any] | None, broker_ts: int
+) -> dict[str, Any] | None:
+    """The history after one ``customer.cards`` record; None if the record is ignored."""
+    held = migrate(held)
+    history: list[list[Any]] = [list(e) for e in held["h"]] if held else []
+    version = held["v"] if held else None
+    if card is None:
+        at, link = broker_ts, None
+    else:
+        v = card.get("version")
+        if v is not None:
+            if version is not None and v <= version:
+                return None
+            version = v
+        eff = card.get("effective_at")
+        at = broker_ts if eff is None else eff
+        link = {k: card[k] for k in ("card_number", "customer_id", "household_id", "role")}
+    froms = [e[0] for e in history]
+    i = bisect_right(froms, at)
+    if i and froms[i - 1] == at:
+        history[i - 1] = [at, link]  # the same instant: the later record wins
+    else:
+        history.insert(i, [at, link])
+    return {"v": version, "h": history}
+
+
+def link_at(held: dict[str, Any], t: int) -> dict[str, Any] | None:
+    """The link that held at ``t`` (None: the card was closed then)."""
+    history = held["h"]
+    i = bisect_right([e[0] for e in history], t)
+    return history[max(i - 1, 0)][1]
+
+
+def prune(held: dict[str, Any], cutoff: int) -> dict[str, Any] | None:
+    """The history without entries that stopped holding before ``cutoff``; None if none."""
+    history = held["h"]
+    drop = 0
+    while drop + 1 < len(history) and history[drop + 1][0] <= cutoff:
+        drop += 1
+    if not drop:
+        return None
+    return {"v": held["v"], "h": history[drop:]}
+
+
+def current(held: dict[str, Any]) -> dict[str, Any] | None:
+    """The link that holds from the latest entry on (None: closed)."""
+    return held["h"][-1][1]
+
+
+def periods(held: dict[str, Any]) -> list[dict[str, Any]]:
+    """The history as periods: link fields with ``from`` and ``to`` (None: still holds)."""
+    history = held["h"]
+    out = []
+    for i, (start, link) in enumerate(history):
+        if link is None:
+            continue
+        end = history[i + 1][0] if i + 1 < len(history) else None
+        out.append({**link, "from": start, "to": end})
+    return out

@@ -35,7 +35,7 @@ from stream.admin import end_offsets
 from stream.simulator import _luhn_digit
 from stream.state import TableState
 from stream.worker import key_partition, table_name
-from topologies import card_join, personal_routing
+from topologies import card_join, household_bonus, personal_routing
 from topologies.context import Context
 from topologies.pipeline import STAGES
 
@@ -50,8 +50,48 @@ def card_number(i: int) -> str:
     return body + str(_luhn_digit(body))
 
 
-def _register(n: int) -> Iterator[dict[str, Any]]:
-    """Card and consent records of ``n`` customers (one card each), in n / 1.6 households."""
+# The register's changes after the first load, per card (the card register in time): a move
+# to another household (a second link in the card's history) and a closure (a third entry).
+HISTORY_MOVES = 0.10
+HISTORY_CLOSURES = 0.02
+
+
+def _register(n: int, moves: float = 0.0, closures: float = 0.0) -> Iterator[dict[str, Any]]:
+    """Card and consent records of ``n`` customers (one card each), in n / 1.6 households;
+    then, for the shares ``moves`` and ``closures`` of the cards, a move (version 2, a day
+    later) and a closure (a tombstone two days later)."""
+    yield from _base_register(n)
+    rnd = random.Random(11)
+    households = max(1, int(n / CARDS_PER_HOUSEHOLD))
+    for i in range(n):
+        r = rnd.random()
+        if r >= moves + closures:
+            continue
+        card, cust = card_number(i), f"C{i:09d}"
+        at = REGISTER_TS + 86_400_000
+        yield {
+            "topic": "customer.cards",
+            "key": card,
+            "value": {
+                "card_number": card,
+                "customer_id": cust,
+                "household_id": f"HH{rnd.randrange(households):08d}",
+                "role": "MEMBER",
+                "effective_at": at,
+                "version": 2,
+            },
+            "timestamp": at,
+        }
+        if r < closures:
+            yield {
+                "topic": "customer.cards",
+                "key": card,
+                "value": None,
+                "timestamp": at + 86_400_000,
+            }
+
+
+def _base_register(n: int) -> Iterator[dict[str, Any]]:
     rnd = random.Random(7)
     households = max(1, int(n / CARDS_PER_HOUSEHOLD))
     ts = REGISTER_TS
@@ -129,6 +169,49 @@ def _lookups(
         "keys": len(keys),
         "databases": len(dbs),
     }
+
+
+def _card_lookups(dbs: list[Path], keys: list[tuple[int, bytes]]) -> dict[str, Any]:
+    """The card register's lookup as stage 1 does it -- get, decode, the link at a purchase
+    time (topologies/card_register.link_at) -- timed apart for cards with one link and for
+    cards with a history, with the entries' sizes."""
+    import orjson
+    from rocksdict import AccessType, Rdict
+
+    from topologies import card_register
+
+    opened = [
+        Rdict(str(p), options=_rdict_options(), access_type=AccessType.read_only()) for p in dbs
+    ]
+    t = REGISTER_TS + 3 * 86_400_000
+    figures: dict[str, dict[str, float]] = {}
+    try:
+        for name, want in (("one_link", 1), ("history", 2)):
+            sizes: list[int] = []
+            sample = []
+            for i, k in keys:
+                raw = opened[i].get(k)
+                if raw is not None and (len(orjson.loads(raw)["h"]) >= 2) == (want == 2):
+                    sample.append((i, k))
+                    sizes.append(len(k) + len(raw))
+                if len(sample) >= 20_000:
+                    break
+            if not sample:
+                continue
+            t0 = time.perf_counter()
+            for _ in range(3):
+                for i, k in sample:
+                    card_register.link_at(card_register.migrate(orjson.loads(opened[i][k])), t)
+            dt = (time.perf_counter() - t0) / (3 * len(sample))
+            figures[name] = {
+                "cards_sampled": len(sample),
+                "lookup_us": round(dt * 1e6, 2),
+                "entry_bytes": round(sum(sizes) / len(sizes), 1),
+            }
+    finally:
+        for db in opened:
+            db.close()
+    return figures
 
 
 def _table_dbs(state_dir: Path) -> list[Path]:
@@ -272,11 +355,23 @@ class _PartitionState(TableState):
         return self._db
 
 
-BUILT_STAGES = {"customer.cards": card_join, "customer.consents": personal_routing}
+BUILT_STAGES = {
+    "customer.cards": card_join,
+    "customer.consents": personal_routing,
+    # the card register's propagation (topologies/card_register.py) to the person's and the
+    # household's partitions
+    "register.people": personal_routing,
+    "register.households": household_bonus,
+}
+# Each stage once, in pipeline order (BUILT_STAGES has one per topic).
+BUILT_STAGE_MODULES = (card_join, personal_routing, household_bonus)
 
 
 def _build(
-    cards: int, partitions: int, states: dict[tuple[str, int], _PartitionState]
+    cards: int,
+    partitions: int,
+    states: dict[tuple[str, int], _PartitionState],
+    history: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, Any]:
     """Run the register's records through the stage steps that keep it, on ``states``.
 
@@ -291,17 +386,20 @@ def _build(
     t0 = time.monotonic()
     last = t0
     rejected = 0
-    for i, e in enumerate(_register(cards)):
-        topic, key = e["topic"], e["key"]
-        stage = BUILT_STAGES[topic]
-        p = key_partition(key, partitions)
-        ctx = Context(now_ms=e["timestamp"], rules=rules, topic=topic, partition=p, offset=i)
-        result = stage.step(ctx, states[(stage.STAGE, p)], topic, key, e["value"])
-        rejected += len(result.rejects)
+    for i, e in enumerate(_register(cards, *history)):
+        queue = [(e["topic"], e["key"], e["value"])]
+        while queue:  # the record, then what it sends to the other built stages
+            topic, key, value = queue.pop(0)
+            stage = BUILT_STAGES[topic]
+            p = key_partition(key, partitions)
+            ctx = Context(now_ms=e["timestamp"], rules=rules, topic=topic, partition=p, offset=i)
+            result = stage.step(ctx, states[(stage.STAGE, p)], topic, key, value)
+            rejected += len(result.rejects)
+            queue.extend((x.topic, x.key, x.value) for x in result.emits if x.topic in BUILT_STAGES)
         now = time.monotonic()
         if now - last > 15:
             last = now
-            log(f"state: built {(i + 1) // 2:,}/{cards:,} customers ({now - t0:.0f}s)")
+            log(f"state: built {i + 1:,} register records of {cards:,} cards ({now - t0:.0f}s)")
     return {
         "build_s": round(time.monotonic() - t0, 1),
         "state_writes": sum(s.writes for s in states.values()),
@@ -313,7 +411,9 @@ def _stage(name: str) -> Any:
     return next(s for s in STAGES if s.name == name)
 
 
-def _build_in_place(tabledir: Path, cards: int, partitions: int) -> dict[str, Any]:
+def _build_in_place(
+    tabledir: Path, cards: int, partitions: int, history: tuple[float, float] = (0.0, 0.0)
+) -> dict[str, Any]:
     """Write the register's table state straight into a stopped worker's partition databases."""
     from rocksdict import Rdict, WriteOptions
 
@@ -321,14 +421,15 @@ def _build_in_place(tabledir: Path, cards: int, partitions: int) -> dict[str, An
     wo.disable_wal = True  # flushed and closed below; a failed build is simply discarded
     dbs: dict[tuple[str, int], Any] = {}
     try:
-        for topic_stage in BUILT_STAGES.values():
+        for topic_stage in BUILT_STAGE_MODULES:
             for p in range(partitions):
                 path = tabledir / f"{table_name(_stage(topic_stage.STAGE))}-{p}.db"
                 if not (path / "CURRENT").exists():
                     raise RuntimeError(f"{path}: the worker did not create this table partition")
                 db = dbs[(topic_stage.STAGE, p)] = Rdict(str(path), options=_rdict_options())
                 db.set_write_options(wo)
-        built = _build(cards, partitions, {k: _PartitionState(db) for k, db in dbs.items()})
+        states = {k: _PartitionState(db) for k, db in dbs.items()}
+        built = _build(cards, partitions, states, history)
         for db in dbs.values():
             db.flush(True)
     finally:
@@ -363,7 +464,7 @@ def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, A
 
     states = {}
     scratch = []
-    for topic_stage in BUILT_STAGES.values():
+    for topic_stage in BUILT_STAGE_MODULES:
         topic = f"{app}-{table_name(_stage(topic_stage.STAGE))}-changelog"
         for p in range(partitions):
             db = Rdict(str(env.tmp / f"sample-{topic_stage.STAGE}-{p}"), options=_rdict_options())
@@ -416,9 +517,13 @@ def _probe_receipts(n: int, cards: int) -> tuple[list[Any], list[Any]]:
 
 
 def full_state(
-    cards: int, restore_customers: int, partitions: int = bb.PARTITIONS
+    cards: int,
+    restore_customers: int,
+    partitions: int = bb.PARTITIONS,
+    history: tuple[float, float] = (HISTORY_MOVES, HISTORY_CLOSURES),
 ) -> dict[str, Any]:
-    """The national-size tables built in place, a worker on them, and the restore rate."""
+    """The national-size tables built in place (with the register's history: a share of
+    the cards moved, some also closed), a worker on them, and the restore rate."""
     header(
         f"scale of state, built in place: {cards:,} cards, {cards:,} consents, "
         f"{int(cards / CARDS_PER_HOUSEHOLD):,} households",
@@ -439,7 +544,7 @@ def full_state(
         state_dir = _state_dir(w1)
         tabledir = next(p.parent for p in state_dir.rglob("*.db"))
         log(f"state: building {cards:,} cards + consents into {tabledir}")
-        built = _build_in_place(tabledir, cards, partitions)
+        built = _build_in_place(tabledir, cards, partitions, history)
         rocks = dir_bytes(tabledir)
         log(f"state: {built['state_writes']:,} state writes in {built['build_s']}s; lookups")
         dbs = _table_dbs(tabledir)
@@ -457,6 +562,7 @@ def full_state(
             for c in (f"C{i:09d}" for i in range(3, cards, 7))
         ]
         look = _lookups(dbs, keys)
+        card_look = _card_lookups(dbs, [k for k in keys if k[1].startswith(b"card|")])
         del keys
 
         catalogue, probe = _probe_receipts(PROBE_RECEIPTS, cards)
@@ -492,6 +598,8 @@ def full_state(
         "probe_receipts_per_s": round(len(probe) / probe_s, 1),
         "worker_rss_after_probe_bytes": rss_after,
         "lookups": look,
+        "history": {"moves": history[0], "closures": history[1]},
+        "card_lookups": card_look,
         "restore_sample": restore,
         "restore_s_estimated": estimates,
         "restore_note": "this state's changelog records / the restore rate of the sample "
@@ -505,6 +613,11 @@ def full_state(
     row(f"worker RSS after {len(probe):,} receipts of random cards (MB)", fmt(rss_after / 2**20))
     row("  those receipts / s", fmt(out["probe_receipts_per_s"]))
     row("random point lookups / s (rocksdict)", fmt(look.get("lookups_per_s")))
+    for name, label in (("one_link", "without history"), ("history", "with history")):
+        f = card_look.get(name)
+        if f:
+            row(f"card lookup at a purchase time, {label} (µs)", fmt(f["lookup_us"], 2))
+            row(f"card entry, {label} (bytes)", fmt(f["entry_bytes"], 1))
     row(
         f"restore sample: {restore['changelog_records']:,} changelog records; empty start (s)",
         fmt(restore["empty_start_s"], 1),

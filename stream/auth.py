@@ -1,16 +1,16 @@
 """Caller identity for the worker's API: HS256-signed JWTs with an expiry.
 
-Tokens are issued by the member service (which owns logins and the card register's
-household links) with a key shared through settings (``api_jwt_secret``); the worker only
-verifies them. ``purchase-stream token`` mints one for development and tests.
+Tokens are issued by the member service (which owns logins) with a key shared through
+settings (``api_jwt_secret``); the worker only verifies them. ``purchase-stream token``
+mints one for development and tests. A token authenticates the person (and marks staff);
+the household and the household role come from the card register the workers hold, never
+from the token (DOMAIN.md §1, §5): ``hh`` / ``hh_role`` claims of older tokens are ignored.
 
 Claims:
 
 =================  =========================================================================
 ``sub``            customer id (role ``customer``) or the staff member's id (role ``staff``)
 ``role``           ``customer`` or ``staff``
-``hh``             household id (customers)
-``hh_role``        ``main`` or ``member`` (customers): their role in that household
 ``iss``, ``aud``   must equal ``ISSUER`` and ``AUDIENCE``
 ``exp``, ``iat``   required; a token past ``exp`` is refused (30 s leeway for clock skew)
 =================  =========================================================================
@@ -23,7 +23,7 @@ from typing import Any
 
 import jwt
 
-from topologies.access import CUSTOMER, MAIN, MEMBER, STAFF, Viewer
+from topologies.access import CUSTOMER, STAFF, Viewer
 
 ALGORITHM = "HS256"
 ISSUER = "s-mobiili-member-service"
@@ -49,16 +49,12 @@ def issue(
     subject: str,
     *,
     role: str = CUSTOMER,
-    household_id: str | None = None,
-    household_role: str | None = None,
     ttl_s: int = 3600,
     now: float | None = None,
 ) -> str:
     check_secret(secret)
     if role not in (CUSTOMER, STAFF):
         raise ValueError(f"role must be {CUSTOMER!r} or {STAFF!r}")
-    if role == CUSTOMER and (household_id is None or household_role not in (MAIN, MEMBER)):
-        raise ValueError("a customer token needs a household id and hh_role main|member")
     t = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "sub": subject,
@@ -68,9 +64,6 @@ def issue(
         "iat": t,
         "exp": t + ttl_s,
     }
-    if role == CUSTOMER:
-        claims["hh"] = household_id
-        claims["hh_role"] = household_role
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -96,10 +89,7 @@ def verify(secret: str, token: str) -> Viewer:
     if role == STAFF:
         return Viewer(STAFF, sub)
     if role == CUSTOMER:
-        hh, hh_role = claims.get("hh"), claims.get("hh_role")
-        if not isinstance(hh, str) or not hh or "|" in hh or hh_role not in (MAIN, MEMBER):
-            raise AuthError("invalid token (household claims)")
-        return Viewer(CUSTOMER, sub, hh, hh_role)
+        return Viewer(CUSTOMER, sub)
     raise AuthError("invalid token (role)")
 
 

@@ -212,8 +212,6 @@ def cmd_token(args: argparse.Namespace) -> int:
                 settings.api_jwt_secret,
                 args.sub,
                 role=args.role,
-                household_id=args.household,
-                household_role=args.hh_role,
                 ttl_s=args.ttl,
             )
         )
@@ -382,8 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("token", help="mint an API bearer token (dev/test; needs api_jwt_secret)")
     t.add_argument("--sub", required=True, help="customer id, or staff id with --role staff")
     t.add_argument("--role", choices=("customer", "staff"), default="customer")
-    t.add_argument("--household", help="household id (customers)")
-    t.add_argument("--hh-role", choices=("main", "member"), help="role in the household")
     t.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     t.set_defaults(func=cmd_token)
 

@@ -168,8 +168,6 @@ def run_demo(
                 tok = auth.issue(
                     env["PURCHASE_STREAM_API_JWT_SECRET"],
                     viewer["customer_id"],
-                    household_id=viewer["household_id"],
-                    household_role=viewer["hh_role"],
                     ttl_s=24 * 3600,
                 )
                 say(

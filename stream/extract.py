@@ -13,7 +13,6 @@ from typing import Any
 
 from stream.queries import personal_extract
 from stream.state import RocksState
-from topologies import card_register
 from topologies.card_join import STAGE as CARD_STAGE
 from topologies.personal_routing import STAGE as PERSONAL_STAGE
 from topologies.rules import Rules
@@ -30,17 +29,10 @@ def extract(state_dir: str | Path, customer_id: str, rules: Rules) -> dict[str, 
     if "|" in customer_id:
         raise ExtractError("customer id must not contain '|'")
     personal = RocksState(root / PERSONAL_STAGE)
-    cards_state = RocksState(root / CARD_STAGE)
     try:
         held = personal_extract(personal, rules, customer_id)
-        # The person's card-link history: card, household, role, from, to (None: holds).
-        cards = [
-            period
-            for _k, held in cards_state.items("card|")
-            for period in card_register.periods(card_register.migrate(held) or {"h": []})
-            if period["customer_id"] == customer_id
-        ]
     finally:
         personal.close()
-        cards_state.close()
+    # The cards linked to the person now; "card_links" has the whole history.
+    cards = [link for link in held["card_links"] if link["to"] is None]
     return {"customer_id": customer_id, "consent": held["consent"], "cards": cards, **held}

@@ -10,7 +10,7 @@ from typing import Any
 
 from topologies import consent as consent_rules
 from topologies import household_bonus
-from topologies.personal_routing import recall_key
+from topologies.personal_routing import recall_key, register_history, register_now
 from topologies.rules import Rules
 from topologies.state import State
 
@@ -75,8 +75,9 @@ def household_month(state: State, household_id: str, month: str) -> dict[str, An
 
 def personal_extract(state: State, rules: Rules, customer_id: str) -> dict[str, Any]:
     """Everything the personal-routing stage holds about one customer (its state partition):
-    consent, receipt totals, product-level line items, marketing signals, e-receipts, the
-    recall index entries and the S-mobiili counters."""
+    consent, the card-link history from the card register, receipt totals, product-level
+    line items, marketing signals, e-receipts, the recall index entries and the S-mobiili
+    counters."""
     totals = [v for _k, v in state.items(f"rt|{customer_id}|")]
     line_items: list[dict[str, Any]] = []
     for _k, rec in state.items(f"pl|{customer_id}|"):
@@ -110,6 +111,8 @@ def personal_extract(state: State, rules: Rules, customer_id: str) -> dict[str, 
     return {
         "customer_id": customer_id,
         "consent": state.get(consent_rules.key(customer_id)),
+        # card, household, role, from, to (None: holds now), as the register has them
+        "card_links": register_history(state, customer_id),
         "counters": dict(sorted(held_counters.items())),
         "receipt_totals": sorted(totals, key=lambda r: (r["purchased_at"], r["receipt_id"])),
         "line_items": sorted(
@@ -119,6 +122,19 @@ def personal_extract(state: State, rules: Rules, customer_id: str) -> dict[str, 
         "e_receipts": sorted(ereceipts, key=lambda r: (r["purchased_at"], r["receipt_id"])),
         "recall_index": sorted(recall, key=lambda r: (r["purchased_at"], r["receipt_id"])),
     }
+
+
+def membership(state: State, customer_id: str) -> dict[str, Any] | None:
+    """The person's household and role in the card register now (None: in none)."""
+    now = register_now(state, customer_id)
+    if now is None:
+        return None
+    return {"customer_id": customer_id, "household_id": now["household_id"], "role": now["role"]}
+
+
+def register_members(state: State, household_id: str) -> dict[str, str]:
+    """The household's members now by the card register: customer id -> card role."""
+    return household_bonus.register_members(state, household_id)
 
 
 def counters_month(state: State, customer_id: str, month: str) -> dict[str, Any] | None:

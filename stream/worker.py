@@ -34,7 +34,7 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
 from stream.admin import COMPACT_TUNING, AdminError, max_message_bytes, read_range
-from stream.api import Api
+from stream.api import MAX_BODY_BYTES, Api, edge
 from stream.catalog_feed import CatalogFeed
 from stream.codec import Codec, DecodeError
 from stream.live import LiveFeed
@@ -233,6 +233,8 @@ def create_app(
         # it from web_host otherwise, which is useless when binding 0.0.0.0).
         canonical_url=settings.canonical_url or f"http://{settings.web_host}:{settings.web_port}",
         web_tables_enabled=False,
+        # The API's edge: limits, one audit record per request (stream/api.py).
+        web_application_options={"middlewares": [edge], "client_max_size": MAX_BODY_BYTES},
         web_graph_enabled=False,
         web_stats_enabled=False,
         web_router_enabled=False,

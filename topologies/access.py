@@ -35,6 +35,7 @@ PRODUCT_LEVEL = "product_level"  # line items of one's own purchases
 COUNTERS = "counters"  # S-mobiili counters (derived from product-level data)
 RECEIPT_TOTALS = "receipt_totals"  # one person's receipt totals
 EXTRACT = "extract"  # the register extract: everything held about one person
+MEMBERSHIP = "membership"  # one's own household and role in the card register now
 HOUSEHOLD_MEMBERS = "household_members"
 HOUSEHOLD_RECEIPTS = "household_receipts"  # every household Bonus purchase, total level
 HOUSEHOLD_BONUS = "household_bonus"  # the household's full Bonus figures
@@ -42,7 +43,7 @@ JOINT_BONUS = "joint_bonus"  # the joint accrual (eligible, rate, Bonus)
 WHO_IS_MAIN = "main_member"  # who the main member is
 CHAIN_SUMMARY = "chain_summary"  # household purchases summarised by chain
 
-PERSONAL_KINDS = frozenset({PRODUCT_LEVEL, COUNTERS, RECEIPT_TOTALS, EXTRACT})
+PERSONAL_KINDS = frozenset({PRODUCT_LEVEL, COUNTERS, RECEIPT_TOTALS, EXTRACT, MEMBERSHIP})
 HOUSEHOLD_KINDS = frozenset(
     {
         HOUSEHOLD_MEMBERS,
@@ -92,6 +93,21 @@ def may_see(
         if viewer.household_role == MEMBER:
             return kind in MEMBER_SEES
     return False
+
+
+def in_household(viewer: Viewer, household_id: str, members: dict[str, str]) -> Viewer:
+    """``viewer`` with the household and role the card register gives them *now*.
+
+    ``members`` is the household's members now by the register (customer id -> card role),
+    never what a token claims (DOMAIN.md §1, "the card register in time"): someone not in it
+    gets no household, so :func:`may_see` refuses every household kind.
+    """
+    role = members.get(viewer.subject) if viewer.kind == CUSTOMER else None
+    if role is None:
+        return Viewer(viewer.kind, viewer.subject)
+    return Viewer(
+        viewer.kind, viewer.subject, household_id, MAIN if role == "MAIN_MEMBER" else MEMBER
+    )
 
 
 def household_view(

@@ -84,16 +84,25 @@ def _on_card(
     history = card_register.apply(held, card, ctx.now_ms)
     if history is None:
         result.events["stale_card"] += 1  # a version not above the one accepted
-        if held is not None:  # receipts parked before a crash cut the release short
+        if held is not None:  # what a crash may have cut short: the release, the propagation
             _release_parked(ctx, state, key, held, result)
+            _propagate(key, held, held, result)
         return result
     history = card_register.prune(history, _history_cutoff(ctx)) or history
+    _propagate(key, held, history, result)
     # Released before the card is written: the card's entry is the last write, so if it
     # survived a crash, the release did too (the changelog keeps a prefix of the writes).
     _release_parked(ctx, state, key, history, result)
     state.set(card_key(key), history)
     result.events["card_closed" if card is None else "card_updated"] += 1
     return result
+
+
+def _propagate(
+    card: str, before: dict[str, Any] | None, after: dict[str, Any], result: StepResult
+) -> None:
+    for topic, k, value in card_register.propagate(card, before, after):
+        result.emits.append(Emit(topic, k, value))
 
 
 def _history_cutoff(ctx: Context) -> int:

@@ -106,3 +106,52 @@ def periods(held: dict[str, Any]) -> list[dict[str, Any]]:
         end = history[i + 1][0] if i + 1 < len(history) else None
         out.append({**link, "from": start, "to": end})
     return out
+
+
+# --- the register for readers keyed by person and by household ------------------------------
+#
+# Stage 1 is keyed by card; who may see what (DOMAIN.md §5) is decided by person (stage 2,
+# keyed by customer) and by household (the Bonus ledger, keyed by household). Every accepted
+# card record -- and every redelivered one, so a record lost in a crash is sent again -- is
+# propagated as the card's periods per person (``register.customers``) and per person in a
+# household (``register.households``): the last value per (person, card) and per (household,
+# person, card) is the register's answer there.
+
+CUSTOMERS_TOPIC = "register.people"
+HOUSEHOLDS_TOPIC = "register.households"
+
+
+def propagate(card_number: str, before: dict[str, Any] | None, after: dict[str, Any]) -> list:
+    """``(topic, key, value)`` records for every person and household the card has had.
+
+    ``before`` is the history before this record: a person or household that dropped out of
+    the history (pruned, or a card that changed hands) gets an empty list, which deletes it.
+    """
+    now = periods(after)
+    then = periods(before) if before is not None else []
+    people = sorted({p["customer_id"] for p in now + then})
+    pairs = sorted({(p["household_id"], p["customer_id"]) for p in now + then})
+    out = []
+    for cid in people:
+        mine = [_period(p) for p in now if p["customer_id"] == cid]
+        out.append(
+            (
+                CUSTOMERS_TOPIC,
+                cid,
+                {"customer_id": cid, "card_number": card_number, "periods": mine},
+            )
+        )
+    for hh, cid in pairs:
+        mine = [_period(p) for p in now if p["customer_id"] == cid and p["household_id"] == hh]
+        value = {
+            "household_id": hh,
+            "customer_id": cid,
+            "card_number": card_number,
+            "periods": mine,
+        }
+        out.append((HOUSEHOLDS_TOPIC, hh, value))
+    return out
+
+
+def _period(p: dict[str, Any]) -> dict[str, Any]:
+    return {"household_id": p["household_id"], "role": p["role"], "from": p["from"], "to": p["to"]}

@@ -113,6 +113,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from topologies import card_register
 from topologies.context import Context
 from topologies.records import Emit, Reject, StepResult
 from topologies.rules import Rules
@@ -120,7 +121,7 @@ from topologies.schedule import run_on_grid
 from topologies.state import State
 
 STAGE = "household_bonus"
-INPUTS = ("receipts.totals",)
+INPUTS = ("receipts.totals", card_register.HOUSEHOLDS_TOPIC)
 TALLY_TOPIC = "household.bonus"
 STATEMENT_TOPIC = "bonus.statements"
 
@@ -240,6 +241,8 @@ def _close_at(zone: str, close_day: int, month: str) -> int:
 def step(
     ctx: Context, state: State, topic: str, key: str | None, value: dict[str, Any] | None
 ) -> StepResult:
+    if topic == card_register.HOUSEHOLDS_TOPIC:
+        return _on_register(state, key, value)
     result = StepResult()
     # Time-driven work first: whatever was due by now happened before this record, so a
     # receipt processed at or after a month's close instant is a late (correcting) one.
@@ -398,6 +401,41 @@ def household_receipts(state: State, household_id: str, month: str) -> list[dict
         return []
     found = [r for _, r in state.items(f"hr|{household_id}|{month}|")]
     return sorted(found, key=lambda r: (r["purchased_at"], r["receipt_id"]))
+
+
+def register_key(household_id: str, customer_id: str, card_number: str) -> str:
+    return f"hreg|{household_id}|{customer_id}|{card_number}"
+
+
+def _on_register(state: State, key: str | None, value: dict[str, Any] | None) -> StepResult:
+    """Who is in the household now, by the card register (stage 1): current links only."""
+    result = StepResult()
+    if key is None or value is None or value["household_id"] != key:
+        result.rejects.append(Reject("key_mismatch", "register record not keyed by household"))
+        return result
+    rkey = register_key(key, value["customer_id"], value["card_number"])
+    current = [p for p in value["periods"] if p["to"] is None]
+    held = state.get(rkey)
+    if current:
+        now = {"role": current[-1]["role"], "from": current[-1]["from"]}
+        if held != now:
+            state.set(rkey, now)
+    elif held is not None:
+        state.delete(rkey)
+    result.events["register_updated"] += 1
+    return result
+
+
+def register_members(state: State, household_id: str) -> dict[str, str]:
+    """customer id -> role (MAIN_MEMBER / MEMBER) of the household's members now."""
+    if "|" in household_id:
+        return {}
+    best: dict[str, tuple[int, str]] = {}
+    for k, v in state.items(f"hreg|{household_id}|"):
+        cid = k.split("|")[2]
+        if cid not in best or v["from"] > best[cid][0]:
+            best[cid] = (v["from"], v["role"])
+    return {cid: role for cid, (_, role) in sorted(best.items())}
 
 
 def household_members(state: State, household_id: str) -> dict[str, str]:

@@ -43,8 +43,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+from topologies import card_register, counters, recall
 from topologies import consent as consent_rules
-from topologies import counters, recall
 from topologies.catalog import UNKNOWN_GROUP, group_totals
 from topologies.context import Context
 from topologies.records import Emit, Reject, StepResult, audit_emit
@@ -52,7 +52,7 @@ from topologies.schedule import run_on_grid
 from topologies.state import State
 
 STAGE = "personal_routing"
-INPUTS = ("receipts.identified", "customer.consents", recall.INPUT)
+INPUTS = ("receipts.identified", "customer.consents", recall.INPUT, card_register.CUSTOMERS_TOPIC)
 
 # store prefix -> (output topic, purpose label, gating consent flag)
 GATED = {
@@ -71,7 +71,49 @@ def step(
         return _on_consent(ctx, state, key, value)
     if topic == recall.INPUT:
         return recall.step(ctx, state, key, value)
+    if topic == card_register.CUSTOMERS_TOPIC:
+        return _on_register(state, key, value)
     return _on_receipt(ctx, state, key, value)
+
+
+def register_key(customer_id: str, card_number: str) -> str:
+    return f"reg|{customer_id}|{card_number}"
+
+
+def _on_register(state: State, key: str | None, value: dict[str, Any] | None) -> StepResult:
+    """The person's periods on one card, from the card register (stage 1)."""
+    result = StepResult()
+    if key is None or value is None or value["customer_id"] != key:
+        result.rejects.append(Reject("key_mismatch", "register record not keyed by its person"))
+        return result
+    periods = value["periods"]
+    erased = state.get(erased_key(key))
+    if erased is not None:
+        # Links that began before the erasure stay erased; a new customership may follow.
+        periods = [p for p in periods if p["from"] > erased["erased_at"]]
+    rkey = register_key(key, value["card_number"])
+    held = state.get(rkey)
+    if periods and held != periods:
+        state.set(rkey, periods)
+    elif not periods and held is not None:
+        state.delete(rkey)
+    result.events["register_updated"] += 1
+    return result
+
+
+def register_history(state: State, customer_id: str) -> list[dict[str, Any]]:
+    """The person's card links: card, household, role, from, to (None: holds now)."""
+    out: list[dict[str, Any]] = []
+    for k, periods in state.items(f"reg|{customer_id}|"):
+        card = k.rsplit("|", 1)[1]
+        out.extend({"card_number": card, **p} for p in periods)
+    return sorted(out, key=lambda p: (p["from"], p["card_number"]))
+
+
+def register_now(state: State, customer_id: str) -> dict[str, Any] | None:
+    """The person's household and role in the register now (the latest current link)."""
+    current = [p for p in register_history(state, customer_id) if p["to"] is None]
+    return current[-1] if current else None
 
 
 def output_key(customer_id: str, receipt_id: str) -> str:
@@ -484,6 +526,10 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
         totals += 1
     counts["recall_index"] = recall_entries
     counts["receipt_totals"] = totals
+    links = list(state.items(f"reg|{cid}|"))
+    for rkey, _ in links:
+        state.delete(rkey)
+    counts["card_links"] = len(links)
     held = state.get(consent_rules.key(cid))
     state.delete(consent_rules.key(cid))
     # Suppression marker: the only thing kept, so that redeliveries of older consent

@@ -119,8 +119,22 @@ def receipt(rid: str, who: str, at: int, kilos_milli: int = 500) -> dict[str, An
     }
 
 
-def token(who: str, hh: str = "", hh_role: str = "main", **kw: Any) -> str:
-    return auth.issue(SECRET, f"C-{who}", household_id=hh or None, household_role=hh_role, **kw)
+def token(who: str, **kw: Any) -> str:
+    """A customer token: the person only (household and role come from the card register)."""
+    return auth.issue(SECRET, f"C-{who}", **kw)
+
+
+def claiming_token(who: str, household_id: str, hh_role: str) -> str:
+    """A validly signed token that *claims* a household and role (as older member-service
+    tokens did): the worker must answer with what the register says instead."""
+    import jwt
+
+    now = int(time.time())
+    claims = {
+        "sub": f"C-{who}", "role": "customer", "hh": household_id, "hh_role": hh_role,
+        "iss": auth.ISSUER, "aud": auth.AUDIENCE, "iat": now, "exp": now + 600,
+    }  # fmt: skip
+    return jwt.encode(claims, SECRET, algorithm=auth.ALGORITHM)
 
 
 def staff_token(staff_id: str = "staff-7", **kw: Any) -> str:

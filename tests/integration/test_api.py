@@ -80,9 +80,9 @@ def test_api_roles_tokens_routing_and_audit(
         time.sleep(2)  # let both workers settle on the same assignment
         before = len(audit_records(broker.bootstrap, codec))
 
-        anna = sc.token("ANNA", "HH-A", "main")
-        bert = sc.token("BERT", "HH-A", "member")
-        olli = sc.token("OLLI", "HH-B", "main")
+        anna = sc.token("ANNA")
+        bert = sc.token("BERT")
+        olli = sc.token("OLLI")
         staff = sc.staff_token()
         expected_audit: Counter[tuple[Any, ...]] = Counter()
         answers: dict[str, list[tuple[int, Any]]] = {}
@@ -155,16 +155,29 @@ def test_api_roles_tokens_routing_and_audit(
         nothing = ask("olli on HH-NONE", f"/v1/households/HH-NONE/bonus/{month}", olli, 403,
                       ("C-OLLI", "read_household_bonus", None, "denied"))  # fmt: skip
         assert forbidden == nothing == {"error": "forbidden"}
-        # A member token claiming main cannot be made without the key (see forged below).
+        # A token whose claims contradict the register gets the register's answer: Bert
+        # claiming to be HH-A's main member sees the member view; Olli claiming HH-A is
+        # refused (the finding: a claimed main member got the per-member sums).
+        claimed = sc.claiming_token("BERT", "HH-A", "main")
+        h = ask("bert claiming main", hpath, claimed, 200,
+                ("C-BERT", "read_household_bonus", None, "ok"))  # fmt: skip
+        assert set(h) == {"household_id", "month", "main_member", "joint", "chains"}
+        ask("olli claiming HH-A", hpath, sc.claiming_token("OLLI", "HH-A", "main"), 403,
+            ("C-OLLI", "read_household_bonus", None, "denied"))  # fmt: skip
+        m = ask("bert membership", "/v1/me/household", bert, 200,
+                ("C-BERT", "read_membership", "C-BERT", "ok"))  # fmt: skip
+        assert (m["household_id"], m["role"]) == ("HH-A", "MEMBER")
 
         # --- tokens -----------------------------------------------------------------------
         unauth = ("unauthenticated", "read_counters", None, "unauthenticated")
         ask("no token", f"/v1/me/counters/{month}", None, 401, unauth)
-        forged = auth.issue("x" * 40, "C-ANNA", household_id="HH-A", household_role="main")
+        forged = auth.issue("x" * 40, "C-ANNA")
         ask("forged", f"/v1/me/counters/{month}", forged, 401, unauth)
-        expired = sc.token("ANNA", "HH-A", "main", ttl_s=10, now=time.time() - 3600)
+        expired = sc.token("ANNA", ttl_s=10, now=time.time() - 3600)
         ask("expired", f"/v1/me/counters/{month}", expired, 401, unauth)
-        ask("bad month", "/v1/me/counters/2026-13", anna, 400, None)
+        # A bad request is audited too (it reached the API), as rejected.
+        ask("bad month", "/v1/me/counters/2026-13", anna, 400,
+            ("C-ANNA", "read_counters", None, "rejected"))  # fmt: skip
 
         # --- staff ------------------------------------------------------------------------
         spath = "/v1/staff/customers/C-BERT/extract"
@@ -186,7 +199,7 @@ def test_api_roles_tokens_routing_and_audit(
             {"gtin": sc.GTIN_MILK, "from": "2020-01-01", "to": "2021-12-31"},
         )  # fmt: skip
         assert status == 403
-        expected_audit[("C-ANNA", "recall", None, "denied")] += 1
+        expected_audit[("C-ANNA", "recall_requested", None, "denied")] += 1
         today = load_rules().local_date(now)
         status, body = sc.call(
             workers[1].web_port, "/v1/staff/recalls", staff, "POST",

@@ -40,7 +40,6 @@ from tests.integration.prometheus_harness import (
     rule_expressions,
 )
 from tests.integration.worker_harness import WorkerProcess
-from topologies.access import MAIN
 
 JWT_SECRET = "observability-test-secret-of-32-bytes+"
 RATE = 40.0  # receipts/s: well within what one worker sustains on 2 busy cores
@@ -123,7 +122,7 @@ def test_dashboards_and_alerts_on_real_prometheus(
         prom.start()
         pos.start()
         worker.wait_processing(timeout=120)
-        token = issue(JWT_SECRET, "C-OBS-1", household_id="H-OBS-1", household_role=MAIN)
+        token = issue(JWT_SECRET, "C-OBS-1")
         counters = "/v1/me/counters/2026-01"
         statuses = [_api(worker.web_port, counters, token), _api(worker.web_port, counters, None)]
         assert statuses[0] in (200, 404) and statuses[1] == 401, statuses

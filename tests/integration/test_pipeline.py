@@ -224,15 +224,16 @@ def _bonus_over_http(port: int, events: list[dict[str, Any]]) -> dict[tuple[str,
 
     rules = load_rules()
     base = f"http://127.0.0.1:{port}/v1/households"
-    wanted: dict[tuple[str, str], None] = {}
+    # Each household's main member *now*, by the card register (what the API asks).
+    cards: dict[str, Any] = {}
     for e in events:
-        if e["topic"] == "customer.cards" and e["value"] is not None:
-            first = next(x for x in events if x["topic"] == "pos.receipts")
-            wanted[
-                (e["value"]["household_id"], rules.local_month(first["value"]["purchased_at"]))
-            ] = None
-        if len(wanted) >= 8:
-            break
+        if e["topic"] == "customer.cards":
+            cards[e["key"]] = e["value"]
+    mains = {c["household_id"]: c["customer_id"] for c in cards.values() if c
+             and c["role"] == "MAIN_MEMBER"}  # fmt: skip
+    first = next(x for x in events if x["topic"] == "pos.receipts")
+    month0 = rules.local_month(first["value"]["purchased_at"])
+    wanted: dict[tuple[str, str], None] = {(hh, month0): None for hh in sorted(mains)[:8]}
 
     def get(path: str, token: str | None) -> tuple[int, Any]:
         req = urllib.request.Request(f"{base}/{path}")
@@ -247,7 +248,7 @@ def _bonus_over_http(port: int, events: list[dict[str, Any]]) -> dict[tuple[str,
     from stream import auth
 
     def main_member(hh: str) -> str:
-        return auth.issue(API_SECRET, "C-PROBE", household_id=hh, household_role="main")
+        return auth.issue(API_SECRET, mains[hh])
 
     hh, month = next(iter(wanted))
     assert get(f"{hh}/bonus/{month}", None)[0] == 401

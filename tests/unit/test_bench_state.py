@@ -12,7 +12,9 @@ from benchmarks import state as bench_state
 from stream.replay import Driver, encode_event
 from stream.settings import load_rules
 from stream.worker import key_partition
-from topologies import card_join, personal_routing
+from topologies import card_join, household_bonus, personal_routing
+
+BUILT = (card_join.STAGE, personal_routing.STAGE, household_bonus.STAGE)
 
 PARTITIONS = 4
 CUSTOMERS = 300
@@ -21,14 +23,14 @@ CUSTOMERS = 300
 def _built(tmp_path: Path) -> tuple[dict[str, dict[str, object]], dict[str, object]]:
     dbs = {}
     states = {}
-    for stage in (card_join.STAGE, personal_routing.STAGE):
+    for stage in BUILT:
         for p in range(PARTITIONS):
             db = dbs[(stage, p)] = Rdict(
                 str(tmp_path / f"{stage}-{p}"), options=bench_state._rdict_options()
             )
             states[(stage, p)] = bench_state._PartitionState(db)
     info = bench_state._build(CUSTOMERS, PARTITIONS, states)
-    out: dict[str, dict[str, object]] = {card_join.STAGE: {}, personal_routing.STAGE: {}}
+    out: dict[str, dict[str, object]] = {stage: {} for stage in BUILT}
     for (stage, _p), db in dbs.items():
         out[stage].update({k.decode(): orjson.loads(v) for k, v in db.items()})
         db.close()
@@ -40,13 +42,15 @@ def test_built_state_equals_what_replay_stores_for_the_same_register(tmp_path: P
     driver = Driver(load_rules())
     for event in bench_state._register(CUSTOMERS):
         driver.feed(*encode_event(driver.codec, event))
-    for stage in (card_join.STAGE, personal_routing.STAGE):
+    for stage in BUILT:
         replayed = dict(driver.states[stage].items(""))
         assert built[stage] == replayed, stage
     assert info["rejected"] == 0
     # One changelog record per write: every entry once, the sweep marks (meta|) a few times.
+    # Per customer: the card's history and the consent, and the register's propagation to the
+    # person (reg|) and to the household (hreg|).
     entries = [k for v in built.values() for k in v]
-    assert len([k for k in entries if not k.startswith("meta|")]) == 2 * CUSTOMERS
+    assert len([k for k in entries if not k.startswith("meta|")]) == 4 * CUSTOMERS
     assert len(entries) <= info["state_writes"] <= len(entries) + 2 * PARTITIONS * 4
     assert len([k for k in built[card_join.STAGE] if k.startswith("card|")]) == CUSTOMERS
     assert len([k for k in built[personal_routing.STAGE] if k.startswith("consent|")]) == CUSTOMERS

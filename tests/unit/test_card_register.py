@@ -206,3 +206,79 @@ def test_state_written_before_the_history_is_read_as_one_entry() -> None:
         {**HOME, "from": 0, "to": T0 + HOUR_MS},
         {**AWAY, "from": T0 + HOUR_MS, "to": None},
     ]
+
+
+# --- the register for readers keyed by person and by household ------------------------------
+
+
+def _drive(records: list[tuple[str, str, dict | None, int]]):  # type: ignore[no-untyped-def]
+    from stream.replay import Driver
+
+    driver = Driver(RULES)
+    codec = driver.codec
+    for topic, key, value, ts in records:
+        driver.feed(topic, codec.encode_key(key), codec.encode(topic, value), ts)
+    return driver
+
+
+def test_a_move_reaches_the_person_and_both_households() -> None:
+    from topologies import household_bonus, personal_routing
+
+    driver = _drive(
+        [
+            ("customer.cards", "CARD-1", versioned(HOME, at=T0 - DAY_MS, version=1), T0 - DAY_MS),
+            ("customer.cards", "CARD-1", versioned(AWAY, at=T0, version=2), T0),
+        ]
+    )
+    personal = driver.states[personal_routing.STAGE]
+    assert personal_routing.register_history(personal, "CUST-1") == [
+        {"card_number": "CARD-1", "household_id": "HH-HOME", "role": "MEMBER",
+         "from": T0 - DAY_MS, "to": T0},
+        {"card_number": "CARD-1", "household_id": "HH-AWAY", "role": "MAIN_MEMBER",
+         "from": T0, "to": None},
+    ]  # fmt: skip
+    assert personal_routing.register_now(personal, "CUST-1")["household_id"] == "HH-AWAY"  # type: ignore[index]
+    bonus = driver.states[household_bonus.STAGE]
+    assert household_bonus.register_members(bonus, "HH-HOME") == {}
+    assert household_bonus.register_members(bonus, "HH-AWAY") == {"CUST-1": "MAIN_MEMBER"}
+
+
+def test_a_closure_takes_the_person_out_of_the_household_now() -> None:
+    from topologies import household_bonus, personal_routing
+
+    driver = _drive(
+        [
+            ("customer.cards", "CARD-1", HOME, T0 - DAY_MS),
+            ("customer.cards", "CARD-1", None, T0),
+        ]
+    )
+    assert household_bonus.register_members(driver.states[household_bonus.STAGE], "HH-HOME") == {}
+    personal = driver.states[personal_routing.STAGE]
+    assert personal_routing.register_now(personal, "CUST-1") is None
+    [period] = personal_routing.register_history(personal, "CUST-1")
+    assert (period["from"], period["to"]) == (T0 - DAY_MS, T0)
+
+
+def test_an_erasure_deletes_the_links_and_old_links_do_not_come_back() -> None:
+    from topologies import personal_routing
+
+    erase = ("customer.consents", "CUST-1", None, T0 + HOUR_MS)
+    link = ("customer.cards", "CARD-1", HOME, T0 - DAY_MS)
+    driver = _drive([link, erase, ("customer.cards", "CARD-1", None, T0 + 2 * HOUR_MS)])
+    personal = driver.states[personal_routing.STAGE]
+    assert personal_routing.register_history(personal, "CUST-1") == []
+    assert list(personal.items("reg|")) == []
+
+
+def test_a_redelivered_card_record_sends_the_register_again() -> None:
+    # A crash after the card's state but before its propagation reached the broker: the
+    # redelivery is stale (same version) but sends the links again.
+    state = MemoryState()
+    v1 = versioned(HOME, at=T0, version=1)
+    first = run(card_join, state, "customer.cards", "CARD-1", v1, T0)
+    again = run(card_join, state, "customer.cards", "CARD-1", v1, T0)
+    assert again.events["stale_card"] == 1
+    assert [(e.topic, e.key, e.value) for e in again.emits] == [
+        (e.topic, e.key, e.value) for e in first.emits
+    ]
+    assert {e.topic for e in first.emits} == {"register.people", "register.households"}

@@ -467,6 +467,7 @@ def test_erasure_deletes_everything_about_the_person_in_stage_2() -> None:
                 "smobiili.counters": 1,
                 "recall_index": 2,
                 "receipt_totals": 3,
+                "card_links": 0,
             },
         )
     ]
@@ -527,6 +528,7 @@ def test_erasure_of_unknown_person_is_audited_and_changes_nothing() -> None:
                 "smobiili.counters": 0,
                 "recall_index": 0,
                 "receipt_totals": 0,
+                "card_links": 0,
             },
         )
     ]

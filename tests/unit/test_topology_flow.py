@@ -210,6 +210,11 @@ def test_stage_2_stores(flow: Flow) -> None:
             f"exp|{d}|CUST-CECI|R-CECI-1",
             f"exp|{d}|CUST-DAN|R-DAN-1",
             "meta|expiry_low",
+            # the card register's links of each person (from stage 1)
+            "reg|CUST-ANNA|CARD-ANNA",
+            "reg|CUST-BERT|CARD-BERT",
+            "reg|CUST-CECI|CARD-CECI",
+            "reg|CUST-DAN|CARD-DAN",
         ]
     )
     s2 = flow.states["personal_routing"]
@@ -376,4 +381,7 @@ def test_every_stage_saw_its_records(flow: Flow) -> None:
         # Every identified receipt's total record (the redelivery re-emits its own) feeds
         # the household Bonus ledger.
         ("household_bonus", "receipts.totals"): 7,
+        # Each card record's links, to the person's and the household's partitions.
+        ("personal_routing", "register.people"): 4,
+        ("household_bonus", "register.households"): 4,
     }

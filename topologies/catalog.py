@@ -7,6 +7,7 @@ it never rewrites what was already routed (DOMAIN.md §6).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from topologies.context import CatalogLookup, Context
@@ -16,6 +17,13 @@ from topologies.state import State
 STAGE = "catalog"
 INPUTS = ("product.catalog",)
 UNKNOWN_GROUP = "UNKNOWN"
+# Bounds of a plausible catalogue entry. The S-mobiili counters multiply a line's grams by
+# the CO2e factor and sum them into Avro longs (topologies/counters.py), so a NaN or infinite
+# factor crashed the counting step, and a huge factor or weight overflowed the counter record
+# (found by tests/functional/test_fuzz_inputs.py). Real factors are tens of kg CO2e per kg
+# (beef ~60); a piece sold by the co-op's hardware chains weighs at most a few tonnes.
+MAX_CO2E_KG_PER_KG = 1_000.0
+MAX_NET_WEIGHT_GRAMS = 10_000_000
 
 
 def key(gtin: str) -> str:
@@ -36,9 +44,29 @@ def step(
     if value["gtin"] != rkey:
         result.rejects.append(Reject("key_mismatch", "record key is not the record's gtin"))
         return result
+    problem = check_product(value)
+    if problem is not None:
+        # The entry held so far (if any) stays: an implausible update must not erase it.
+        result.rejects.append(problem)
+        return result
     state.set(key(rkey), value)
     result.events["catalog_updated"] += 1
     return result
+
+
+def check_product(product: dict[str, Any]) -> Reject | None:
+    """The numbers a catalogue entry brings into the counters' arithmetic, checked."""
+    factor = product.get("co2e_kg_per_kg")
+    if factor is not None and not (math.isfinite(factor) and 0 <= factor <= MAX_CO2E_KG_PER_KG):
+        return Reject(
+            "bad_co2e_factor", f"co2e_kg_per_kg {factor!r} not in 0..{MAX_CO2E_KG_PER_KG}"
+        )
+    weight = product.get("net_weight_grams")
+    if weight is not None and not 0 <= weight <= MAX_NET_WEIGHT_GRAMS:
+        return Reject(
+            "bad_net_weight", f"net_weight_grams {weight} not in 0..{MAX_NET_WEIGHT_GRAMS}"
+        )
+    return None
 
 
 def lookup_in(state: State) -> CatalogLookup:

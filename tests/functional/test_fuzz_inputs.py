@@ -97,10 +97,9 @@ def _declared_reason_codes() -> frozenset[str]:
 REASON_CODES = _declared_reason_codes()
 DLQ_LIMIT = RULES.record_limit(DLQ_TOPIC)
 
-# Known and open, in files the lead is changing for issue 16 (the xfail regression tests at
-# the end pin each case); the properties leave these out while the flag is set. Set it to
-# False (and drop what it guards) once those tests pass.
-AWAITING_LEAD = True
+# The properties once left out receipts past the latest time the code handles (see below);
+# the door's absolute time limit (implausible_time after 2100) now dead-letters them.
+AWAITING_LEAD = False
 # The latest purchase time the code handles: 9999-11-01T00:00Z. Later, the Helsinki date
 # (from 9999-12-31T22:00Z) or the close of the Bonus month (9999-12 closes in year 10000) is
 # past datetime's range and the step raises. implausible_time (topologies/validation.py)
@@ -925,7 +924,6 @@ def test_receipt_purchased_after_year_9999_is_dead_lettered_as_implausible_time(
     assert len(run.outputs) == 1  # the dead letter, nothing else
 
 
-@lead_pending("implausible_time in topologies/validation.py")
 @pytest.mark.parametrize("purchased_at", FAR_FUTURE)
 def test_receipt_and_broker_time_after_year_9999_is_dead_lettered(purchased_at: int) -> None:
     # implausible_time bounds purchased_at by the broker timestamp, and a producer sets that
@@ -954,7 +952,6 @@ def _lines(*pairs: tuple[int, int]) -> list[dict[str, Any]]:
     ]
 
 
-@lead_pending("amount and quantity bounds in topologies/validation.py")
 @pytest.mark.parametrize(
     "receipts_",
     [
@@ -1000,7 +997,6 @@ def test_records_out_counts_the_dead_letter_of_an_undecodable_record() -> None:
     assert run.metric_out["deadletters"] == 4
 
 
-@lead_pending("bounded reject details in stream/runner.py or topologies/validation.py")
 def test_dead_letter_of_a_small_record_keeps_its_bytes_and_a_bounded_error() -> None:
     # Reject details echo the input (validation's "unit {unit!r}", "payment_method {...!r}"),
     # and repr() writes an astral character as 10 characters: an 80 KB receipt got a 200 KB

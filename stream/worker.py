@@ -33,7 +33,13 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
-from stream.admin import COMPACT_TUNING, AdminError, max_message_bytes, read_range
+from stream.admin import (
+    COMPACT_TUNING,
+    AdminError,
+    committed_offsets,
+    max_message_bytes,
+    read_range,
+)
 from stream.api import MAX_BODY_BYTES, Api, edge
 from stream.catalog_feed import CatalogFeed
 from stream.codec import Codec, DecodeError
@@ -413,12 +419,23 @@ def create_app(
                     output.send(out.topic, out.key, out.value)
         output.poll()
 
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def expect_starts(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # Where each assigned input partition must start: the group's committed offsets.
+        # Read in the background (a few admin requests) so the rebalance is not held up.
+        tps = {(tp.topic, tp.partition) for tp in assigned if tp.topic in GROUP_INPUTS}
+        if tps:
+            task = asyncio.ensure_future(_read_starts(settings.broker, settings.app_id, tps))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_offsets(sender: Any, revoked: Any, **kwargs: Any) -> None:
         # Another worker may process them meanwhile: a jump after they come back is not
         # a gap (see _offset_gap).
         for tp in revoked:
             _last_offsets.pop((tp.topic, tp.partition), None)
+            _start_offsets.pop((tp.topic, tp.partition), None)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -625,6 +642,21 @@ def _bind_agent(
 
 
 _last_offsets: dict[tuple[str, int], int] = {}
+# The group's committed offset of each partition at its assignment (where it must start).
+_start_offsets: dict[tuple[str, int], int] = {}
+_background: set[asyncio.Future[None]] = set()
+
+
+async def _read_starts(bootstrap: str, group: str, tps: set[tuple[str, int]]) -> None:
+    for topic in sorted({t for t, _ in tps}):
+        try:
+            committed = await asyncio.to_thread(committed_offsets, bootstrap, group, topic)
+        except (AdminError, OSError) as exc:
+            log.warning("committed offsets of %s not read (%s)", topic, type(exc).__name__)
+            continue
+        for partition, offset in committed.items():
+            if (topic, partition) in tps and offset is not None:
+                _start_offsets.setdefault((topic, partition), offset)
 
 
 def _offset_gap(stage: str, topic: str, partition: int, offset: int) -> tuple[int, int] | None:
@@ -639,6 +671,23 @@ def _offset_gap(stage: str, topic: str, partition: int, offset: int) -> tuple[in
     last = _last_offsets.get((topic, partition))
     if last is None:
         log.info("stage %s starts %s[%d] at offset %d", stage, topic, partition, offset)
+        start = _start_offsets.get((topic, partition))
+        if start is not None and offset > start and not TOPICS[topic].compacted:
+            # The first record after an assignment is past where the group had committed:
+            # Faust skipped the partition's first records (seen once in the chaos suite:
+            # a receipt at the committed offset never processed, its successor started at).
+            log.warning(
+                "stage %s: %s[%d] starts at %d, the group had committed %d; reading %d..%d "
+                "from the broker",
+                stage,
+                topic,
+                partition,
+                offset,
+                start,
+                start,
+                offset - 1,
+            )
+            return start, offset - 1
     elif offset > last + 1 and not TOPICS[topic].compacted:
         log.warning(
             "stage %s: offsets %d..%d of %s[%d] were never delivered to this worker; "
@@ -655,6 +704,7 @@ def _offset_gap(stage: str, topic: str, partition: int, offset: int) -> tuple[in
 
 def _offset_done(topic: str, partition: int, offset: int) -> None:
     key = (topic, partition)
+    _start_offsets.pop(key, None)  # the start is checked once, when its first record is done
     last = _last_offsets.get(key)
     if last is None or offset > last:
         _last_offsets[key] = offset

@@ -57,3 +57,22 @@ def test_a_forward_jump_on_a_stream_topic_is_a_gap_to_read_back() -> None:
     worker._offset_done("customer.consents", 1, 3)
     assert worker._offset_gap("personal_routing", "customer.consents", 1, 9) is None
     worker._last_offsets.clear()
+
+
+def test_a_first_record_past_the_groups_committed_offset_is_a_gap_to_read_back() -> None:
+    # The chaos suite lost a receipt at a handover: the new owner started the partition one
+    # record past where the group had committed, and nothing noticed.
+    from stream import worker
+
+    worker._last_offsets.clear()
+    worker._start_offsets[("pos.receipts", 1)] = 173
+    assert worker._offset_gap("card_join", "pos.receipts", 1, 174) == (173, 173)
+    # A retry (registry outage) finds it again; once done, the start is forgotten.
+    assert worker._offset_gap("card_join", "pos.receipts", 1, 174) == (173, 173)
+    worker._offset_done("pos.receipts", 1, 174)
+    assert ("pos.receipts", 1) not in worker._start_offsets
+    # Starting where the group committed is no gap.
+    worker._start_offsets[("pos.receipts", 2)] = 50
+    assert worker._offset_gap("card_join", "pos.receipts", 2, 50) is None
+    worker._last_offsets.clear()
+    worker._start_offsets.clear()

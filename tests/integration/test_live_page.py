@@ -110,14 +110,14 @@ def test_the_page_shows_a_counter_change_within_two_seconds(
     stop = threading.Event()
     listener = threading.Thread(
         target=sse_events,
-        args=(port, sc.token("BERT", "HH-A", "member"), bert_events, stop),
+        args=(port, sc.token("BERT"), bert_events, stop),
         daemon=True,
     )
     listener.start()
 
     driver = browser()
     try:
-        token = sc.token("ANNA", "HH-A", "main")
+        token = sc.token("ANNA")
         driver.get(f"http://127.0.0.1:{port}/app/#token={token}")
         deadline = time.monotonic() + 30
         while driver.execute_script("return document.body.dataset.live") != "1":

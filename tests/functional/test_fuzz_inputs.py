@@ -896,14 +896,6 @@ def test_nan_in_a_catalogue_entry_no_longer_splits_rocksdb_from_memory_state() -
         assert _fingerprint(replay(stream, Path(tmp))) == _fingerprint(replay(stream))
 
 
-def lead_pending(where: str) -> pytest.MarkDecorator:
-    """A regression test of a bug in a file the lead is changing for issue 16: strict, so it
-    turns red (to drop the mark) as soon as the fix is merged."""
-    return pytest.mark.xfail(
-        strict=True, raises=AssertionError, reason=f"{where}: the lead's part of issue 16"
-    )
-
-
 FAR_FUTURE = [
     253_402_214_400_000,  # 9999-12-31T00:00Z: household_bonus.close_at(9999-12) raised
     253_402_300_800_000,  # 10000-01-01T00:00Z: card_join's Rules.local_date raised

@@ -511,10 +511,6 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     (``receipts.totals`` is an event stream; the ledger keeps what the Bonus needs).
     """
     previous = state.get(erased_key(cid))
-    if previous is not None and previous["erased_at"] == ctx.now_ms:
-        # The same tombstone again (a redelivery after a crash): erased and audited already.
-        result.events["duplicate"] += 1
-        return
     counts: dict[str, int] = {}
     for prefix in GATED:
         counts[GATED[prefix][0]] = _purge(state, prefix, cid, result)
@@ -536,6 +532,17 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
         state.delete(rkey)
     counts["card_links"] = len(links)
     held = state.get(consent_rules.key(cid))
+    if (
+        previous is not None
+        and previous["erased_at"] == ctx.now_ms
+        and held is None
+        and not any(counts.values())
+    ):
+        # The same tombstone again (a redelivery after a crash) with nothing held since:
+        # erased and audited already. A timestamp alone does not make a redelivery: a second
+        # tombstone at the same broker time after a new consent must still erase (fuzz find).
+        result.events["duplicate"] += 1
+        return
     state.delete(consent_rules.key(cid))
     # Suppression marker: the only thing kept, so that redeliveries of older consent
     # versions or of receipts bought before the erasure cannot recreate the person.

@@ -556,3 +556,20 @@ def test_a_redelivered_erasure_is_not_audited_twice() -> None:
     again = run(personal_routing, state, "customer.consents", "CUST-0001", None, T0)
     assert [e.topic for e in first.emits] == ["audit.log"]
     assert again.emits == [] and again.events["duplicate"] == 1
+
+
+def test_a_second_erasure_with_the_same_timestamp_still_erases_what_came_after_the_first() -> None:
+    # Found by the consent fuzz test: erasure at T; a newer consent (a new customership) and a
+    # receipt stored after it; a second tombstone that carries the same broker timestamp T.
+    # It was taken for a redelivery of the first and skipped, so the e-receipt stayed in a
+    # store its owner had been erased from.
+    state = MemoryState()
+    run(personal_routing, state, "customer.consents", CID, None, T0)
+    give(state, consent(version=0, effective_at=T0 - DAY_MS, **ALL_ON), T0)
+    route(state, receipt("R-0001", purchased_at=T0 + 1), T0 + 1)
+    assert gated_keys(state) != []
+    again = run(personal_routing, state, "customer.consents", CID, None, T0)
+    assert gated_keys(state) == []
+    assert f"consent|{CID}" not in state.data
+    assert [e.topic for e in again.emits if e.topic == "audit.log"] == ["audit.log"]
+    assert again.events["erasure"] == 1

@@ -6,7 +6,7 @@ started and left to catch up on it: that is start-up and is not timed. Then:
 
 - throughput: the receipts are produced as one backlog (the producer is far faster than
   the workers) and the clock runs from the first send until the group's committed offsets
-  have reached the end of every stage input (``stream.admin.lag`` == 0). Faust commits every
+  have reached the end of every stage input (``stream.local.admin.lag`` == 0). Faust commits every
   2.8 s, so the figure includes up to one commit interval; the sizes keep that small.
 - latency: receipts are sent at a fixed rate by a connected producer with ``purchased_at``
   and the broker timestamp set to the send time; a consumer of ``receipts.totals`` (written
@@ -37,14 +37,14 @@ from benchmarks.common import (
     proc_rss_bytes,
     row,
 )
-from stream.admin import create_topics, group_lag
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
 from stream.kafka_config import client_config
-from stream.pos import producer_config
-from stream.replay import encode_event
-from stream.schema_registry import EmbeddedRegistryServer
-from stream.simulator import SimConfig, generate
+from stream.local.admin import create_topics, group_lag
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer
+from stream.simulator.generator import SimConfig, generate
+from stream.simulator.pos import producer_config
+from stream.tools.replay import encode_event
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable
 
 PARTITIONS = 4

@@ -8,8 +8,8 @@ from typing import Any
 import fastavro
 
 from benchmarks.common import Timing, Workload, fmt, header, rates, row, timed
-from stream.avro_compiled import compile_schema
-from stream.schemas import schema as parsed_schema
+from stream.serde.avro_compiled import compile_schema
+from stream.serde.schemas import schema as parsed_schema
 
 
 def _best_of(n: int, fn: Any) -> Timing:
@@ -30,7 +30,7 @@ def run(w: Workload) -> dict[str, Any]:
             r = fastavro.schemaless_reader(io.BytesIO(b), schema, None)
             fastavro.schemaless_writer(io.BytesIO(), schema, r)
 
-    # The codec the worker and replay use (stream/avro_compiled.py), for comparison only:
+    # The codec the worker and replay use (stream/serde/avro_compiled.py), for comparison only:
     # the ceiling the targets refer to stays bare fastavro.
     compiled = compile_schema(schema)
     assert compiled is not None

@@ -17,11 +17,11 @@ from typing import Any
 
 import fastavro
 
-from stream.codec import Codec
-from stream.replay import encode_event
-from stream.schema_registry import InMemoryRegistry
-from stream.schemas import schema as parsed_schema
-from stream.simulator import SimConfig, generate
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.schemas import schema as parsed_schema
+from stream.simulator.generator import SimConfig, generate
+from stream.tools.replay import encode_event
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATEST = RESULTS / "latest.json"

@@ -14,8 +14,8 @@ from typing import Any
 
 from benchmarks import ceiling
 from benchmarks.common import Workload, dir_bytes, fmt, header, log, rates, row, timed
-from stream.replay import Driver
 from stream.settings import load_rules
+from stream.tools.replay import Driver
 
 
 def run(w: Workload) -> dict[str, Any]:

@@ -24,11 +24,11 @@ from benchmarks.common import dir_bytes, fmt, header, log, proc_rss_bytes, row
 def _child(checkpoints: list[int], households: int, seed: int) -> None:
     import os
 
-    from stream.codec import Codec
-    from stream.replay import Driver, encode_event
-    from stream.schema_registry import InMemoryRegistry
+    from stream.serde.codec import Codec
+    from stream.serde.schema_registry import InMemoryRegistry
     from stream.settings import load_rules
-    from stream.simulator import SimConfig, generate
+    from stream.simulator.generator import SimConfig, generate
+    from stream.tools.replay import Driver, encode_event
 
     state_dir = Path(tempfile.mkdtemp(prefix="bench-growth-"))
     try:

@@ -2,7 +2,7 @@
 
 - ``transport ceiling``: a plain confluent-kafka loop (consume pos.receipts -> produce the
   bytes unchanged to receipts.identified), no processing: what the client and broker cost.
-- ``Faust worker``: one worker (``stream/worker.py``), set up as the worker figure does it.
+- ``Faust worker``: one worker (``stream/engine/worker.py``), set up as the worker figure does it.
 - ``Quix Streams``: benchmarks/quix_peer.py in its own venv (quixstreams 3.28 pins
   confluent-kafka < 2.13; the project pins 2.16.0): one Quix Application doing the same work
   per receipt over the broker as the worker (one dataframe per stage input running the
@@ -32,8 +32,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
 from stream.kafka_config import client_config
-from stream.pos import producer_config
-from stream.topics import TOPICS
+from stream.local.topics import TOPICS
+from stream.simulator.pos import producer_config
 from tests.integration.worker_harness import terminate
 from topologies.pipeline import STAGES
 
@@ -104,7 +104,7 @@ def transport(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
 
 def faust_hop(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
     """The transport loop as a Faust app with the worker's engine settings (faust_hop.py)."""
-    from stream.broker import free_port
+    from stream.local.broker import free_port
 
     group = "bench-faust-hop"
     log_path = env.tmp / "faust-hop.log"
@@ -181,7 +181,7 @@ def _backlog(
 ) -> dict[str, Any]:
     """The throughput clock of ``broker_bench.throughput``, the same for both runtimes: from
     the first send of the backlog to the moment the group's committed offsets first reach
-    the end of every stage input (``Env.wait_idle``: ``stream.admin.lag`` == 0, held 3 s),
+    the end of every stage input (``Env.wait_idle``: ``stream.local.admin.lag`` == 0, held 3 s),
     CPU of the runtime's process and of the broker over that span (plus the settle), and the
     records each topic gained (outputs per topic, table changelogs per stage)."""
     before = _topic_counts(env.bootstrap)

@@ -1,13 +1,13 @@
 """The Quix Streams peer (runs in benchmarks/.venv-quix: quixstreams pins confluent-kafka<2.13).
 
-The same work per receipt over the broker as the Faust worker (``stream/worker.py``), done
+The same work per receipt over the broker as the Faust worker (``stream/engine/worker.py``), done
 by one Quix Streams ``Application``:
 
 - one StreamingDataFrame per input topic of every non-global stage of
   ``topologies.pipeline.STAGES`` (pos.receipts and customer.cards -> card_join;
   receipts.identified, customer.consents and recall.requests -> personal_routing;
   aggregates.contributions -> group_aggregates; receipts.totals -> household_bonus). Each
-  record runs through the project's own ``stream.runner.Runner.process`` for its stage (same
+  record runs through the project's own ``stream.engine.runner.Runner.process`` for its stage (same
   Runner, ``Codec`` over ``HttpRegistryClient``, rules from ``stream.settings.load_rules()``,
   ``wall_clock=time.time`` as in the worker);
 - every output is produced to its real topic with the Application's own producer (the one
@@ -21,7 +21,7 @@ by one Quix Streams ``Application``:
   and every ``set``/``delete`` also produces a changelog record (key, JSON value bytes or
   None) with an explicit partition to ``quix-peer-<stage>-changelog`` (created here:
   compacted, same partition count and compaction tuning as the Faust table changelogs),
-  mirroring ``stream.state.TableState``. Quix's own state and ``use_changelog_topics``
+  mirroring ``stream.engine.state.TableState``. Quix's own state and ``use_changelog_topics``
   cannot carry these steps: Quix's ``State`` is scoped to the message key and offers only
   get/set/delete/exists, while our steps read and write other keys of their partition
   (parking and expiry indexes, household ledgers) and scan key prefixes
@@ -29,7 +29,8 @@ by one Quix Streams ``Application``:
   and the changelog traffic is produced by the adapter below;
 - the catalogue: a dataframe on product.catalog runs the catalog stage into a memory state
   behind a ``CachedCatalog`` whose GTIN entry is invalidated per catalogue record, like
-  ``stream/catalog_feed.py`` in the worker (in this single-instance app the group holds all
+  ``stream/simulator/catalog_feed.py`` in the worker (in this single-instance app the group
+  holds all
   partitions, so it is the whole catalogue, as every Faust worker reads it);
 - the stages' time-driven work (``Runner.tick``) runs every ``tick_interval_s`` (60 s,
   ``load_settings()`` as in the worker) on every partition, as the worker's timer does; Quix
@@ -59,13 +60,13 @@ import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 from quixstreams import Application, message_context
 
-from stream.admin import COMPACT_TUNING
-from stream.codec import Codec
+from stream.engine.runner import RawRecord, Runner
+from stream.engine.state import CachedCatalog, RocksState
 from stream.kafka_config import client_config
-from stream.runner import RawRecord, Runner
-from stream.schema_registry import HttpRegistryClient
+from stream.local.admin import COMPACT_TUNING
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import HttpRegistryClient
 from stream.settings import load_rules, load_settings
-from stream.state import CachedCatalog, RocksState
 from topologies import catalog as catalog_topology
 from topologies.pipeline import STAGES, Stage
 from topologies.state import MemoryState
@@ -79,7 +80,7 @@ def changelog_topic(stage: Stage) -> str:
 
 class ChangelogState(RocksState):
     """One partition of a stage's state: rocksdict + a changelog record per write, exactly
-    what ``stream.state.TableState`` does in the worker."""
+    what ``stream.engine.state.TableState`` does in the worker."""
 
     def __init__(self, path: Path, produce: Any, topic: str, partition: int, count: Counter):  # type: ignore[type-arg]
         super().__init__(path)

@@ -185,7 +185,7 @@ def figures(f: dict[str, Any]) -> str:
                 f"{_n(full['restore_s_estimated'][k])} |"
                 for k, label in (
                     ("faust_recovery", "Faust's own recovery"),
-                    ("bulk_restore", "bulk restore (stream/restore.py)"),
+                    ("bulk_restore", "bulk restore (stream/engine/restore.py)"),
                 )
                 if k in r
             )

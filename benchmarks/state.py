@@ -31,10 +31,10 @@ from typing import Any
 
 from benchmarks import broker_bench as bb
 from benchmarks.common import dir_bytes, fmt, header, log, proc_rss_bytes, row
-from stream.admin import end_offsets
-from stream.simulator import _luhn_digit
-from stream.state import TableState
-from stream.worker import key_partition, table_name
+from stream.engine.state import TableState
+from stream.engine.worker import key_partition, table_name
+from stream.local.admin import end_offsets
+from stream.simulator.generator import _luhn_digit
 from topologies import card_join, household_bonus, personal_routing
 from topologies.context import Context
 from topologies.pipeline import STAGES
@@ -129,7 +129,7 @@ def _base_register(n: int) -> Iterator[dict[str, Any]]:
 
 
 def _rdict_options() -> Any:
-    from stream.state import rocks_options
+    from stream.engine.state import rocks_options
 
     return rocks_options()
 
@@ -446,10 +446,10 @@ def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, A
     every write goes to that app's changelog partition, as the worker's own writes would.
     Two fresh workers (empty state directories) are timed until they have restored them and
     processed a probe: one with Faust's own recovery only (``bulk_restore`` off), one with
-    the bulk restore (stream/restore.py), each against the same app's start-up with nothing
+    the bulk restore (stream/engine/restore.py), each against the same app's start-up with nothing
     to restore.
     """
-    from stream.output import Output
+    from stream.engine.output import Output
 
     app = "bench-state-restore"
     probe = [next(_register(1))]

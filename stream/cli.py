@@ -41,8 +41,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.broker import is_reachable
-    from stream.worker import run_worker
+    from stream.engine.worker import run_worker
+    from stream.local.broker import is_reachable
 
     settings = _settings(args)
     if not is_reachable(settings.broker, timeout=5):
@@ -59,9 +59,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     """Embedded broker + schema registry in the foreground, topics created; Ctrl-C stops."""
-    from stream.admin import create_local_topics
-    from stream.broker import EmbeddedBroker
-    from stream.schema_registry import EmbeddedRegistryServer
+    from stream.local.admin import create_local_topics
+    from stream.local.broker import EmbeddedBroker
+    from stream.serde.schema_registry import EmbeddedRegistryServer
 
     settings = _settings(args)
     data_dir = Path(args.data_dir or settings.embedded_data_dir)
@@ -101,7 +101,7 @@ def _wait_for_signal() -> None:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from stream.admin import create_topics
+    from stream.local.admin import create_topics
 
     settings = _settings(args)
     result = create_topics(settings.broker, settings.partitions, settings.replication_factor)
@@ -111,7 +111,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _sim_config(args: argparse.Namespace) -> Any:
-    from stream.simulator import SimConfig
+    from stream.simulator.generator import SimConfig
 
     kwargs: dict[str, Any] = {
         "seed": args.seed,
@@ -128,7 +128,7 @@ def _sim_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_pos(args: argparse.Namespace) -> int:
-    from stream import simulator
+    from stream.simulator import generator as simulator
 
     cfg = _sim_config(args)
     events = simulator.generate(cfg)
@@ -141,9 +141,9 @@ def cmd_pos(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
         print(f"wrote {n} events to {args.out}", file=sys.stderr)
         return 0
-    from stream.codec import Codec
-    from stream.pos import produce
-    from stream.schema_registry import check_access, registry_from_settings
+    from stream.serde.codec import Codec
+    from stream.serde.schema_registry import check_access, registry_from_settings
+    from stream.simulator.pos import produce
 
     settings = _settings(args)
     registry = registry_from_settings(settings)
@@ -162,7 +162,7 @@ def cmd_pos(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from stream.local.demo import run_demo
 
     return run_demo(
         _settings(args),
@@ -176,7 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream.replay import replay_file
+    from stream.tools.replay import replay_file
 
     if not Path(args.events).is_file():
         print(f"error: no such events file: {args.events}", file=sys.stderr)
@@ -194,10 +194,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from stream.codec import Codec
-    from stream.pos import BrokerUnavailableError, ProducerFatalError
-    from stream.replay_io import produce_file
-    from stream.schema_registry import registry_from_settings
+    from stream.serde.codec import Codec
+    from stream.serde.schema_registry import registry_from_settings
+    from stream.simulator.pos import BrokerUnavailableError, ProducerFatalError
+    from stream.tools.replay_io import produce_file
 
     if not Path(args.events).is_file():
         print(f"error: no such events file: {args.events}", file=sys.stderr)
@@ -222,10 +222,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    from stream.codec import Codec
-    from stream.replay import INPUT_TOPICS
-    from stream.replay_io import dump
-    from stream.schema_registry import registry_from_settings
+    from stream.serde.codec import Codec
+    from stream.serde.schema_registry import registry_from_settings
+    from stream.tools.replay import INPUT_TOPICS
+    from stream.tools.replay_io import dump
 
     settings = _settings(args)
     codec = Codec(registry_from_settings(settings))
@@ -241,8 +241,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from stream.extract import ExtractError, extract
-    from stream.replay import append_audit
+    from stream.serve.extract import ExtractError, extract
+    from stream.tools.replay import append_audit
 
     try:
         data = extract(args.state_dir, args.customer, load_rules())
@@ -257,7 +257,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from stream import auth
+    from stream.serve import auth
 
     settings = _settings(args)
     try:
@@ -276,7 +276,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
-    from stream.api import recall_request
+    from stream.serve.api import recall_request
 
     try:
         request = recall_request(
@@ -286,7 +286,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.state_dir:
-        from stream.replay import recall_on_state
+        from stream.tools.replay import recall_on_state
 
         if not (Path(args.state_dir) / "personal_routing").is_dir():
             print(f"error: {args.state_dir} has no replay state", file=sys.stderr)
@@ -300,7 +300,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    from stream.pos import send_recall_request
+    from stream.simulator.pos import send_recall_request
 
     settings = _settings(args)
     send_recall_request(settings, request)
@@ -314,8 +314,8 @@ def cmd_recall(args: argparse.Namespace) -> int:
 
 
 def cmd_bonus(args: argparse.Namespace) -> int:
-    from stream.queries import household_bonus_month
-    from stream.state import RocksState
+    from stream.engine.state import RocksState
+    from stream.serve.queries import household_bonus_month
     from topologies import household_bonus
 
     stage_dir = Path(args.state_dir) / household_bonus.STAGE
@@ -325,7 +325,7 @@ def cmd_bonus(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from stream.replay import append_audit
+    from stream.tools.replay import append_audit
 
     state = RocksState(stage_dir)
     try:
@@ -351,9 +351,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from stream.codec import Codec
-    from stream.schema_registry import check_access, registry_from_settings
-    from stream.topic_view import InspectError, inspect_topic
+    from stream.serde.codec import Codec
+    from stream.serde.schema_registry import check_access, registry_from_settings
+    from stream.tools.topic_view import InspectError, inspect_topic
 
     if args.reveal and not args.purpose:
         print("error: --reveal needs --purpose (recorded in the audit trail)", file=sys.stderr)
@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a topic's records as JSON lines, personal ids masked (audited)",
     )
     infra(ins)
-    ins.add_argument("topic", help="a topic of stream/topics.py")
+    ins.add_argument("topic", help="a topic of stream/local/topics.py")
     ins.add_argument(
         "--from-beginning",
         action="store_true",
@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    from stream.schema_registry import RegistryAccessError
+    from stream.serde.schema_registry import RegistryAccessError
 
     try:
         return int(args.func(args))

@@ -37,7 +37,8 @@ from topologies.rules import Rules
 ENV_PREFIX = "PURCHASE_STREAM_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(os.environ.get(ENV_PREFIX + "CONFIG_DIR", REPO_ROOT / "config"))
-# HS256 needs a key of at least 32 bytes (RFC 7518 section 3.2); stream/auth.py checks the same.
+# HS256 needs a key of at least 32 bytes (RFC 7518 section 3.2); stream/serve/auth.py checks
+# the same.
 MIN_SECRET_BYTES = 32
 
 # PURCHASE_STREAM_* variables that are not settings: where the settings come from, and the
@@ -48,7 +49,7 @@ NON_SETTING_VARIABLES = frozenset(
     for name in (
         "CONFIG_DIR",  # this module: where settings.toml and pipeline.toml are
         "SECRETS_DIR",  # this module: a directory of secret files (Docker/Kubernetes secrets)
-        "AVRO_DIR",  # stream/schemas.py: the Avro schema directory
+        "AVRO_DIR",  # stream/serde/schemas.py: the Avro schema directory
         "REQUIRE_BROKER",  # tests: integration tests fail instead of skipping
         "CHAOS",  # tests: chaos suite scale
         "OVERVIEW_PNG",  # tests: render the README picture
@@ -86,7 +87,7 @@ class Settings(BaseSettings):
     canonical_url: str = ""
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
     broker_session_timeout_s: float = 10.0
-    # Static consumer-group membership (stream/membership.py): a worker restarted after a
+    # Static consumer-group membership (stream/engine/membership.py): a worker restarted after a
     # crash takes over its dead member. Off only for brokers whose static membership is
     # broken (tansu 0.6: a second static member never gets an assignment).
     static_membership: bool = True
@@ -101,22 +102,22 @@ class Settings(BaseSettings):
     # topics.py, local retention); 0 = the registry's production settings.
     local_retention_s: float = 600.0
     log_level: str = "info"
-    # HS256 key (>= 32 bytes) that verifies the API's bearer JWTs (stream/auth.py). Empty =
+    # HS256 key (>= 32 bytes) that verifies the API's bearer JWTs (stream/serve/auth.py). Empty =
     # the /v1 data endpoints answer 503: they serve personal data.
     api_jwt_secret: SecretStr = SecretStr("")
     # A worker that holds no partition while its group has lag and commits nothing, or
     # whose partitions have lag and commit nothing, for this long is stalled: /healthz 503,
-    # purchase_stream_stalled, alert PurchaseStreamWorkerStalled (stream/liveness.py).
+    # purchase_stream_stalled, alert PurchaseStreamWorkerStalled (stream/engine/liveness.py).
     stall_after_s: float = 120.0
     # A partition this worker holds that has lag and commits nothing for this long, while
     # the worker is not restoring, rebalancing or waiting for the schema registry, stops the
-    # worker (exit 71) for its supervisor to restart it (stream/liveness.py). 0 = never.
+    # worker (exit 71) for its supervisor to restart it (stream/engine/liveness.py). 0 = never.
     restart_stuck_after_s: float = 25.0
     # How often the worker runs each stage's time-driven work (retention purge, parking
     # expiry, Bonus month close) on the partitions it owns.
     tick_interval_s: float = 60.0
     # Restore the tables from their changelogs with librdkafka before Faust starts
-    # (stream/restore.py); off = Faust's own, per-record recovery only. Databases not known
+    # (stream/engine/restore.py); off = Faust's own, per-record recovery only. Databases not known
     # to be in sync with their changelogs are deleted and restored from the start (README).
     bulk_restore: bool = True
     # asyncio event loop of the worker: "uvloop" (libuv) or "asyncio" (the standard one).

@@ -21,7 +21,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from stream import schemas
+from stream.serde import schemas
 
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
 INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
@@ -89,7 +89,7 @@ def from_schema(
     _path: str = "",
     _named: Mapping[str, Any] | None = None,
 ) -> st.SearchStrategy[Any]:
-    """A strategy of Avro-encodable values of a parsed schema (:func:`stream.schemas.schema`).
+    """A strategy of Avro-encodable values of a parsed schema (:func:`stream.serde.schemas.schema`).
 
     ``overrides`` maps a field path (``"card_number"``, ``"lines.gtin"``) to the strategy to
     use there instead; ``huge_arrays`` > 0 lets arrays be that long now and then.

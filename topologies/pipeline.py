@@ -1,7 +1,7 @@
 """The whole topology: which stage reads which topics, in one place.
 
-The Faust worker (``stream/worker.py``) makes one agent and one state table per stage from
-this list; the in-process driver (``stream/replay.py``) feeds records to the same steps in
+The Faust worker (``stream/engine/worker.py``) makes one agent and one state table per stage from
+this list; the in-process driver (``stream/tools/replay.py``) feeds records to the same steps in
 file order, passing each stage's emits to the stages that read them.
 """
 

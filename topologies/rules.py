@@ -70,7 +70,7 @@ class Rules:
     max_clock_skew_ms: int = 15 * MINUTE_MS
     # The largest record (key + value bytes) a stage may send: under the broker's
     # max.message.bytes with room for the batch header. The worker lowers it at start to
-    # what the broker allows (stream/worker.py); a receipt whose identified record would be
+    # what the broker allows (stream/engine/worker.py); a receipt whose identified record would be
     # larger is dead-lettered at the door, any other output by the runner.
     max_record_bytes: int = 1_000_000 - 4_096
     # How long a card's superseded links are kept (config [register]): at least the maximum

@@ -1,7 +1,8 @@
 """State behind a small interface: get / set / delete / items-by-prefix.
 
 Topologies only see :class:`State`. Implementations: :class:`MemoryState` here (tests),
-``stream.state.RocksState`` (rocksdict, used by ``replay``) and ``stream.state.TableState``
+``stream.engine.state.RocksState`` (rocksdict, used by ``replay``) and
+``stream.engine.state.TableState``
 (a Faust ``rocksdb://`` table partition, used by the worker). All run the same tests.
 
 Keys are ``|``-separated strings whose first segment names the store, e.g.
@@ -51,7 +52,7 @@ _DELETED = object()
 class StagedState:
     """Writes of one record held back until the record's outputs are known to be sendable.
 
-    The runner (stream/runner.py) wraps a stage's state in this for each record: reads see
+    The runner (stream/engine/runner.py) wraps a stage's state in this for each record: reads see
     the record's own writes, and :meth:`commit` applies them to the real state -- which in
     the worker also sends them to the changelog -- only after every output was encoded and
     found within the size limit. If an output cannot be sent, :meth:`discard` drops the

@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from stream.queries import household_bonus_month
-from stream.simulator import SimConfig, SimStats, generate
-from stream.state import RocksState
+from stream.engine.state import RocksState
+from stream.serve.queries import household_bonus_month
+from stream.simulator.generator import SimConfig, SimStats, generate
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 HOUR = 3_600_000

@@ -1,6 +1,6 @@
 """Fuzzing the four input topics through the replay driver (issue 16).
 
-Every record here goes through :class:`stream.replay.Driver`, i.e. the runner and the stage
+Every record here goes through :class:`stream.tools.replay.Driver`, i.e. the runner and the stage
 code the worker runs. The inputs are what a broken or hostile producer can put on a topic:
 
 - raw bytes: random, and valid Confluent-framed Avro with its magic byte, schema id or body
@@ -48,13 +48,13 @@ from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from stream import codec as codec_module
-from stream.codec import Codec
-from stream.replay import INPUT_TOPICS, Driver
-from stream.runner import DLQ_TOPIC, Outgoing
-from stream.schema_registry import InMemoryRegistry
+from stream.engine.runner import DLQ_TOPIC, Outgoing
+from stream.local.topics import TOPICS
+from stream.serde import codec as codec_module
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import InMemoryRegistry
 from stream.settings import load_rules
-from stream.topics import TOPICS
+from stream.tools.replay import INPUT_TOPICS, Driver
 from tests.avro_strategies import LONG_MAX, LONG_MIN, LONGS, for_record, strings
 from topologies.consent import FLAGS
 from topologies.rules import DAY_MS
@@ -983,7 +983,7 @@ def test_amounts_that_overflow_a_sum_are_dead_lettered_at_the_door(
 def test_records_out_counts_the_dead_letter_of_an_undecodable_record() -> None:
     # Found by check_metrics: Runner.process returned the dead letter of a DecodeError before
     # the loop that counts records_out_total, which read 0 for 1 written (issue 16, item 5;
-    # fixed in stream/runner.py by the lead).
+    # fixed in stream/engine/runner.py by the lead).
     run = replay([(topic, None, b"", T0) for topic in INPUT_TOPICS])
     assert len(run.dead_letters) == 4
     assert run.metric_out["deadletters"] == 4

@@ -10,9 +10,9 @@ result must not depend on that: the same records in purchase order give the same
 
 from __future__ import annotations
 
-from stream.queries import household_bonus_month
-from stream.replay import Driver
+from stream.serve.queries import household_bonus_month
 from stream.settings import load_rules
+from stream.tools.replay import Driver
 from tests.unit.topo_helpers import GTIN_MILK, card, line, receipt, utc_ms
 
 RULES = load_rules()

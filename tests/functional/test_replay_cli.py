@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from stream.simulator import SimConfig, SimStats, generate
+from stream.simulator.generator import SimConfig, SimStats, generate
 
 HOUR = 3_600_000
 DAY = 24 * HOUR

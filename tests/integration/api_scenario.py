@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from stream import auth
+from stream.serve import auth
 from topologies.consent import FLAGS
 
 SECRET = "integration-test-jwt-secret-0123456789abcdef"

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream.admin import create_topics, read_all
-from stream.broker import EmbeddedBroker, free_port
+from stream.local.admin import create_topics, read_all
+from stream.local.broker import EmbeddedBroker, free_port
 
 TOPIC = "pos.receipts"
 

@@ -23,7 +23,7 @@ The method, in order (docs/reliability.md explains each choice):
    restart on an empty state directory. A worker that exits by itself is restarted too.
    After each fault, the time until the group has committed everything written up to a
    second after the fault was done is its recovery time.
-4. Drain (group lag 0), dump every input topic (``stream/replay_io.py``), ``replay`` the dump,
+4. Drain (group lag 0), dump every input topic (``stream/tools/replay_io.py``), ``replay`` the dump,
    and compare every output topic; independently, check every stored line item against its
    owner's consent as the input topics state it, and every input record the broker
    acknowledged against the dump (the broker may lose records, which replay cannot see).
@@ -51,16 +51,20 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from stream.admin import create_topics, read_all
-from stream.broker import EmbeddedBroker, free_port
-from stream.codec import Codec, DecodeError
-from stream.replay import Driver, decoded_output, encode_event, replay_events
-from stream.replay_io import dump
-from stream.runner import Outgoing
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient, InMemoryRegistry
+from stream.engine.runner import Outgoing
+from stream.local.admin import create_topics, read_all
+from stream.local.broker import EmbeddedBroker, free_port
+from stream.local.topics import TOPICS
+from stream.serde.codec import Codec, DecodeError
+from stream.serde.schema_registry import (
+    EmbeddedRegistryServer,
+    HttpRegistryClient,
+    InMemoryRegistry,
+)
 from stream.settings import load_rules
-from stream.simulator import SimConfig, generate
-from stream.topics import TOPICS
+from stream.simulator.generator import SimConfig, generate
+from stream.tools.replay import Driver, decoded_output, encode_event, replay_events
+from stream.tools.replay_io import dump
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable
 from topologies.pipeline import GROUP_INPUTS
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.admin import create_topics
-from stream.broker import BrokerError, EmbeddedBroker
+from stream.local.admin import create_topics
+from stream.local.broker import BrokerError, EmbeddedBroker
 
 PARTITIONS = 4
 REPLICATION_FACTOR = 1

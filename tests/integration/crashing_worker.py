@@ -1,7 +1,7 @@
 """A worker whose output producer fails on one receipt (test-only; run with ``-m``).
 
 Test-only. It runs the real ``purchase-stream worker`` after replacing
-``stream.output.Output.send`` with one that raises when a record's value contains the marker
+``stream.engine.output.Output.send`` with one that raises when a record's value contains the marker
 ``R-CRASH``: a failure *after* the runner (where no dead letter can cover it), as a produce
 the client refuses would be. The commit rule says the worker must then stop with a non-zero
 exit, before anything after that record is committed.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from stream import output
 from stream.cli import main
+from stream.engine import output
 
 MARKER = b"R-CRASH"
 _send = output.Output.send

@@ -9,7 +9,7 @@ Tests on tansu also set static_membership=false: its static membership is broken
 a static member of a two-worker group, restarted after kill -9, rejoined at generation 0
 every 13 s and never got an assignment), and it evicts dead dynamic members by itself. On
 noida-db the workers' static membership is what lets a crashed worker come back
-(stream/membership.py, tests/integration/test_group_recovery.py).
+(stream/engine/membership.py, tests/integration/test_group_recovery.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from stream.broker import BrokerError, free_port, is_reachable
+from stream.local.broker import BrokerError, free_port, is_reachable
 
 
 def tansu_binary() -> Path:

@@ -24,11 +24,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import auth
-from stream.admin import read_all
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.local.admin import read_all
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serve import auth
 from stream.settings import load_rules
 from tests.integration import api_scenario as sc
 from tests.integration.worker_harness import WorkerProcess, produce_events

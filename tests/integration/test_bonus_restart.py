@@ -25,15 +25,19 @@ from typing import Any
 
 import pytest
 
-from stream.admin import create_topics, read_all
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.replay import Driver, encode_event
-from stream.restore import load_synced
-from stream.runner import Outgoing
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient, InMemoryRegistry
+from stream.engine.restore import load_synced
+from stream.engine.runner import Outgoing
+from stream.local.admin import create_topics, read_all
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import (
+    EmbeddedRegistryServer,
+    HttpRegistryClient,
+    InMemoryRegistry,
+)
 from stream.settings import load_rules
-from stream.simulator import SimConfig, generate
+from stream.simulator.generator import SimConfig, generate
+from stream.tools.replay import Driver, encode_event
 from tests.integration.tansu import TansuBroker
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events
 
@@ -86,7 +90,7 @@ def test_tallies_after_two_stops_mid_stream_equal_replay(
     crash = kind.endswith("SIGKILL")
     extra_env = {
         "PURCHASE_STREAM_BROKER_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
-        # The tick records which partition databases are in sync (stream/restore.py): often
+        # The tick records which partition databases are in sync (stream/engine/restore.py): often
         # enough here that the restart on the same state finds them recorded and keeps them.
         "PURCHASE_STREAM_TICK_INTERVAL_S": "1",
     }

@@ -1,4 +1,4 @@
-"""The embedded broker and stream.admin against a real Kafka-protocol broker (noida-db).
+"""The embedded broker and stream.local.admin against a real Kafka-protocol broker (noida-db).
 
 Topic creation from the registry (partitions, cleanup policies, retention, idempotence, the
 refusal of mismatched existing topics), the produce -> read_all round trip, offsets and lag,
@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from stream import admin
-from stream.broker import BrokerError, EmbeddedBroker, free_port, is_reachable
-from stream.topics import TOPICS
+from stream.local import admin
+from stream.local.broker import BrokerError, EmbeddedBroker, free_port, is_reachable
+from stream.local.topics import TOPICS
 
 PARTITIONS = 4
 
@@ -236,7 +236,7 @@ def test_start_on_a_taken_port_fails_clearly(
 
 
 def test_read_range_returns_exactly_the_asked_offsets(bootstrap: str) -> None:
-    # The worker reads back records Faust skipped (stream/worker.py:_offset_gap) with this.
+    # The worker reads back records Faust skipped (stream/engine/worker.py:_offset_gap) with this.
     tag = uuid.uuid4().hex
     topic = "receipts.totals"
     start = admin.end_offsets(bootstrap, topic)[2]

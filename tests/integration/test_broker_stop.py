@@ -20,8 +20,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream.admin import end_offsets
-from stream.broker import EmbeddedBroker
+from stream.local.admin import end_offsets
+from stream.local.broker import EmbeddedBroker
 from tests.integration.conftest import broker_required
 
 RECORDS = 300_000
@@ -50,7 +50,7 @@ def test_stop_waits_for_the_snapshot_of_a_large_backlog(
                 producer.poll(0.05)
     assert producer.flush(60) == 0
     del producer, admin  # their clients would log connection errors once the broker stops
-    caplog.set_level(logging.INFO, logger="stream.broker")
+    caplog.set_level(logging.INFO, logger="stream.local.broker")
     started = time.monotonic()
     assert broker.stop() == 0
     took = time.monotonic() - started

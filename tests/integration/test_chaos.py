@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import BrokerError
+from stream.local.broker import BrokerError
 from tests.conftest import CHAOS_FULL
 from tests.integration.chaos_harness import FULL, RECOVERY_LIMIT_S, SHORT, ChaosRun
 from tests.integration.conftest import broker_required

@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from stream.admin import committed_offsets, read_all
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
-from stream.worker import EXIT_FAILED
+from stream.engine.worker import EXIT_FAILED
+from stream.local.admin import committed_offsets, read_all
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import card, receipt
 

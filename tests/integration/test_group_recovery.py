@@ -9,7 +9,7 @@ Issue 16: on the embedded broker (noida-db) a worker restarted after ``kill -9``
 "Joined group" every 10 s for 396 s and never got a partition, until the broker was
 restarted -- noida-db never evicts the dead member, which stayed the group's leader. This
 test reproduced it (the restarted worker held nothing for the whole 120 s watched); the fix
-is static membership (stream/membership.py): the restart takes over its dead member by its
+is static membership (stream/engine/membership.py): the restart takes over its dead member by its
 ``group.instance.id``.
 
 Static members do not leave the group on a clean stop in aiokafka; on noida-db a worker
@@ -34,12 +34,12 @@ from typing import Any
 
 import pytest
 
-from stream.admin import committed_offsets, create_topics, group_lag
-from stream.admin import lag as partition_lag
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
-from stream.simulator import SimConfig, generate
+from stream.local.admin import committed_offsets, create_topics, group_lag
+from stream.local.admin import lag as partition_lag
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.simulator.generator import SimConfig, generate
 from tests.integration.tansu import TansuBroker
 from tests.integration.worker_harness import (
     WorkerProcess,

@@ -1,4 +1,5 @@
-"""``purchase-stream inspect`` on every topic of stream/topics.py, on the real broker, through a
+"""``purchase-stream inspect`` on every topic of stream/local/topics.py, on the real broker,
+through a
 schema registry that requires basic auth over TLS (a certificate made by the test).
 
 One record per topic, every string field holding a recognisable marker, is produced with the
@@ -21,12 +22,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from stream import schemas
-from stream.codec import Codec
-from stream.pos import producer_config
-from stream.schema_registry import ConfluentRegistryClient, EmbeddedRegistryServer
-from stream.topic_view import inspect_topic, is_personal, read_records
-from stream.topics import TOPICS
+from stream.local.topics import TOPICS
+from stream.serde import schemas
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import ConfluentRegistryClient, EmbeddedRegistryServer
+from stream.simulator.pos import producer_config
+from stream.tools.topic_view import inspect_topic, is_personal, read_records
 from tests.tls_certs import make_certs
 
 pytestmark = pytest.mark.integration

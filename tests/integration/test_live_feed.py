@@ -1,4 +1,4 @@
-"""The live feed (stream/live.py) on the real broker: it reads only while somebody listens.
+"""The live feed (stream/serve/live.py) on the real broker: it reads only while somebody listens.
 
 A worker with no live connection must not fetch every counter change of the country; the
 first subscription positions it at the end, and every change made after ``subscribe()``
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from stream.codec import Codec
-from stream.live import COUNTERS_TOPIC, LiveFeed
-from stream.pos import producer_config
-from stream.schema_registry import InMemoryRegistry
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import InMemoryRegistry
+from stream.serve.live import COUNTERS_TOPIC, LiveFeed
+from stream.simulator.pos import producer_config
 from topologies import counters as counters_topology
 from topologies.access import CUSTOMER, Viewer
 

@@ -21,12 +21,12 @@ import pytest
 import requests
 from confluent_kafka import Producer
 
-from stream.admin import read_all
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.pos import producer_config
-from stream.replay import encode_event
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.local.admin import read_all
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.simulator.pos import producer_config
+from stream.tools.replay import encode_event
 from tests.integration import api_scenario as sc
 from tests.integration.test_api import start_workers
 from tests.integration.worker_harness import produce_events

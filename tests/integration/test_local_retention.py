@@ -15,8 +15,8 @@ from collections.abc import Callable
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from stream.admin import create_local_topics, watermarks
-from stream.broker import EmbeddedBroker
+from stream.local.admin import create_local_topics, watermarks
+from stream.local.broker import EmbeddedBroker
 from stream.settings import Settings
 
 RETENTION_S = 5

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stream.auth import issue
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.pos import produce
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
-from stream.simulator import SimConfig, generate
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serve.auth import issue
+from stream.simulator.generator import SimConfig, generate
+from stream.simulator.pos import produce
 from tests.integration.prometheus_harness import (
     DASHBOARDS,
     PanelQuery,

@@ -21,14 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stream.admin import read_all
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.replay import Driver, decoded_output, encode_event
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient, InMemoryRegistry
+from stream.local.admin import read_all
+from stream.local.broker import EmbeddedBroker
+from stream.local.topics import TOPICS
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import (
+    EmbeddedRegistryServer,
+    HttpRegistryClient,
+    InMemoryRegistry,
+)
 from stream.settings import load_rules
-from stream.simulator import SimConfig, generate
-from stream.topics import TOPICS
+from stream.simulator.generator import SimConfig, generate
+from stream.tools.replay import Driver, decoded_output, encode_event
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events
 
 OUTPUTS = [
@@ -122,7 +126,7 @@ def test_worker_on_broker_matches_replay(
         driver.feed(*encode_event(rcodec, e))
 
     # The worker's HTTP API serves the same Bonus figures as the query on replay state.
-    from stream.queries import household_bonus_month
+    from stream.serve.queries import household_bonus_month
 
     bonus_state = driver.states["household_bonus"]
     for (hh, month), body in served.items():
@@ -246,7 +250,7 @@ def _bonus_over_http(port: int, events: list[dict[str, Any]]) -> dict[tuple[str,
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
 
-    from stream import auth
+    from stream.serve import auth
 
     def main_member(hh: str) -> str:
         return auth.issue(API_SECRET, mains[hh])
@@ -264,6 +268,6 @@ def _bonus_over_http(port: int, events: list[dict[str, Any]]) -> dict[tuple[str,
 
 
 def _outgoing(topic: str, key: bytes | None, value: bytes | None) -> Any:
-    from stream.runner import Outgoing
+    from stream.engine.runner import Outgoing
 
     return Outgoing(topic, key, value)

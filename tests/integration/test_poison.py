@@ -21,11 +21,11 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from stream.admin import read_all
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.runner import DLQ_TOPIC
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.engine.runner import DLQ_TOPIC
+from stream.local.admin import read_all
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import GTIN_MILK, card, line, receipt
 

@@ -15,13 +15,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from stream.admin import read_all
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.queries import household_bonus_month
-from stream.replay import Driver, encode_event
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.local.admin import read_all
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serve.queries import household_bonus_month
 from stream.settings import load_rules
+from stream.tools.replay import Driver, encode_event
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import GTIN_MILK, card, line, receipt
 

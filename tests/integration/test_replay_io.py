@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.replay_io import TOPIC_RANK
-from stream.schema_registry import EmbeddedRegistryServer, InMemoryRegistry
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator import SimConfig, bad_bytes_replay_events, generate
+from stream.simulator.generator import SimConfig, bad_bytes_replay_events, generate
+from stream.tools.replay_io import TOPIC_RANK
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,7 @@ def test_produce_then_dump_gives_back_the_same_records(
     # And replay reads the dump as it reads the original: the same outputs.
     def replay_outputs(path: Path) -> Counter[str]:
         state, out_file = tmp_path / f"state-{path.stem}", tmp_path / f"out-{path.stem}.jsonl"
-        from stream.replay import replay_file
+        from stream.tools.replay import replay_file
 
         replay_file(path, load_rules(), state, out_path=out_file)
         return Counter(

@@ -1,4 +1,4 @@
-"""Bulk restore of Faust tables from their changelogs (stream/restore.py) on the real broker."""
+"""Bulk restore of Faust tables from their changelogs (stream/engine/restore.py), real broker."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
-from stream.pos import producer_config
-from stream.restore import OFFSET_KEY, load_synced, restore_tables, wipe_unsynced
+from stream.engine.restore import OFFSET_KEY, load_synced, restore_tables, wipe_unsynced
+from stream.simulator.pos import producer_config
 
 PARTITIONS = 4
 

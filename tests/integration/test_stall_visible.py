@@ -28,11 +28,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from stream.broker import EmbeddedBroker
-from stream.codec import Codec
-from stream.replay import encode_event
-from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
-from stream.simulator import SimConfig, generate
+from stream.local.broker import EmbeddedBroker
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.simulator.generator import SimConfig, generate
+from stream.tools.replay import encode_event
 from tests.integration.prometheus_harness import PrometheusServer, require_binary
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events
 

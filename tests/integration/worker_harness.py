@@ -13,10 +13,10 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from stream.admin import group_lag
-from stream.broker import free_port
-from stream.codec import Codec
-from stream.replay import encode_event
+from stream.local.admin import group_lag
+from stream.local.broker import free_port
+from stream.serde.codec import Codec
+from stream.tools.replay import encode_event
 
 
 def terminate(proc: subprocess.Popen[Any], timeout: float = 60) -> int:

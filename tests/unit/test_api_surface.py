@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from stream.api import ENDPOINTS, OPENAPI
+from stream.engine.worker import create_app
+from stream.serve.api import ENDPOINTS, OPENAPI
 from stream.settings import load_rules, load_settings
-from stream.worker import create_app
 
 PUBLIC = {"/v1/openapi.yaml", "/app/", "/healthz", "/metrics"}
 

@@ -1,4 +1,4 @@
-"""The compiled Avro codec (stream/avro_compiled.py) against fastavro, byte for byte.
+"""The compiled Avro codec (stream/serde/avro_compiled.py) against fastavro, byte for byte.
 
 Every project schema, random records drawn from each schema (boundary values included), the
 simulator's real records through the replay driver, and the error cases: missing fields,
@@ -17,14 +17,14 @@ from typing import Any
 import fastavro
 import pytest
 
-from stream import schemas
-from stream.avro_compiled import compile_schema
-from stream.codec import Codec, DecodeError, EncodeError
-from stream.replay import Driver, encode_event
-from stream.schema_registry import InMemoryRegistry
+from stream.local.topics import TOPICS
+from stream.serde import schemas
+from stream.serde.avro_compiled import compile_schema
+from stream.serde.codec import Codec, DecodeError, EncodeError
+from stream.serde.schema_registry import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator import SimConfig, generate
-from stream.topics import TOPICS
+from stream.simulator.generator import SimConfig, generate
+from stream.tools.replay import Driver, encode_event
 
 LONGS = [0, 1, -1, 63, -64, 64, -65, 8191, -8192, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)]
 INTS = [0, 1, -1, 63, -64, 64, -65, 2**31 - 1, -(2**31)]

@@ -15,10 +15,10 @@ from fastavro.validation import validate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import schemas
-from stream.codec import Codec
-from stream.schema_registry import InMemoryRegistry
-from stream.topics import TOPICS
+from stream.local.topics import TOPICS
+from stream.serde import schemas
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import InMemoryRegistry
 from tests.avro_strategies import LONG_MAX, LONG_MIN, LONGS, for_record, from_schema
 
 CODEC = Codec(InMemoryRegistry())

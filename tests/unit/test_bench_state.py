@@ -9,9 +9,9 @@ import orjson
 from rocksdict import Rdict
 
 from benchmarks import state as bench_state
-from stream.replay import Driver, encode_event
+from stream.engine.worker import key_partition
 from stream.settings import load_rules
-from stream.worker import key_partition
+from stream.tools.replay import Driver, encode_event
 from topologies import card_join, household_bonus, personal_routing
 
 BUILT = (card_join.STAGE, personal_routing.STAGE, household_bonus.STAGE)

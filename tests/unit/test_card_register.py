@@ -212,7 +212,7 @@ def test_state_written_before_the_history_is_read_as_one_entry() -> None:
 
 
 def _drive(records: list[tuple[str, str, dict | None, int]]):  # type: ignore[no-untyped-def]
-    from stream.replay import Driver
+    from stream.tools.replay import Driver
 
     driver = Driver(RULES)
     codec = driver.codec

@@ -7,11 +7,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from stream.codec import Codec
-from stream.replay import Driver, decoded_output, encode_event
-from stream.schema_registry import InMemoryRegistry
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator import SimConfig, generate
+from stream.simulator.generator import SimConfig, generate
+from stream.tools.replay import Driver, decoded_output, encode_event
 from tests.integration.chaos_harness import (
     OPT_IN_GRACE_MS,
     _is_barrier,

@@ -12,8 +12,9 @@ from typing import Any
 import fastavro
 import pytest
 
-from stream import schemas
-from stream.codec import (
+from stream.local.topics import TOPICS
+from stream.serde import schemas
+from stream.serde.codec import (
     SCHEMA_MISMATCH,
     UNDECODABLE,
     UNKNOWN_SCHEMA_ID,
@@ -21,8 +22,7 @@ from stream.codec import (
     DecodeError,
     EncodeError,
 )
-from stream.schema_registry import InMemoryRegistry, RegistryUnavailableError
-from stream.topics import TOPICS
+from stream.serde.schema_registry import InMemoryRegistry, RegistryUnavailableError
 
 DATA = Path(__file__).parent / "data"
 NS = "fi.coop.purchase"
@@ -521,12 +521,12 @@ def test_warm_leaves_no_registry_call_for_the_first_records() -> None:
 
 
 def test_warm_codec_at_start_survives_a_registry_outage(caplog: pytest.LogCaptureFixture) -> None:
-    from stream.worker import warm_codec
+    from stream.engine.worker import warm_codec
 
     registry = CountingRegistry()
     registry.down = True
     codec = Codec(registry)
-    with caplog.at_level("WARNING", logger="stream.worker"):
+    with caplog.at_level("WARNING", logger="stream.engine.worker"):
         warm_codec(codec)  # does not raise: the records load their schemas on first use
     assert "schemas not prepared at start-up" in caplog.text
     registry.down = False

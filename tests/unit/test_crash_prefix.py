@@ -3,7 +3,7 @@
 A crash (``kill -9``, power) leaves on the broker a *prefix* of each changelog partition's
 writes (the producer is idempotent: in order, no gaps), commits nothing that was not
 delivered, and the next owner restores the state from that prefix (local state after a
-crash is discarded, stream/worker.py) and is redelivered every record since the last
+crash is discarded, stream/engine/worker.py) and is redelivered every record since the last
 commit, with the same broker timestamps. For each stage, this test cuts the changelog at
 many points, restores, redelivers every input from the start (the oldest possible commit),
 and requires the state to end *exactly* as without the crash: every tally, aggregate,
@@ -18,10 +18,10 @@ import random
 
 import pytest
 
-from stream.replay import Driver, encode_event
-from stream.runner import RawRecord, Runner
+from stream.engine.runner import RawRecord, Runner
 from stream.settings import load_rules
-from stream.simulator import SimConfig, generate
+from stream.simulator.generator import SimConfig, generate
+from stream.tools.replay import Driver, encode_event
 from tests.conftest import CHAOS_FULL
 from topologies.pipeline import STAGE_BY_NAME, STAGES
 from topologies.state import MemoryState

@@ -1,4 +1,4 @@
-"""The worker's event loop selection (settings.event_loop -> stream.worker.use_event_loop)."""
+"""The worker's event loop (settings.event_loop -> stream.engine.worker.use_event_loop)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
+from stream.engine.worker import use_event_loop
 from stream.settings import load_settings
-from stream.worker import use_event_loop
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from stream import schemas
+from stream.serde import schemas
 from tests.unit.topo_helpers import DAY_MS, HOUR_MS, RULES, emits, run, utc_ms
 from topologies import household_bonus as hb
 from topologies.records import Emit, StepResult
@@ -1351,7 +1351,7 @@ def test_replay_of_the_same_input_gives_the_same_output() -> None:
 def test_rocksdb_state_gives_the_same_output(tmp_path: Path) -> None:
     # Values go through JSON in RocksDB (and in the worker's table); nothing may depend on
     # MemoryState keeping Python objects.
-    from stream.state import RocksState
+    from stream.engine.state import RocksState
 
     rocks = RocksState(tmp_path / "bonus")
     memory = MemoryState()

@@ -127,10 +127,14 @@ def test_every_client_constructor_gets_the_security(
     import confluent_kafka
     import confluent_kafka.admin
 
-    from stream import admin, broker, catalog_feed, live, output, pos, restore, topic_view, worker
-    from stream.api import recall_request
-    from stream.codec import Codec
-    from stream.schema_registry import registry_from_url
+    from stream.engine import output, restore, worker
+    from stream.local import admin, broker
+    from stream.serde.codec import Codec
+    from stream.serde.schema_registry import registry_from_url
+    from stream.serve import live
+    from stream.serve.api import recall_request
+    from stream.simulator import catalog_feed, pos
+    from stream.tools import topic_view
 
     bootstrap = "kafka-1:9093"
     settings = secure_settings(certs, tmp_path, broker=bootstrap)
@@ -226,7 +230,8 @@ def test_no_client_is_built_from_a_raw_dict() -> None:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
     # and the builders themselves end in kafka_config.client_config
-    from stream import admin, pos
+    from stream.local import admin
+    from stream.simulator import pos
 
     kafka_config._security = KafkaSecurity(protocol="SSL")
     assert admin._client_config("b:1")["security.protocol"] == "SSL"

@@ -13,11 +13,11 @@ import dataclasses
 
 import pytest
 
-from stream.codec import Codec
-from stream.replay import Driver
-from stream.runner import DLQ_TOPIC, RawRecord, Runner
-from stream.schema_registry import InMemoryRegistry
+from stream.engine.runner import DLQ_TOPIC, RawRecord, Runner
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import InMemoryRegistry
 from stream.settings import load_rules
+from stream.tools.replay import Driver
 from tests.unit.topo_helpers import DAY_MS, GTIN_MILK, MINUTE_MS, card, line, receipt
 from topologies import household_bonus
 from topologies.pipeline import STAGE_BY_NAME
@@ -255,7 +255,7 @@ def test_staged_state_discard_leaves_the_state_as_it_was() -> None:
 def test_records_out_counts_the_dead_letters_of_undecodable_records() -> None:
     # Finding 5: records_out_total{topic="deadletters"} read 3 while 23 were written -- the
     # dead letters of undecodable records were not counted.
-    from stream.metrics import Metrics
+    from stream.engine.metrics import Metrics
 
     metrics = Metrics()
     runner = Runner(Codec(InMemoryRegistry()), RULES, metrics)

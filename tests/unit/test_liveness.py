@@ -1,9 +1,9 @@
-"""The stall rule behind /healthz (stream/liveness.py StallDetector), on a made-up clock."""
+"""The stall rule behind /healthz (stream/engine/liveness.py StallDetector), on a made-up clock."""
 
 from __future__ import annotations
 
-from stream.admin import PartitionOffsets
-from stream.liveness import NO_ASSIGNMENT, NOT_ADVANCING, StallDetector
+from stream.engine.liveness import NO_ASSIGNMENT, NOT_ADVANCING, StallDetector
+from stream.local.admin import PartitionOffsets
 
 A = ("pos.receipts", 0)
 B = ("pos.receipts", 1)
@@ -98,7 +98,7 @@ def _o(committed: int, high: int) -> PartitionOffsets:
 
 
 def test_a_held_partition_with_lag_that_commits_nothing_is_stuck_after_the_window() -> None:
-    from stream.liveness import CrawlWatch
+    from stream.engine.liveness import CrawlWatch
 
     watch = CrawlWatch(40.0)
     tp = ("pos.receipts", 3)
@@ -108,7 +108,7 @@ def test_a_held_partition_with_lag_that_commits_nothing_is_stuck_after_the_windo
 
 
 def test_a_partition_that_keeps_up_or_catches_up_is_not_stuck() -> None:
-    from stream.liveness import CrawlWatch
+    from stream.engine.liveness import CrawlWatch
 
     watch = CrawlWatch(40.0)
     tp = ("pos.receipts", 3)

@@ -1,10 +1,10 @@
-"""The local broker's bounded topic profile (stream/topics.py, stream/admin.py
+"""The local broker's bounded topic profile (stream/local/topics.py, stream/local/admin.py
 local_topic_config); production configs untouched."""
 
 from __future__ import annotations
 
-from stream.admin import local_topic_config, topic_config
-from stream.topics import LOCAL_KEEP_WHOLE, TOPICS
+from stream.local.admin import local_topic_config, topic_config
+from stream.local.topics import LOCAL_KEEP_WHOLE, TOPICS
 
 TEN_MIN = 600_000
 

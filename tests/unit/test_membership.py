@@ -1,4 +1,4 @@
-"""Static membership (stream/membership.py) and the library behaviour it relies on.
+"""Static membership (stream/engine/membership.py) and the library behaviour it relies on.
 
 Pinned here because the worker patches a library internal: if an aiokafka or faust-streaming
 upgrade changes any of it, this fails before a worker misbehaves.
@@ -13,7 +13,7 @@ from typing import Any
 import faust
 from aiokafka.consumer import group_coordinator as gc
 
-from stream.membership import group_instance_id, static_member_leaves_on_stop
+from stream.engine.membership import group_instance_id, static_member_leaves_on_stop
 from stream.settings import Settings
 
 

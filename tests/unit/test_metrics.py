@@ -11,10 +11,10 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream.codec import Codec
-from stream.metrics import Metrics, add_process_metrics, purchase_time_ms
-from stream.runner import RawRecord, Runner
-from stream.schema_registry import InMemoryRegistry
+from stream.engine.metrics import Metrics, add_process_metrics, purchase_time_ms
+from stream.engine.runner import RawRecord, Runner
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import InMemoryRegistry
 from stream.settings import load_rules
 from topologies.pipeline import Stage
 from topologies.records import Emit, StepResult

@@ -1,4 +1,4 @@
-"""stream/output.py: nothing counts as delivered (no commit, no clean stop) unless it was."""
+"""stream/engine/output.py: nothing counts as delivered (no commit, no clean stop) unless it was."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from stream.broker import free_port
-from stream.output import Output
+from stream.engine.output import Output
+from stream.local.broker import free_port
 
 
 def _unreachable() -> Output:

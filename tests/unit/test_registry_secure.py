@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from stream.codec import Codec
-from stream.schema_registry import (
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import (
     ConfluentRegistryClient,
     EmbeddedRegistryServer,
     IncompatibleSchemaError,

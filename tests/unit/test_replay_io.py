@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.admin import Record
-from stream.codec import Codec
-from stream.replay import encode_event
-from stream.replay_io import merge_partitions, produce_file, record_event
-from stream.schema_registry import InMemoryRegistry
-from stream.simulator import SimConfig, bad_bytes_replay_events, generate
+from stream.local.admin import Record
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import InMemoryRegistry
+from stream.simulator.generator import SimConfig, bad_bytes_replay_events, generate
+from stream.tools.replay import encode_event
+from stream.tools.replay_io import merge_partitions, produce_file, record_event
 
 T0 = 1_793_599_200_000
 

@@ -1,4 +1,4 @@
-"""stream/restore.py without a broker: a scripted consumer feeds restore_partition what a
+"""stream/engine/restore.py without a broker: a scripted consumer feeds restore_partition what a
 broker can deliver but the embedded one cannot be made to (compacted gaps, a tail removed
 by compaction, transient and fatal errors, a high watermark that moves), and the synced-at
 sidecar that keeps a stale database from being resumed."""
@@ -14,8 +14,8 @@ import pytest
 from confluent_kafka import KafkaError
 from rocksdict import Rdict
 
-from stream import restore
-from stream.restore import (
+from stream.engine import restore
+from stream.engine.restore import (
     OFFSET_KEY,
     SYNCED_FILE,
     StaleDatabase,
@@ -25,7 +25,7 @@ from stream.restore import (
     restore_partition,
     wipe_unsynced,
 )
-from stream.state import rocks_options
+from stream.engine.state import rocks_options
 
 TOPIC = "app-state-changelog"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from stream import schemas
-from stream.codec import Codec
-from stream.schema_registry import (
+from stream.serde import schemas
+from stream.serde.codec import Codec
+from stream.serde.schema_registry import (
     EmbeddedRegistryServer,
     HttpRegistryClient,
     IncompatibleSchemaError,

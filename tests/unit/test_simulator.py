@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream import pos
-from stream.simulator import (
+from stream.simulator import pos
+from stream.simulator.generator import (
     BAD_KINDS,
     DEFAULT_BAD_KINDS,
     DEFAULT_START_MS,
@@ -113,7 +113,7 @@ def test_consumers_may_modify_the_events_they_get() -> None:
 
 def test_stream_does_not_depend_on_hash_randomisation(tmp_path: Path) -> None:
     code = (
-        "import hashlib, orjson; from stream.simulator import SimConfig, generate; "
+        "import hashlib, orjson; from stream.simulator.generator import SimConfig, generate; "
         "h = hashlib.sha256(); "
         "[h.update(orjson.dumps(e)) for e in generate("
         "SimConfig(seed=5, households=200, receipts=1500, products=150))]; print(h.hexdigest())"

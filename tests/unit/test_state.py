@@ -10,7 +10,7 @@ import orjson
 import pytest
 from rocksdict import Rdict
 
-from stream.state import CachedCatalog, RocksState, TableState, rocks_options
+from stream.engine.state import CachedCatalog, RocksState, TableState, rocks_options
 from topologies.state import MemoryState
 
 

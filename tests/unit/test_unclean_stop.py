@@ -1,10 +1,14 @@
-"""Local table state is trusted only after a clean stop (stream/worker.py)."""
+"""Local table state is trusted only after a clean stop (stream/engine/worker.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from stream.worker import CLEAN_STOP_MARKER, discard_state_unless_stopped_cleanly, mark_clean_stop
+from stream.engine.worker import (
+    CLEAN_STOP_MARKER,
+    discard_state_unless_stopped_cleanly,
+    mark_clean_stop,
+)
 
 
 def _tables(tmp_path: Path) -> Path:
@@ -40,7 +44,7 @@ def test_a_first_start_has_nothing_to_discard(tmp_path: Path) -> None:
 
 
 def test_a_forward_jump_on_a_stream_topic_is_a_gap_to_read_back() -> None:
-    from stream import worker
+    from stream.engine import worker
 
     worker._last_offsets.clear()
     assert worker._offset_gap("household_bonus", "receipts.totals", 0, 40) is None  # start
@@ -62,7 +66,7 @@ def test_a_forward_jump_on_a_stream_topic_is_a_gap_to_read_back() -> None:
 def test_a_first_record_past_the_groups_committed_offset_is_a_gap_to_read_back() -> None:
     # The chaos suite lost a receipt at a handover: the new owner started the partition one
     # record past where the group had committed, and nothing noticed.
-    from stream import worker
+    from stream.engine import worker
 
     worker._last_offsets.clear()
     worker._start_offsets[("pos.receipts", 1)] = 173

@@ -72,13 +72,13 @@ def run_demo(
     seed: int,
     keep: bool = False,
 ) -> int:
-    from stream import auth
-    from stream.admin import create_local_topics, group_lag
-    from stream.broker import EmbeddedBroker, free_port
-    from stream.codec import Codec
-    from stream.pos import produce
-    from stream.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
-    from stream.simulator import SimConfig, generate
+    from stream.local.admin import create_local_topics, group_lag
+    from stream.local.broker import EmbeddedBroker, free_port
+    from stream.serde.codec import Codec
+    from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+    from stream.serve import auth
+    from stream.simulator.generator import SimConfig, generate
+    from stream.simulator.pos import produce
 
     root = Path(tempfile.mkdtemp(prefix="purchase-stream-demo-"))
     say = _printer()
@@ -101,7 +101,7 @@ def run_demo(
         say(f"broker   noida-db on {broker.bootstrap}")
         registry.start()
         say(f"registry {registry.url}")
-        # Bounded local retention (stream/topics.py): an hour of demo stays small.
+        # Bounded local retention (stream/local/topics.py): an hour of demo stays small.
         create_local_topics(broker.bootstrap, settings)
         say(f"topics   created ({settings.partitions} partitions each)")
         web_port = free_port()

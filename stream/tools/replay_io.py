@@ -1,11 +1,11 @@
 """Replay files to and from the broker: ``purchase-stream produce`` and ``purchase-stream dump``.
 
-``produce_file`` sends the records of a replay file (the JSONL format of :mod:`stream.replay`)
+``produce_file`` sends the records of a replay file (the JSONL format of :mod:`stream.tools.replay`)
 to their topics, with their keys and their ``timestamp`` as the Kafka message timestamp,
 through an idempotent producer (``acks=all``, the murmur2 partitioner, so keys land on the
 partitions the workers' co-partitioned joins expect). It is the backfill tool, and it lets any
 replay scenario be driven through live workers. Every line is validated exactly as ``replay``
-validates it (:func:`stream.replay.encode_event`); a line that cannot become a record is
+validates it (:func:`stream.tools.replay.encode_event`); a line that cannot become a record is
 reported with its line number and not sent.
 
 ``dump`` writes what the input topics hold back as a replay file. Avro values are decoded to
@@ -36,10 +36,10 @@ from typing import IO, Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream.admin import Record, read_all
-from stream.codec import Codec, DecodeError, EncodeError
-from stream.pos import BrokerUnavailableError, ProducerFatalError, producer_config
-from stream.replay import INPUT_TOPICS, encode_event
+from stream.local.admin import Record, read_all
+from stream.serde.codec import Codec, DecodeError, EncodeError
+from stream.simulator.pos import BrokerUnavailableError, ProducerFatalError, producer_config
+from stream.tools.replay import INPUT_TOPICS, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ def produce_file(
     Lines that ``replay`` would dead-letter as ``invalid_json`` / ``invalid_event`` /
     ``schema_mismatch`` are reported on ``progress`` (or stderr) with their line number and
     counted in ``bad_lines``; nothing is sent for them. Raises
-    :class:`stream.pos.BrokerUnavailableError` when the broker cannot be reached and
-    :class:`stream.pos.ProducerFatalError` on a fatal producer error.
+    :class:`stream.simulator.pos.BrokerUnavailableError` when the broker cannot be reached and
+    :class:`stream.simulator.pos.ProducerFatalError` on a fatal producer error.
     """
     errors: list[str] = []
     delivered = 0

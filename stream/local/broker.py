@@ -110,7 +110,7 @@ def _port_open(host: str, port: int, timeout: float) -> bool:
 
 def _quiet_logger() -> logging.Logger:
     # librdkafka logs connection failures to stderr unless given a logger.
-    return logging.getLogger("stream.broker.librdkafka")
+    return logging.getLogger("stream.local.broker.librdkafka")
 
 
 def _metadata_ok(bootstrap: str, timeout: float) -> bool:

@@ -4,7 +4,7 @@ Label values come from bounded sets only (topic names, stage names, purposes, de
 reason codes, route templates, audit action codes, partition numbers); never a customer,
 card or household id. Durations and ages are in seconds, sizes in bytes, as Prometheus
 conventions ask. Faust's own engine metrics (``faust_*``, in milliseconds: Faust's names)
-share the registry; see ``stream/worker.py``.
+share the registry; see ``stream/engine/worker.py``.
 
 Counters whose label values are known in advance are created at 0, so a dashboard panel
 shows 0 rather than "no data" before the first event, and ``rate()`` sees the first one.
@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from stream.topics import TOPICS
+from stream.local.topics import TOPICS
 from topologies.pipeline import STAGES as PIPELINE
 from topologies.records import StepResult
 
@@ -236,7 +236,8 @@ class Metrics:
         )
         self.stalled = Gauge(
             "purchase_stream_stalled",
-            "1 while this worker is stalled for longer than stall_after_s (stream/liveness.py): "
+            "1 while this worker is stalled for longer than stall_after_s "
+            "(stream/engine/liveness.py): "
             "no_assignment = holds no partition while its group has lag and commits nothing; "
             "not_advancing = a partition it holds has lag and commits nothing",
             ["reason"],

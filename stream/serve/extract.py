@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stream.queries import personal_extract
-from stream.state import RocksState
+from stream.engine.state import RocksState
+from stream.serve.queries import personal_extract
 from topologies.card_join import STAGE as CARD_STAGE
 from topologies.personal_routing import STAGE as PERSONAL_STAGE
 from topologies.rules import Rules

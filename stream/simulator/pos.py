@@ -1,7 +1,8 @@
 """The POS gateway producer: sends input events (simulated or replayed) to Kafka.
 
 It plays the part of the tills' gateway in local runs, demos and load tests. Each event is a
-dict as produced by :mod:`stream.simulator` (``topic``, ``key``, ``value``, ``timestamp``): the
+dict as produced by :mod:`stream.simulator.generator` (``topic``, ``key``, ``value``,
+``timestamp``): the
 key goes out as UTF-8 bytes, the value through ``codec.encode(topic, value)`` (``None`` is a
 tombstone) and the event's ``timestamp`` becomes the Kafka message timestamp, so broker time in
 a replay is the recorded one.
@@ -27,12 +28,12 @@ from stream.kafka_config import client_config
 
 RECEIPTS_TOPIC = "pos.receipts"
 # librdkafka's own log lines (connection refused, retries) go to logging, not raw to stderr
-_LIBRDKAFKA_LOG = logging.getLogger("stream.pos.librdkafka")
-_LOG = logging.getLogger("stream.pos")
+_LIBRDKAFKA_LOG = logging.getLogger("stream.simulator.pos.librdkafka")
+_LOG = logging.getLogger("stream.simulator.pos")
 
 
 class ValueCodec(Protocol):
-    """What the producer needs of a codec (``stream.codec`` provides the real one)."""
+    """What the producer needs of a codec (``stream.serde.codec`` provides the real one)."""
 
     def encode(self, topic: str, value: dict[str, Any]) -> bytes | None: ...
 
@@ -313,8 +314,8 @@ def send_recall_request(settings: Any, request: dict[str, Any]) -> None:
     is partitioned by customer) and wait for the broker's acknowledgements."""
     from confluent_kafka import Producer
 
-    from stream.codec import Codec
-    from stream.schema_registry import registry_from_settings
+    from stream.serde.codec import Codec
+    from stream.serde.schema_registry import registry_from_settings
 
     codec = Codec(registry_from_settings(settings))
     key = codec.encode_key(request["recall_id"])

@@ -1,7 +1,7 @@
 """Runs one raw record through a topology stage: decode, step, encode, dead letters.
 
-This is the single code path shared by the Faust worker (``stream/worker.py``) and the
-in-process driver (``stream/replay.py``): both hand it raw key/value bytes with topic,
+This is the single code path shared by the Faust worker (``stream/engine/worker.py``) and the
+in-process driver (``stream/tools/replay.py``): both hand it raw key/value bytes with topic,
 partition, offset and broker timestamp, and send what it returns.
 
 Errors are values: undecodable input and rule violations become records on ``deadletters``
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stream.codec import Codec, DecodeError, EncodeError
-from stream.metrics import E2E_TOPICS, Metrics, purchase_time_ms
+from stream.engine.metrics import E2E_TOPICS, Metrics, purchase_time_ms
+from stream.serde.codec import Codec, DecodeError, EncodeError
 from topologies import household_bonus
 from topologies.context import CatalogLookup, Context, no_catalog
 from topologies.pipeline import Stage

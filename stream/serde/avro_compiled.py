@@ -6,7 +6,7 @@ the field's own work: on this project's records it encodes in about half of fast
 and decodes in 60-90 % of it (BENCHMARKS.md, section 7). ``compile_schema`` writes such
 functions for the subset of Avro the project's schemas use -- records, arrays, ``["null", T]``
 unions, string, bytes, int, long, boolean, double -- and returns ``None`` for anything else,
-in which case :class:`stream.codec.Codec` keeps using fastavro. The codec also keeps fastavro
+in which case :class:`stream.serde.codec.Codec` keeps using fastavro. The codec also keeps fastavro
 for schema resolution (a writer schema that differs from the reader's) and for error messages.
 
 Byte-for-byte the same as fastavro's ``schemaless_writer``; decoding gives the same values as
@@ -309,7 +309,7 @@ class _Gen:
 def compile_schema(parsed: dict[str, Any]) -> tuple[Encoder, Decoder] | None:
     """Encoder and decoder for a parsed record schema, or ``None`` if it is not supported.
 
-    ``parsed`` is a fastavro-parsed schema (``stream.schemas.schema``): named types are
+    ``parsed`` is a fastavro-parsed schema (``stream.serde.schemas.schema``): named types are
     full names, logical types stripped.
     """
     if not isinstance(parsed, dict) or parsed.get("type") != "record":

@@ -65,7 +65,7 @@ class TableState:
     explicit partition number, which is what Faust's own ``table[key] = value`` does for the
     current event, but without depending on the "current event" (so batches that mix
     partitions stay correct) and without Faust's unbounded in-memory key index. The worker
-    passes ``changelog`` (stream/output.py's producer); without it, Faust's send path.
+    passes ``changelog`` (stream/engine/output.py's producer); without it, Faust's send path.
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class TableState:
     ) -> None:
         self.table = table
         self.partition = partition
-        # (partition, key, value) -> changelog record; the worker's is stream.output's
+        # (partition, key, value) -> changelog record; the worker's is stream.engine.output's
         # producer, Faust's own send path otherwise.
         self._changelog = changelog or table.send_changelog
 
@@ -108,7 +108,7 @@ class CachedCatalog:
 
     Every line item needs its product; a RocksDB get + JSON decode per line was the largest
     cost in the replay profile. The cache is invalidated per GTIN whenever a catalogue record
-    is applied here (stream/catalog_feed.py applies every catalogue record), so a new
+    is applied here (stream/simulator/catalog_feed.py applies every catalogue record), so a new
     catalogue entry takes effect as soon as this process has it (never rewriting history).
     """
 

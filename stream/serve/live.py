@@ -24,8 +24,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, KafkaException
 
-from stream.admin import RestingReader, assigned_consumer
-from stream.codec import Codec, DecodeError
+from stream.local.admin import RestingReader, assigned_consumer
+from stream.serde.codec import Codec, DecodeError
 from topologies.access import Viewer
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ def default_avro_dir() -> Path:
     env = os.environ.get(AVRO_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "avro"
+    return Path(__file__).resolve().parents[2] / "avro"
 
 
 def strip_logical_types(node: Any) -> Any:

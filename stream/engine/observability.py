@@ -1,13 +1,13 @@
 """Worker-side metric collection that needs Faust: consumer lag, state sizes, parked receipts.
 
 These figures are not events: they are read periodically (every ``COLLECT_INTERVAL_S``, a
-Faust timer on every worker) into the gauges of :class:`stream.metrics.Metrics`.
+Faust timer on every worker) into the gauges of :class:`stream.engine.metrics.Metrics`.
 
 - Consumer lag per input topic partition this worker owns: end offset (one ListOffsets
   request for all of them, awaited, through Faust's consumer thread) minus the offset this
   worker last committed (the broker's log start when the group has committed nothing yet).
   The group's lag on every partition, held or not, and the stall verdict behind /healthz
-  come from stream/liveness.py, which also runs before the first assignment.
+  come from stream/engine/liveness.py, which also runs before the first assignment.
 - Keys per stage table (RocksDB's ``estimate-num-keys``: no scan) and RocksDB bytes on disk
   (a directory walk in a thread).
 - Parked receipts and the oldest one's age: a prefix scan of the ``park|`` keys of the
@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from stream.metrics import Metrics
-from stream.state import TableState
+from stream.engine.metrics import Metrics
+from stream.engine.state import TableState
 from topologies import card_join
 from topologies.pipeline import STAGES
 

@@ -3,7 +3,7 @@
 
 Every request goes the same way:
 
-1. identity: a bearer JWT (:mod:`stream.auth`) -> 401 when missing, forged or expired;
+1. identity: a bearer JWT (:mod:`stream.serve.auth`) -> 401 when missing, forged or expired;
 2. access: :func:`topologies.access.may_see` for the caller and the subject -> 403, decided
    *before* any data is read, so a refusal reveals nothing about whether the data exists;
 3. routing: the subject's key decides the table partition; a partition another worker owns
@@ -36,10 +36,11 @@ from faust.exceptions import SameNode
 from faust.web.exceptions import ServiceUnavailable
 from yarl import URL
 
-from stream import auth
-from stream.codec import Codec
-from stream.metrics import Metrics
-from stream.queries import (
+from stream.engine.metrics import Metrics
+from stream.engine.state import TableState
+from stream.serde.codec import Codec
+from stream.serve import auth
+from stream.serve.queries import (
     counters_month,
     household_month,
     membership,
@@ -49,7 +50,6 @@ from stream.queries import (
     register_members,
 )
 from stream.settings import Settings
-from stream.state import TableState
 from topologies import access, recall
 from topologies.access import Viewer
 from topologies.records import AUDIT_TOPIC, audit_record
@@ -62,7 +62,7 @@ DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 GTIN = re.compile(r"^\d{8,14}$")
 OWN_PURPOSE = "own_data_access"
 WEB_DIR = Path(__file__).resolve().parent / "web"
-OPENAPI = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 
 # Route templates: the only values of the metrics' endpoint label.
 E_COUNTERS = "/v1/me/counters/{month}"
@@ -102,7 +102,7 @@ Reader = Callable[[TableState], "dict[str, Any] | None"]
 MAX_TARGET_BYTES = 2_048  # path and query: ids are short, a month is 7 characters -> 414
 MAX_HEADER_BYTES = 8_192  # all header names and values together -> 431
 MAX_BODY_BYTES = 16_384  # the only body is a recall request of a few hundred bytes -> 413
-# aiohttp's own parser limits, set above ours (stream/worker.py, http_limits) so that an
+# aiohttp's own parser limits, set above ours (stream/engine/worker.py, http_limits) so that an
 # over-long line still reaches the middleware and gets its 414/431 and its audit record.
 PARSER_LINE_BYTES = 256 * 1024
 # Operational pages: scraped every few seconds, no personal data, not audited.
@@ -251,7 +251,7 @@ class Api:
         m.child(m.api_latency, endpoint).observe(time.perf_counter() - started)
 
     def _partition(self, key: str) -> int:
-        from stream.worker import key_partition
+        from stream.engine.worker import key_partition
 
         return key_partition(key, self.settings.partitions)
 

@@ -5,7 +5,7 @@ aiokafka) costs several event-loop round trips and objects per record; one recei
 ~16 records (outputs and changelog writes), and that path was the largest single cost of
 the worker in a py-spy profile (BENCHMARKS.md). ``Producer.produce`` here is one C call
 that queues the record for librdkafka's own thread, with no ``await`` -- which is also what
-the worker's batches need (stream/worker.py: a batch runs without an await, so it cannot be
+the worker's batches need (stream/engine/worker.py: a batch runs without an await, so it cannot be
 cancelled half-way).
 
 Delivery before commit, the at-least-once contract: Faust flushes ``app.producer`` before it
@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from stream.pos import producer_config
+from stream.simulator.pos import producer_config
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Output:
         )
         self._errors: list[str] = []
         # What a delivery failure does. Raising DeliveryError (the default) keeps Faust from
-        # committing; the worker passes a handler that stops the process (stream/worker.py):
+        # committing; the worker passes a handler that stops the process (stream/engine/worker.py):
         # a record the broker refused must never leave a worker running on past it.
         self._on_failure = on_failure
         # (table data, topic, partition) -> highest delivered changelog offset

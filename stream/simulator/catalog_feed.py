@@ -11,7 +11,7 @@ GlobalKTable in plain terms, and keeps Faust's recovery to partitioned tables on
    beginning to the end offsets it saw when it started (the catalogue is small: ~100k
    products), so no receipt is routed against a half-loaded catalogue;
 2. then a background thread keeps reading; each record is applied on the event loop (the
-   same thread that routes receipts), through the same :class:`stream.runner.Runner` step
+   same thread that routes receipts), through the same :class:`stream.engine.runner.Runner` step
    ``replay`` runs, and the cache entry of its GTIN is dropped.
 
 A catalogue record that fails validation is dead-lettered by every worker that reads it
@@ -29,9 +29,9 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from stream.admin import RestingReader, assigned_consumer
-from stream.runner import Outgoing, RawRecord, Runner
-from stream.state import CachedCatalog
+from stream.engine.runner import Outgoing, RawRecord, Runner
+from stream.engine.state import CachedCatalog
+from stream.local.admin import RestingReader, assigned_consumer
 from topologies import catalog as catalog_topology
 from topologies.pipeline import STAGE_BY_NAME
 from topologies.state import MemoryState

@@ -1,7 +1,7 @@
 """The in-process driver: the project's TopologyTestDriver, backfill tool and benchmark harness.
 
 ``Driver.feed()`` takes a record as the broker would deliver it (topic, key bytes, value
-bytes, broker timestamp) and runs it through :class:`stream.runner.Runner` and the stages
+bytes, broker timestamp) and runs it through :class:`stream.engine.runner.Runner` and the stages
 of :mod:`topologies.pipeline` — the very code the Faust worker runs — passing each emit
 whose topic a stage reads on to that stage, breadth first, before the next input record.
 State is RocksDB (one rocksdict database per stage under the state dir) or memory.
@@ -24,12 +24,12 @@ from typing import IO, Any
 
 import orjson
 
-from stream.codec import Codec, EncodeError
-from stream.metrics import Metrics
-from stream.runner import DLQ_TOPIC, Outgoing, RawRecord, Runner
-from stream.schema_registry import InMemoryRegistry
-from stream.state import CachedCatalog, RocksState
-from stream.topics import TOPICS
+from stream.engine.metrics import Metrics
+from stream.engine.runner import DLQ_TOPIC, Outgoing, RawRecord, Runner
+from stream.engine.state import CachedCatalog, RocksState
+from stream.local.topics import TOPICS
+from stream.serde.codec import Codec, EncodeError
+from stream.serde.schema_registry import InMemoryRegistry
 from topologies import catalog as catalog_topology
 from topologies.pipeline import STAGE_FOR_TOPIC, STAGES
 from topologies.records import AUDIT_TOPIC, Reject, audit_record
@@ -171,7 +171,7 @@ def _validate_strictly(topic: str, record: Any) -> None:
     """Full Avro validation: the encoder alone would, e.g., truncate 1.5 into a long field."""
     from fastavro.validation import ValidationError, validate
 
-    from stream.schemas import schema
+    from stream.serde.schemas import schema
 
     name = TOPICS[topic].schema
     assert name is not None

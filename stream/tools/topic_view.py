@@ -2,7 +2,7 @@
 
 The safe way to look at a topic (issue 17): kcat prints keys and values as they are (the
 dead letters' keys are card numbers) and Debian's kcat cannot decode Avro. This reads any
-topic of stream/topics.py with the project's own Kafka settings (TLS/SASL) and codec (Avro
+topic of stream/local/topics.py with the project's own Kafka settings (TLS/SASL) and codec (Avro
 through the schema registry, JSON for the internal topics) and prints one JSON object per
 record: ``topic``, ``partition``, ``offset``, ``timestamp``, ``key`` and ``value``.
 
@@ -33,10 +33,10 @@ from typing import Any, TextIO
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Producer
 from confluent_kafka import TopicPartition as TP
 
-from stream.codec import Codec, DecodeError
 from stream.kafka_config import client_config
-from stream.pos import producer_config
-from stream.topics import TOPICS
+from stream.local.topics import TOPICS
+from stream.serde.codec import Codec, DecodeError
+from stream.simulator.pos import producer_config
 from topologies.records import AUDIT_TOPIC, audit_record
 
 # Field names (any depth) that hold a person's or a household's id, or raw bytes that may.

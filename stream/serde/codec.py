@@ -1,6 +1,6 @@
 """Bytes <-> records for every topic: Confluent wire-format Avro, or JSON for internal topics.
 
-The encoding of each topic comes from :mod:`stream.topics`. Avro values are in the Confluent
+The encoding of each topic comes from :mod:`stream.local.topics`. Avro values are in the Confluent
 wire format -- ``b"\\x00"``, the writer schema id as 4 big-endian bytes, then the schemaless
 Avro body -- so any Confluent/Karapace-aware consumer can read the outputs. The subject is
 ``<topic>-value`` (the default TopicNameStrategy); it is registered on first encode per topic.
@@ -9,7 +9,7 @@ Decoding looks the writer schema up by the id in the bytes and reads with the pr
 schema for the topic (the reader schema), so records written with an older or newer version of
 a schema decode as long as the two are compatible in Avro's schema-resolution sense (fields
 added or removed with defaults). Records are plain dicts; timestamps are ``int`` epoch millis
-(see :mod:`stream.schemas`).
+(see :mod:`stream.serde.schemas`).
 
 Errors:
 
@@ -17,7 +17,7 @@ Errors:
   bounded reason (``undecodable``, ``unknown_schema_id``, ``schema_mismatch``) for the dead
   letter and the metric label.
 - :class:`EncodeError` (a ``ValueError``) means the record does not fit the topic's schema.
-- A :class:`stream.schema_registry.RegistryError` other than "not found" (registry down)
+- A :class:`stream.serde.schema_registry.RegistryError` other than "not found" (registry down)
   propagates from both: it is not the record's fault, so it must not dead-letter the record.
 """
 
@@ -34,10 +34,10 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
-from stream import schemas
-from stream.avro_compiled import Decoder, Encoder, Truncated, compile_schema
-from stream.schema_registry import SchemaNotFoundError, SchemaRegistry
-from stream.topics import TOPICS, spec
+from stream.local.topics import TOPICS, spec
+from stream.serde import schemas
+from stream.serde.avro_compiled import Decoder, Encoder, Truncated, compile_schema
+from stream.serde.schema_registry import SchemaNotFoundError, SchemaRegistry
 
 UNDECODABLE = "undecodable"
 UNKNOWN_SCHEMA_ID = "unknown_schema_id"
@@ -75,7 +75,7 @@ class _Reader:
         # resolution, and skips its own deep ``writer == reader`` comparison on every call.
         self.reader_schema = reader_schema
         # Identical schemas (the usual case) are read by a decoder compiled for the schema
-        # (stream/avro_compiled.py); resolving between two versions stays with fastavro.
+        # (stream/serde/avro_compiled.py); resolving between two versions stays with fastavro.
         self.fast: Decoder | None = None
         if reader_schema is None:
             compiled = compile_schema(writer_schema)
@@ -93,7 +93,7 @@ class _AvroWriter:
 
 
 class Codec:
-    """Encodes and decodes the values and keys of the topics in :mod:`stream.topics`.
+    """Encodes and decodes the values and keys of the topics in :mod:`stream.local.topics`.
 
     Cheap after warm-up: schema ids, parsed writer schemas and the reader prepared for each
     (topic, schema id) are cached, so a decode is a dict look-up plus fastavro's read.

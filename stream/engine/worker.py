@@ -1,7 +1,7 @@
 """The Faust worker: one agent and one RocksDB-backed table per stage of topologies.pipeline.
 
 Agents are thin adapters: each raw record (bytes in, bytes out) goes through
-:class:`stream.runner.Runner` — the same code ``replay`` runs — with the stage's table
+:class:`stream.engine.runner.Runner` — the same code ``replay`` runs — with the stage's table
 partition as state, and the records it returns are sent. Faust flushes the producer
 before it commits offsets, so delivery is at-least-once; every stage is idempotent by
 receipt id (see the topology modules), which makes the effect exactly-once.
@@ -12,7 +12,7 @@ Facts that shape this (faust-streaming 0.15.x, see DESIGN.md):
 - ``web_tables_enabled=False``: the built-in ``/table/`` pages would serve personal data.
 - ``rocksdb://`` tables open one database per partition: the block cache is set explicitly
   (Faust's default is 2 GiB each).
-- every worker reads the whole catalogue itself (stream/catalog_feed.py: a Faust
+- every worker reads the whole catalogue itself (stream/simulator/catalog_feed.py: a Faust
   GlobalTable stalled workers that restored it); the tables are partitioned like their
   input topics, which are co-partitioned by key.
 """
@@ -33,34 +33,34 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
-from stream.admin import (
+from stream.engine.liveness import LivenessMonitor
+from stream.engine.membership import group_instance_id, static_member_leaves_on_stop
+from stream.engine.metrics import Metrics, add_process_metrics
+from stream.engine.observability import COLLECT_INTERVAL_S, WorkerCollector
+from stream.engine.output import Output, attach
+from stream.engine.restore import mark_synced, restore_tables, wipe_unsynced
+from stream.engine.runner import Outgoing, RawRecord, Runner
+from stream.engine.state import TableState
+from stream.kafka_config import configure as configure_kafka
+from stream.local.admin import (
     COMPACT_TUNING,
     AdminError,
     committed_offsets,
     max_message_bytes,
     read_range,
 )
-from stream.api import MAX_BODY_BYTES, Api, edge
-from stream.catalog_feed import CatalogFeed
-from stream.codec import Codec, DecodeError
-from stream.kafka_config import configure as configure_kafka
-from stream.live import LiveFeed
-from stream.liveness import LivenessMonitor
-from stream.membership import group_instance_id, static_member_leaves_on_stop
-from stream.metrics import Metrics, add_process_metrics
-from stream.observability import COLLECT_INTERVAL_S, WorkerCollector
-from stream.output import Output, attach
-from stream.restore import mark_synced, restore_tables, wipe_unsynced
-from stream.runner import Outgoing, RawRecord, Runner
-from stream.schema_registry import (
+from stream.local.topics import TOPICS
+from stream.serde.codec import Codec, DecodeError
+from stream.serde.schema_registry import (
     RegistryAccessError,
     RegistryError,
     RegistryUnavailableError,
     registry_from_settings,
 )
+from stream.serve.api import MAX_BODY_BYTES, Api, edge
+from stream.serve.live import LiveFeed
 from stream.settings import Settings
-from stream.state import TableState
-from stream.topics import TOPICS
+from stream.simulator.catalog_feed import CatalogFeed
 from topologies import household_bonus, personal_routing
 from topologies.pipeline import GROUP_INPUTS, STAGES, Stage
 from topologies.rules import Rules
@@ -78,10 +78,10 @@ EXIT_UNPROCESSED = 75
 # delivery the broker refused, a bug in the adapter): the supervisor restarts the worker
 # from the last commit (EX_SOFTWARE).
 EXIT_FAILED = 70
-# Exit code when a held partition stopped advancing (stream/liveness.py): restart me.
+# Exit code when a held partition stopped advancing (stream/engine/liveness.py): restart me.
 EXIT_STUCK = 71
 # Stages waiting for the schema registry right now: a partition that waits for it is not
-# stuck (stream/liveness.py must not restart the worker for it).
+# stuck (stream/engine/liveness.py must not restart the worker for it).
 _registry_waiting: set[str] = set()
 # Room left under the broker's max.message.bytes for the record batch's own header.
 RECORD_HEADROOM_BYTES = 4_096
@@ -116,7 +116,7 @@ def strict_producer_flush() -> None:
     """Make Faust's producer-buffer flush wait until the buffer is really empty.
 
     Faust flushes its send buffer (the API's audit records; stage outputs and changelogs
-    go through stream/output.py, whose flush is chained to this one) before it commits
+    go through stream/engine/output.py, whose flush is chained to this one) before it commits
     offsets, but ``ProducerBuffer.flush`` gives up as soon as 0.1 s pass
     without a message sent -- on a loaded machine that happens with messages still
     buffered, the offsets are committed anyway, and the outputs are lost if the worker then
@@ -247,7 +247,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.broker_session_timeout_s,
         # Static membership: a worker restarted after kill -9 replaces its dead member
-        # (noida-db never evicts it); a clean stop still leaves (stream/membership.py).
+        # (noida-db never evicts it); a clean stop still leaves (stream/engine/membership.py).
         consumer_group_instance_id=group_instance_id(settings),
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
         producer_max_batch_size=settings.producer_max_batch_size,
@@ -259,7 +259,7 @@ def create_app(
         # it from web_host otherwise, which is useless when binding 0.0.0.0).
         canonical_url=settings.canonical_url or f"http://{settings.web_host}:{settings.web_port}",
         web_tables_enabled=False,
-        # The API's edge: limits, one audit record per request (stream/api.py).
+        # The API's edge: limits, one audit record per request (stream/serve/api.py).
         web_application_options={"middlewares": [edge], "client_max_size": MAX_BODY_BYTES},
         web_graph_enabled=False,
         web_stats_enabled=False,
@@ -280,7 +280,7 @@ def create_app(
     tables: dict[str, Any] = {}
     for stage in STAGES:
         if stage.is_global:
-            continue  # the catalogue: stream/catalog_feed.py
+            continue  # the catalogue: stream/simulator/catalog_feed.py
         # key_type/value_type=bytes is what makes Faust use the raw serializer for the
         # changelog; a faust.Schema here leaves it at JSON, and restoring a table from its
         # changelog then fails forever.
@@ -296,7 +296,7 @@ def create_app(
     feed = CatalogFeed(settings.broker, settings.partitions)
     runner = Runner(codec, rules, metrics, catalog=feed.catalog, wall_clock=time.time)
     # Stage outputs and table changelogs go through one confluent-kafka producer
-    # (stream/output.py), flushed by Faust before every commit.
+    # (stream/engine/output.py), flushed by Faust before every commit.
     output = Output(
         settings.broker,
         f"{settings.app_id}-output",
@@ -386,7 +386,7 @@ def create_app(
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         if recovered and not app.rebalancing and not app.in_recovery:
             # The owned partitions' databases hold everything their changelogs have: record
-            # it, so a later start keeps them (stream/restore.py, wipe_unsynced).
+            # it, so a later start keeps them (stream/engine/restore.py, wipe_unsynced).
             mark_synced(
                 Path(app.conf.tabledir),
                 [
@@ -540,7 +540,7 @@ def _bind_agent(
         # the loop body ends, *also when it is cancelled* (shutdown, rebalance): a batch
         # cancelled half-way would have its unprocessed records committed and lost. So a
         # batch is processed with no await at all (asyncio cancels only at awaits): steps,
-        # state writes and produce() into librdkafka's queue (stream/output.py), which
+        # state writes and produce() into librdkafka's queue (stream/engine/output.py), which
         # Faust's pre-commit flush waits for before it commits offsets.
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             pending = list(events)
@@ -794,7 +794,7 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     logging.getLogger("stream").setLevel(settings.log_level.upper())
     discard_state_unless_stopped_cleanly(tabledir)
     # Partition databases that may have missed deletions (not in sync for half the
-    # tombstone retention) are restored from the start, never resumed (stream/restore.py).
+    # tombstone retention) are restored from the start, never resumed (stream/engine/restore.py).
     wipe_unsynced(tabledir)
     parts = app.purchase_stream  # type: ignore[attr-defined]
     # First, so wrong registry credentials stop the worker before minutes of restore.
@@ -804,7 +804,7 @@ def run_worker(settings: Settings, rules: Rules) -> None:
         restore_tables(
             settings.broker, parts["tables"].values(), settings.partitions, tabledir=tabledir
         )
-    # The whole catalogue before the first receipt (stream/catalog_feed.py).
+    # The whole catalogue before the first receipt (stream/simulator/catalog_feed.py).
     parts["catalog_feed"].catch_up(parts["runner"])
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     # Faust's terminal spinner, when the level is WARNING or above, sets the root logger to

@@ -3,7 +3,7 @@
 Used by ``purchase-stream topics`` (docker-compose's one-shot ``topics`` service and the local
 demo), the demo's lag summary and the integration tests. Everything here speaks the plain
 Kafka protocol through confluent-kafka, so it works the same on real Kafka and on the embedded
-broker (:mod:`stream.broker`).
+broker (:mod:`stream.local.broker`).
 
 Topics are never left to broker auto-creation: an auto-created topic gets the broker's default
 partition count (noida-db: 1) and policy, which silently breaks co-partitioned joins and the
@@ -33,7 +33,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from stream.kafka_config import client_config
-from stream.topics import LOCAL_KEEP_WHOLE, LOCAL_SEGMENT_MS, TOPICS, TopicSpec
+from stream.local.topics import LOCAL_KEEP_WHOLE, LOCAL_SEGMENT_MS, TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         **{
             "log.connection.close": False,
             # librdkafka logs connection failures to stderr unless it has a logger.
-            "logger": logging.getLogger("stream.admin.librdkafka"),
+            "logger": logging.getLogger("stream.local.admin.librdkafka"),
             **extra,
         },
     )
@@ -201,7 +201,7 @@ def topic_config(spec: TopicSpec, replication_factor: int = 1) -> dict[str, str]
 
 
 def local_topic_config(name: str, config: Mapping[str, str], retention_ms: int) -> dict[str, str]:
-    """``config`` of topic ``name`` on the local embedded broker: bounded (stream/topics.py)."""
+    """``config`` of topic ``name`` on the local embedded broker: bounded (local/topics.py)."""
     if name in LOCAL_KEEP_WHOLE:
         return dict(config)
     out = dict(config)
@@ -347,7 +347,7 @@ def create_topics(
     ]
     if problems:
         raise TopicMismatchError(
-            f"existing topics on {bootstrap} differ from stream/topics.py: "
+            f"existing topics on {bootstrap} differ from stream/local/topics.py: "
             + "; ".join(problems)
             + ". Co-partitioned joins and compaction depend on these; fix the topics "
             "(recreate them, or change settings.partitions to match) before starting workers."
@@ -667,7 +667,7 @@ def create_local_changelogs(
 def create_local_topics(bootstrap: str, settings: Any) -> dict[str, str]:
     """Every topic on the local embedded broker: the registry's and the worker's changelogs,
     bounded by ``settings.local_retention_s`` (0 = the registry's production settings)."""
-    from stream.worker import table_name
+    from stream.engine.worker import table_name
     from topologies.pipeline import STAGES
 
     retention_ms = int(settings.local_retention_s * 1000) or None

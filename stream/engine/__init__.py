@@ -1,0 +1,1 @@
+"""The Faust adapter: the app, the agents, tables, state, output, liveness and metrics."""

@@ -1,0 +1,1 @@
+"""Local infrastructure: the embedded broker, topic admin and the demo."""

@@ -1,0 +1,1 @@
+"""Serialization: the codec, Avro schemas, the compiled Avro path and the registry client."""

@@ -1,0 +1,1 @@
+"""Serving: the HTTP API, auth, the live feed and the read queries."""

@@ -1,0 +1,1 @@
+"""The POS and catalogue simulator."""

@@ -1,0 +1,1 @@
+"""Offline tools: the replay driver, replay files and the topic viewer."""

@@ -1,4 +1,4 @@
-"""Who may see what (DOMAIN.md §5, seed 001), as plain functions the API layer calls.
+"""Who may see what (docs/domain.md §5, seed 001), as plain functions the API layer calls.
 
 =============  ===========================================================================
 viewer         sees
@@ -99,7 +99,7 @@ def in_household(viewer: Viewer, household_id: str, members: dict[str, str]) -> 
     """``viewer`` with the household and role the card register gives them *now*.
 
     ``members`` is the household's members now by the register (customer id -> card role),
-    never what a token claims (DOMAIN.md §1, "the card register in time"): someone not in it
+    never what a token claims (docs/domain.md §1, "the card register in time"): someone not in it
     gets no household, so :func:`may_see` refuses every household kind.
     """
     role = members.get(viewer.subject) if viewer.kind == CUSTOMER else None

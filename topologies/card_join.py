@@ -247,7 +247,7 @@ def _maybe_sweep(ctx: Context, state: State, result: StepResult) -> None:
     for pkey, parked in list(state.items("park|")):
         if parked["parked_at"] <= cutoff:
             state.delete(pkey)
-            # Every receipt feeds the anonymous aggregates (DOMAIN.md §3.5), even one whose
+            # Every receipt feeds the anonymous aggregates (docs/domain.md §3.5), even one whose
             # card never came; the dead letter keeps it for follow-up.
             _route(ctx, parked["receipt"], None, result)
             result.rejects.append(

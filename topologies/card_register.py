@@ -1,6 +1,6 @@
 """The card register in time: each card's history of links, and the link at a given time.
 
-DOMAIN.md §1 ("the card register in time"), after Kafka Streams' versioned key-value stores
+docs/domain.md §1 ("the card register in time"), after Kafka Streams' versioned key-value stores
 (KIP-889) and stream-table join on event time (KIP-914). Stage 1 (``card_join``) keeps, per
 card, the links it has had and since when::
 
@@ -110,7 +110,7 @@ def periods(held: dict[str, Any]) -> list[dict[str, Any]]:
 
 # --- the register for readers keyed by person and by household ------------------------------
 #
-# Stage 1 is keyed by card; who may see what (DOMAIN.md §5) is decided by person (stage 2,
+# Stage 1 is keyed by card; who may see what (docs/domain.md §5) is decided by person (stage 2,
 # keyed by customer) and by household (the Bonus ledger, keyed by household). Every accepted
 # card record -- and every redelivered one, so a record lost in a crash is sent again -- is
 # propagated as the card's periods per person (``register.customers``) and per person in a

@@ -2,7 +2,7 @@
 
 Every worker holds the whole catalogue (a global table) because receipts are partitioned by
 card and customer, never by GTIN. A catalogue entry applies from when it is processed on;
-it never rewrites what was already routed (DOMAIN.md §6).
+it never rewrites what was already routed (docs/domain.md §6).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stage 3, keyed by store id: anonymous store x day x product-group aggregates.
 
 Input: ``aggregates.contributions`` (per-receipt product-group sums from stage 1, no person
-identifiers). Business development analyses these, never per person (DOMAIN.md §3.5).
+identifiers). Business development analyses these, never per person (docs/domain.md §3.5).
 
 State: ``agg|<store>|<date>`` -> the day's totals per product group; ``seen|<receipt>`` ->
 processing time, and ``seenx|<day bucket>|<receipt>``, a time index that lets the sweep

@@ -1,7 +1,7 @@
 """Stage 4, keyed by household id: the household Bonus ledger and its monthly statements.
 
 Input: ``receipts.totals`` (stage 2's receipt-total records, keyed by the household the card
-was linked to when the receipt was routed). Rules: DOMAIN.md §4; every number comes from
+was linked to when the receipt was routed). Rules: docs/domain.md §4; every number comes from
 ``[bonus]`` in ``config/pipeline.toml`` (:class:`topologies.rules.Rules`).
 
 Per household and calendar month (Helsinki time of ``purchased_at``, however late the receipt
@@ -39,7 +39,7 @@ State (``|``-separated keys; household and receipt ids must not contain ``|``):
 ``meta|seen_count``                   ``{"n": receipt ids held, "op": last change}``
 ``hr|<household>|<month>|<receipt>``  the household's Bonus purchases at receipt-total
                                       level (no customer id: what a main member may see,
-                                      DOMAIN.md §5); removed by the retention purge
+                                      docs/domain.md §5); removed by the retention purge
 ``hrm|<month>|<household>``           index of the receipt lists by month (retention)
 ``mem|<household>|<customer>``        the member's card role (MAIN_MEMBER / MEMBER) as last seen
 ====================================  ==================================================
@@ -194,7 +194,7 @@ def kept_key(month: str, household_id: str) -> str:
     return f"kept|{month}|{household_id}"
 
 
-# --- the arithmetic (DOMAIN.md §4) ----------------------------------------------------------
+# --- the arithmetic (docs/domain.md §4) ----------------------------------------------------------
 
 
 def rate_bp(tiers: tuple[tuple[int, int], ...], eligible_cents: int) -> int:

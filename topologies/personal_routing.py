@@ -1,7 +1,7 @@
 """Stage 2, keyed by customer id: the consent join and the routing of each line item by purpose.
 
 Inputs: ``receipts.identified`` (from stage 1) and ``customer.consents`` (both keyed by
-customer id, co-partitioned). Stores (prefix of the state key; DOMAIN.md §3):
+customer id, co-partitioned). Stores (prefix of the state key; docs/domain.md §3):
 
 ==========  ====================================  =========================================
 ``rt|``     receipt total records (always)        ``receipts.totals`` keyed by household
@@ -343,7 +343,7 @@ def tick(ctx: Context, state: State) -> StepResult:
 
 
 def purge_expired(ctx: Context, state: State, result: StepResult) -> dict[str, int]:
-    """Delete every record older than its store's retention (DOMAIN.md §7), by Helsinki
+    """Delete every record older than its store's retention (docs/domain.md §7), by Helsinki
     purchase date, and send a tombstone for each record of a compacted output topic.
 
     The work is bounded by what expires: each receipt has an ``exp|<date>|...`` index entry,

@@ -1,7 +1,7 @@
 """Product recalls: the only reader of the recall index (``rc|<date>|<customer>|<receipt>``).
 
 The recall index is a legal duty (product safety), kept whatever the person's consent
-choices, for ``retention.recall_days`` (DOMAIN.md §7). A recall run is a record on
+choices, for ``retention.recall_days`` (docs/domain.md §7). A recall run is a record on
 ``recall.requests`` sent to *every* partition (the index is partitioned by customer); in
 each partition the personal-routing stage reads the index for the dates of the window and
 emits one notification per customer who bought the GTIN on ``recall.notifications`` (key

@@ -11,7 +11,7 @@ DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 QUARTER_HOUR_MS = 15 * MINUTE_MS
 
-# The common Bonus table (DOMAIN.md §4): at least 50 € -> 1 %, ..., at least 900 € -> 5 %.
+# The common Bonus table (docs/domain.md §4): at least 50 € -> 1 %, ..., at least 900 € -> 5 %.
 DEFAULT_BONUS_TIERS: tuple[tuple[int, int], ...] = (
     (5_000, 100),
     (20_000, 150),
@@ -25,7 +25,7 @@ DEFAULT_BONUS_TIERS: tuple[tuple[int, int], ...] = (
 )
 
 
-# Stores with a retention period, and their defaults in days (DOMAIN.md §7: purchase data
+# Stores with a retention period, and their defaults in days (docs/domain.md §7: purchase data
 # and e-receipts 2 years from purchase, the recall index 1 year).
 RETENTION_STORES: dict[str, int] = {
     "receipt_totals": 730,
@@ -49,7 +49,7 @@ class Rules:
     park_sweep_interval_ms: int = 60 * MINUTE_MS
     aggregate_dedupe_window_ms: int = 35 * DAY_MS
     zone: str = "Europe/Helsinki"
-    # Household Bonus (DOMAIN.md §4): (threshold cents, rate basis points), ascending.
+    # Household Bonus (docs/domain.md §4): (threshold cents, rate basis points), ascending.
     bonus_tiers: tuple[tuple[int, int], ...] = DEFAULT_BONUS_TIERS
     payment_benefit_bp: int = 50
     payment_benefit_method: str = "S_ETUKORTTI_PAYMENT"
@@ -57,7 +57,7 @@ class Rules:
     bonus_close_day: int = 10
     bonus_dedupe_window_ms: int = 35 * DAY_MS
     bonus_sweep_interval_ms: int = 60 * MINUTE_MS
-    # Retention per store (DOMAIN.md §7): store name -> how long after the purchase its
+    # Retention per store (docs/domain.md §7): store name -> how long after the purchase its
     # records are kept. See RETENTION_STORES.
     retention_ms: tuple[tuple[str, int], ...] = DEFAULT_RETENTION
     retention_sweep_interval_ms: int = 60 * MINUTE_MS
@@ -109,7 +109,7 @@ class Rules:
         return self.max_record_bytes
 
     def is_product_level(self, chain: str) -> bool:
-        # Unknown chains are total-only: fail closed (DOMAIN.md §1).
+        # Unknown chains are total-only: fail closed (docs/domain.md §1).
         return chain in self.product_level_chains
 
     def local_date(self, epoch_ms: int) -> str:
@@ -220,7 +220,7 @@ def _non_negative_int(name: str, value: object) -> int:
 def _bonus_tiers(raw: object) -> tuple[tuple[int, int], ...]:
     """``[[threshold_cents, rate_bp], ...]``, thresholds strictly ascending.
 
-    Money is integer cents and rates integer basis points, so the Bonus is exact (DOMAIN.md
+    Money is integer cents and rates integer basis points, so the Bonus is exact (docs/domain.md
     §4 rounding); a float here would be a configuration error, not something to round.
     """
     if not isinstance(raw, list | tuple) or not raw:

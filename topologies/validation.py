@@ -1,7 +1,7 @@
 """Rule checks on a decoded receipt; a failure names a bounded reason code for the dead letter.
 
 Schema-level problems are caught by the codec; these are the domain rules the schema cannot
-express (DOMAIN.md §1, §4 and the receipt contract in the README).
+express (docs/domain.md §1, §4 and the receipt contract in the README).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def check_receipt(
     if receipt["purchased_at"] <= 0:
         return Reject("bad_timestamp", "purchased_at must be positive epoch millis")
     # Only product-level chains are held to their lines: a total-only till's stray lines are
-    # dropped unread (DOMAIN.md §1), so they cannot make the receipt (and its Bonus) invalid.
+    # dropped unread (docs/domain.md §1), so they cannot make the receipt (and its Bonus) invalid.
     if not product_level:
         return None
     seen: set[int] = set()

@@ -6,7 +6,7 @@ partition as state, and the records it returns are sent. Faust flushes the produ
 before it commits offsets, so delivery is at-least-once; every stage is idempotent by
 receipt id (see the topology modules), which makes the effect exactly-once.
 
-Facts that shape this (faust-streaming 0.15.x, see DESIGN.md):
+Facts that shape this (faust-streaming 0.15.x, see docs/architecture.md):
 - ``kafka://`` (aiokafka) transport; ``confluent://`` skips Faust's partition assignor.
 - agent ``concurrency=1``: offsets must not be committed past in-flight events.
 - ``web_tables_enabled=False``: the built-in ``/table/`` pages would serve personal data.

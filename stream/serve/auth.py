@@ -4,7 +4,7 @@ Tokens are issued by the member service (which owns logins) with a key shared th
 settings (``api_jwt_secret``); the worker only verifies them. ``purchase-stream token``
 mints one for development and tests. A token authenticates the person (and marks staff);
 the household and the household role come from the card register the workers hold, never
-from the token (DOMAIN.md §1, §5): ``hh`` / ``hh_role`` claims of older tokens are ignored.
+from the token (docs/domain.md §1, §5): ``hh`` / ``hh_role`` claims of older tokens are ignored.
 
 Claims:
 

@@ -3,7 +3,7 @@ against an independent computation from the input events.
 
 The model below follows the input in file order with the domain rules written out again
 (card links, parking and release, closed cards, erasures, dedupe per household) and the
-Bonus table of DOMAIN.md §4 with Decimal arithmetic, not the topology's code.
+Bonus table of docs/domain.md §4 with Decimal arithmetic, not the topology's code.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from stream.simulator.generator import SimConfig, SimStats, generate
 HELSINKI = ZoneInfo("Europe/Helsinki")
 HOUR = 3_600_000
 WINDOW = 30 * 24 * HOUR
-# DOMAIN.md §4, in euros and percent, as published.
+# docs/domain.md §4, in euros and percent, as published.
 TIERS = [
     (50, "1"),
     (200, "1.5"),

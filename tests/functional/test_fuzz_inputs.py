@@ -23,7 +23,7 @@ Properties:
 4. for streams of valid cards, consents, catalogue entries and receipts that refer to each
    other: no line item reaches a consent-gated store (personal line items, marketing
    signals, e-receipts) unless the purchaser's flag was on without a break from the purchase
-   time until it was stored, judged by an oracle written from DOMAIN.md §3, not from
+   time until it was stored, judged by an oracle written from docs/domain.md §3, not from
    ``topologies/consent.py``; and what is left in those stores at the end is still consented.
 
 ``make test`` runs the default hypothesis profile (250 examples per test); ``make chaos``
@@ -611,7 +611,7 @@ GATED_PREFIXES = {"pl": "product_level_services", "ms": "marketing_targeting", "
 
 
 class ConsentOracle:
-    """DOMAIN.md §2-3, read directly: a change with a version not above the highest accepted
+    """docs/domain.md §2-3, read directly: a change with a version not above the highest accepted
     for the person is ignored; an erasure forgets the person (not their versions); a line
     item purchased at ``t`` may be in a flag's store iff the flag is on in the record in
     effect at ``t`` (the highest accepted version effective by ``t``) and in every accepted

@@ -1,6 +1,6 @@
 """The app-facing API over real HTTP, on two workers that share the partitions.
 
-Every role of DOMAIN.md §5, forged and expired tokens, cross-household attempts and staff
+Every role of docs/domain.md §5, forged and expired tokens, cross-household attempts and staff
 reads; every request is answered the same by either worker (the owner of the key answers),
 and every read or refusal leaves exactly one audit record on the broker's ``audit.log``.
 """

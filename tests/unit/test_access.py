@@ -1,4 +1,4 @@
-"""Every cell of DOMAIN.md §5's visibility table, and the household view built from it."""
+"""Every cell of docs/domain.md §5's visibility table, and the household view built from it."""
 
 from __future__ import annotations
 

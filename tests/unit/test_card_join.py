@@ -1,6 +1,6 @@
 """Stage 1 (card join): anonymous receipts, known cards, parking, closed cards, chains.
 
-Spec: DOMAIN.md §1 (chains; total-only stray lines dropped before anything is stored) and §3.1
+Spec: docs/domain.md §1 (chains; total-only stray lines dropped before anything is stored) and §3.1
 (a receipt without a known card is anonymous: it only feeds group aggregates, and no personal
 data is stored anywhere), §3.5 (group aggregates for every receipt, no person identifiers).
 """
@@ -350,7 +350,7 @@ def test_parked_receipt_dead_lettered_after_the_window_with_original_bytes() -> 
             ),
         )
     ]
-    # It still feeds the anonymous group aggregates (DOMAIN.md §3.5), and nothing else:
+    # It still feeds the anonymous group aggregates (docs/domain.md §3.5), and nothing else:
     # no identified receipt, no person identifiers.
     assert [e.topic for e in result.emits] == ["aggregates.contributions"]
     contribution = result.emits[0].value

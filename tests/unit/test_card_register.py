@@ -1,4 +1,4 @@
-"""The card register in time (DOMAIN.md §1): a receipt joins the link of its purchase time.
+"""The card register in time (docs/domain.md §1): a receipt joins the link of its purchase time.
 
 Each rule of the Decision, through stage 1 (card_join): a move or a role change before and
 after a purchase, a closure before and after, out-of-order versions, a first record arriving

@@ -1,6 +1,6 @@
 """Consent: versions, "on without a break" in time, revocation and erasure.
 
-Spec: DOMAIN.md §2 (per person; unknown = every flag off; a lower version is ignored) and §3
+Spec: docs/domain.md §2 (per person; unknown = every flag off; a lower version is ignored) and §3
 (Decision "consent in time"; Revocation: on -> off deletes the store with tombstones and an
 audit record; turning back on starts from the new effective_at).
 """

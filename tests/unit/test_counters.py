@@ -1,4 +1,4 @@
-"""S-mobiili counters: the formulas (pure) and how stage 2 keeps them (DOMAIN.md §6, §3).
+"""S-mobiili counters: the formulas (pure) and how stage 2 keeps them (docs/domain.md §6, §3).
 
 Spec (the issue): counted only from line items that reached the purchaser's product-level
 store, joined with the catalogue as it is when the line is processed; food euro sums by origin

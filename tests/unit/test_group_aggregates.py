@@ -1,6 +1,6 @@
 """Stage 3 (group aggregates): store x day x product group, every receipt once, no persons.
 
-Spec: DOMAIN.md §3.5 (group aggregates for every receipt, no person identifiers), §4 ("each
+Spec: docs/domain.md §3.5 (group aggregates for every receipt, no person identifiers), §4 ("each
 receipt counts exactly once, however often it is delivered"; returns are negative receipts).
 """
 

@@ -1,6 +1,6 @@
 """Stage 4 (household Bonus): month tallies, tiers, payment benefit, statements, corrections.
 
-Spec: DOMAIN.md §4 (the common tier table and its public checks, whole-month rate, rounding
+Spec: docs/domain.md §4 (the common tier table and its public checks, whole-month rate, rounding
 on the month total, payment-method benefit at own chains only, returns, each receipt once,
 paid by the 10th of the following month). Times are written in UTC with the Helsinki wall
 clock in a comment: winter is UTC+2, summer (last Sunday of March to last Sunday of October)
@@ -1204,7 +1204,7 @@ def test_bad_bonus_config_is_refused(bonus: dict[str, Any]) -> None:
 
 # --- property: every tally equals an independent computation ---------------------------------
 
-# The DOMAIN.md §4 table in euros and percent, computed with decimals (not the stage's integers).
+# The docs/domain.md §4 table in euros and percent, computed with decimals (not the stage's integers).
 TABLE = [(50, "1"), (200, "1.5"), (300, "2"), (400, "2.5"), (500, "3"), (600, "3.5"),
          (700, "4"), (800, "4.5"), (900, "5")]  # fmt: skip
 

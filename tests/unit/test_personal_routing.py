@@ -1,6 +1,6 @@
 """Stage 2 (personal routing): which store each identified receipt goes to, by chain and consent.
 
-Spec: DOMAIN.md §3.2-3.7 and §2 (fail closed: unknown consent = every flag off; unknown chain =
+Spec: docs/domain.md §3.2-3.7 and §2 (fail closed: unknown consent = every flag off; unknown chain =
 total only). Keys of the stores: ``rt|`` totals, ``pl|`` product level, ``ms|`` marketing,
 ``er|`` e-receipts, ``rc|`` recall index, ``consent|``.
 """

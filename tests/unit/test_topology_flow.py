@@ -2,7 +2,7 @@
 
 Every emit whose topic is an input of a stage is fed to that stage (in emit order, after the
 current record); the rest are outputs. A small day of several customers is checked against
-DOMAIN.md §3: final stores, compacted outputs and the totals for the Bonus ledger.
+docs/domain.md §3: final stores, compacted outputs and the totals for the Bonus ledger.
 """
 
 from __future__ import annotations

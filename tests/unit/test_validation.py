@@ -1,6 +1,6 @@
 """Receipt, card and consent checks: what becomes a dead letter and what is accepted.
 
-The spec: DOMAIN.md §1 (chains, total-only stray lines), §4 (returns, eligibility) and the
+The spec: docs/domain.md §1 (chains, total-only stray lines), §4 (returns, eligibility) and the
 Receipt schema (units PCS/KG, line numbers from 1). A rejected record is a dead letter with a
 bounded reason code; nothing about it is stored or emitted.
 """

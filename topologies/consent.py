@@ -1,4 +1,4 @@
-"""A person's consent: versioned updates and the "on without a break" decision (docs/domain.md §2-3).
+"""A person's consent: versioned updates and the "on without a break" rule (docs/domain.md §2-3).
 
 For each flag we keep ``on_since``: the earliest ``effective_at`` among the accepted records
 of the current unbroken run of records with the flag on (``None`` while it is off). A line

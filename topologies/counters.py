@@ -1,4 +1,4 @@
-"""S-mobiili counters (docs/domain.md §6): per purchaser and Helsinki calendar month, in plain Python.
+"""S-mobiili counters (docs/domain.md §6): per purchaser and Helsinki calendar month.
 
 Only line items that reached the purchaser's product-level store are counted, each joined
 with its catalogue entry *as the entry is when the line is processed*. A line's contribution

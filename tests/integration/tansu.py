@@ -2,7 +2,7 @@
 
 noida-db, the project's embedded broker, never evicts a consumer-group member that died
 without leaving (SIGKILL): the group stays stuck on the dead member. tansu does evict it, so
-the tests that kill workers run here. tansu's known defects (listed in docs/architecture.md) are worked
+the tests that kill workers run here. tansu's known defects (docs/architecture.md) are worked
 around by the worker settings the tests pass: producer_max_batch_size=1 (its high watermark
 is wrong for multi-record batches) and a short session timeout (slow first assignment).
 Tests on tansu also set static_membership=false: its static membership is broken (measured:

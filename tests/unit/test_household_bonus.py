@@ -1204,7 +1204,7 @@ def test_bad_bonus_config_is_refused(bonus: dict[str, Any]) -> None:
 
 # --- property: every tally equals an independent computation ---------------------------------
 
-# The docs/domain.md §4 table in euros and percent, computed with decimals (not the stage's integers).
+# The docs/domain.md §4 table in euros and percent, computed with decimals (not integers).
 TABLE = [(50, "1"), (200, "1.5"), (300, "2"), (400, "2.5"), (500, "3"), (600, "3.5"),
          (700, "4"), (800, "4.5"), (900, "5")]  # fmt: skip
 

@@ -106,10 +106,10 @@ chaos: venv apt ## The chaos suite at full scale: long fault schedule, 10,000 fu
 	$(TEST_ENV) PURCHASE_STREAM_CHAOS=full $(BIN)/python -m pytest -m chaos -s --junitxml=$(JUNIT) $(PYTEST_ARGS)
 	@$(assert_tests_ran)
 
-demo: venv ## Run the local end-to-end demo (purchase-stream demo $(DEMO_ARGS))
+demo: venv ## Run the local end-to-end demo; options: DEMO_ARGS="--duration 60 --rate 100"
 	$(BIN)/purchase-stream demo $(DEMO_ARGS)
 
-bench: venv ## Benchmarks, ~30 min (python -m benchmarks $(BENCH_ARGS)); quick: BENCH_ARGS="--quick", one figure: BENCH_ARGS="--only core --receipts 20000"
+bench: venv ## Benchmarks, ~30 min (python -m benchmarks); quick: BENCH_ARGS="--quick", one figure: BENCH_ARGS="--only core --receipts 20000"
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 fmt: venv ## Format and auto-fix (ruff format, ruff check --fix)
@@ -123,7 +123,7 @@ clean: ## Remove caches, build output and local state (.state, .noida); keeps .v
 distclean: clean ## clean, and remove .venv too
 	rm -rf $(VENV)
 
-apt: ## Install the Debian packages the tests need (prometheus, docker-compose, chromium) and optional ones ($(APT_PACKAGES))
+apt: ## Install the Debian packages the tests need (prometheus, docker-compose, chromium) and optional ones (APT_PACKAGES, default kcat)
 	@missing=""; required=""; \
 	for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	for cp in $(APT_REQUIRED); do \

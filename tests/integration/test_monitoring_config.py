@@ -3,6 +3,8 @@
 - ``promtool check rules`` on config/prometheus/alerts.yml;
 - ``promtool check config`` on config/prometheus/prometheus.yml (rule path pointed at the
   repository's file instead of the container's);
+- every alert's ``runbook_url``, rendered by promtool with prometheus.yml's external labels,
+  is an absolute URL whose anchor is a section of docs/runbook.md;
 - ``promtool check metrics`` on the project's own registry (Faust's sensor is left out: its
   ``*_ms`` names are Faust's);
 - ``docker-compose config -q`` on docker-compose.yml, and the files it mounts exist.
@@ -12,8 +14,10 @@ These need Debian packages (``make apt`` installs them), hence the integration f
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
@@ -57,6 +61,77 @@ def test_promtool_check_config(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     out = _run([promtool, "check", "config", str(path)])
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _runbook_anchors() -> set[str]:
+    """The anchors a Markdown renderer gives docs/runbook.md's headings."""
+    text = (ROOT / "docs" / "runbook.md").read_text()
+    return {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", text, flags=re.M)
+    }
+
+
+def test_every_runbook_url_renders_absolute_to_a_runbook_section(tmp_path: Path) -> None:
+    """Each alert fires once (its expression replaced by ``vector(1)``, its annotations but
+    ``runbook_url`` dropped) under the external labels of prometheus.yml, and promtool checks
+    the annotation its template renders against the URL expected: the base, then the
+    alert's anchor. The base must be absolute and every anchor a section of the runbook."""
+    promtool = require_binary("promtool", "prometheus")
+    config = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.yml").read_text())
+    external = config["global"]["external_labels"]
+    base = external["runbook_base"]
+    parts = urlsplit(base)
+    assert parts.scheme in ("http", "https") and parts.netloc and not parts.fragment, base
+    anchors = _runbook_anchors()
+    rules = [r for g in yaml.safe_load(ALERT_RULES.read_text())["groups"] for r in g["rules"]]
+    assert rules
+    fired, expected = [], []
+    for rule in rules:
+        name = rule["alert"]
+        assert name.lower() in anchors, f"docs/runbook.md has no section for {name}"
+        fired.append(
+            {
+                "alert": name,
+                "expr": "vector(1)",
+                "labels": rule.get("labels", {}),
+                "annotations": {"runbook_url": rule["annotations"]["runbook_url"]},
+            }
+        )
+        expected.append(
+            {
+                "eval_time": "1m",
+                "alertname": name,
+                "exp_alerts": [
+                    {
+                        "exp_labels": rule.get("labels", {}),
+                        "exp_annotations": {"runbook_url": f"{base}#{name.lower()}"},
+                    }
+                ],
+            }
+        )
+    rules_path = tmp_path / "fired.yml"
+    rules_path.write_text(yaml.safe_dump({"groups": [{"name": "fired", "rules": fired}]}))
+    test_path = tmp_path / "fired_test.yml"
+    test_path.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules_path)],
+                "evaluation_interval": "15s",
+                "tests": [
+                    {
+                        "interval": "15s",
+                        "external_labels": external,
+                        "input_series": [],
+                        "alert_rule_test": expected,
+                    }
+                ],
+            }
+        )
+    )
+    out = _run([promtool, "test", "rules", str(test_path)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
 
 
 def test_promtool_check_metrics_on_our_registry() -> None:

@@ -26,13 +26,21 @@ from __future__ import annotations
 
 from typing import Any
 
+# The consent flags, as named in the ``Consent`` record (avro/): the one place that names them.
+PRODUCT_LEVEL_SERVICES = "product_level_services"  # product-level personal store, counters
+MARKETING_TARGETING = "marketing_targeting"  # marketing signals (product groups)
+EXTERNAL_AUDIENCES = "external_audiences"  # no store of ours
+DIRECT_MARKETING = "direct_marketing"  # no store of ours
+E_RECEIPTS = "e_receipts"  # the e-receipt archive
 FLAGS = (
-    "product_level_services",
-    "marketing_targeting",
-    "external_audiences",
-    "direct_marketing",
-    "e_receipts",
+    PRODUCT_LEVEL_SERVICES,
+    MARKETING_TARGETING,
+    EXTERNAL_AUDIENCES,
+    DIRECT_MARKETING,
+    E_RECEIPTS,
 )
+# The flags that gate a store of the personal-routing stage (topologies/personal_stores.py).
+GATED_FLAGS = (PRODUCT_LEVEL_SERVICES, MARKETING_TARGETING, E_RECEIPTS)
 
 # Decision reasons: a bounded set, used as metric labels.
 ALLOWED = "allowed"

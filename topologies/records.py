@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ class Emit:
 
     topic: str
     key: str | None
-    value: dict[str, Any] | None
+    value: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)

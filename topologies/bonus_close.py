@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from topologies.bonus_ledger import (
     OPEN_MONTHS_KEY,
+    Tally,
     issue,
     statement_emit,
     tally_emit,
@@ -46,7 +47,7 @@ def _close_month(ctx: Context, state: State, month: str, result: StepResult) -> 
     for okey, _ in state.items(prefix):
         hh = okey[len(prefix) :]
         tkey = tally_key(hh, month)
-        tally = state.get(tkey)
+        tally: Tally | None = state.get(tkey)
         if tally is not None:  # None: a crash cut the count before its tally write
             if not tally["closed"]:
                 tally = {**tally, "closed": True, "updated_at": ctx.now_ms}

@@ -45,11 +45,18 @@ come in the order they do: :mod:`topologies.household_bonus`.
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import Any, TypedDict
 
 from topologies.bonus_rules import apply_bp, earns_payment_benefit, rate_bp
 from topologies.context import Context
-from topologies.records import Emit, StepResult
+from topologies.records import (
+    BonusMember,
+    BonusStatement,
+    BonusTally,
+    Emit,
+    ReceiptTotal,
+    StepResult,
+)
 from topologies.rules import Rules
 from topologies.state import State
 
@@ -92,6 +99,47 @@ STATED_FIELDS = (
 )
 
 
+class Tally(TypedDict):
+    """A household-month's tally as stored (``tally|``): ``BonusTally`` with the members as a
+    map and the receipt ids counted into it (internal: never emitted nor queried)."""
+
+    household_id: str
+    month: str
+    eligible_cents: int
+    receipt_count: int
+    rate_bp: int
+    bonus_cents: int
+    payment_benefit_eligible_cents: int
+    payment_benefit_cents: int
+    members: dict[str, int]  # customer id -> own eligible cents
+    closed: bool
+    updated_at: int
+    receipt_ids: list[str]
+
+
+class HouseholdReceipt(TypedDict):
+    """A Bonus purchase at receipt-total level, without the customer (``hr|``)."""
+
+    receipt_id: str
+    store_id: str
+    chain: str
+    purchased_at: int
+    total_cents: int
+    bonus_eligible_cents: int
+    payment_method: str
+
+
+class MemberRole(TypedDict):
+    """A member's card role as of their latest purchase (``mem|``)."""
+
+    role: str
+    at: int
+
+
+# A member's current link by the card register (``hreg|``).
+HouseholdLink = TypedDict("HouseholdLink", {"role": str, "from": int})
+
+
 # --- keys --------------------------------------------------------------------------------
 
 
@@ -128,7 +176,8 @@ def register_key(household_id: str, customer_id: str, card_number: str) -> str:
     return f"hreg|{household_id}|{customer_id}|{card_number}"
 
 
-def household_receipt(value: dict[str, Any]) -> dict[str, Any]:
+def household_receipt(value: ReceiptTotal) -> HouseholdReceipt:
+    """The receipt-total record without the person (what a main member may see)."""
     return {
         "receipt_id": value["receipt_id"],
         "store_id": value["store_id"],
@@ -143,7 +192,8 @@ def household_receipt(value: dict[str, Any]) -> dict[str, Any]:
 # --- tallies ----------------------------------------------------------------------------
 
 
-def new_tally(household_id: str, month: str) -> dict[str, Any]:
+def new_tally(household_id: str, month: str) -> Tally:
+    """The tally of a household-month with no receipt."""
     return {
         "household_id": household_id,
         "month": month,
@@ -161,14 +211,15 @@ def new_tally(household_id: str, month: str) -> dict[str, Any]:
 
 
 def holds(receipt_ids: list[str], rid: str) -> bool:
+    """Whether the sorted ``receipt_ids`` hold ``rid``."""
     i = bisect.bisect_left(receipt_ids, rid)
     return i < len(receipt_ids) and receipt_ids[i] == rid
 
 
-def add_receipt(rules: Rules, tally: dict[str, Any], value: dict[str, Any]) -> None:
+def add_receipt(rules: Rules, tally: Tally, value: ReceiptTotal) -> None:
     """Count one receipt into ``tally`` (a copy) and recompute the derived figures.
 
-    The derived figures are stored, not recomputed on read, so :func:`query` needs no rules
+    The derived figures are stored, not recomputed on read, so a query needs no rules
     and shows exactly what was emitted.
     """
     cents = int(value["bonus_eligible_cents"])
@@ -189,13 +240,26 @@ def add_receipt(rules: Rules, tally: dict[str, Any], value: dict[str, Any]) -> N
     )
 
 
-def members_list(members: dict[str, int]) -> list[dict[str, Any]]:
+def members_list(members: dict[str, int]) -> list[BonusMember]:
+    """The members' own eligible cents as emitted, by customer id."""
     return [{"customer_id": c, "eligible_cents": members[c]} for c in sorted(members)]
 
 
-def tally_emit(tally: dict[str, Any]) -> Emit:
-    record = {f: tally[f] for f in TALLY_FIELDS}
-    record["members"] = members_list(tally["members"])
+def tally_emit(tally: Tally) -> Emit:
+    """The ``household.bonus`` record of a tally (the fields of :data:`TALLY_FIELDS`)."""
+    record: BonusTally = {
+        "household_id": tally["household_id"],
+        "month": tally["month"],
+        "eligible_cents": tally["eligible_cents"],
+        "receipt_count": tally["receipt_count"],
+        "rate_bp": tally["rate_bp"],
+        "bonus_cents": tally["bonus_cents"],
+        "payment_benefit_eligible_cents": tally["payment_benefit_eligible_cents"],
+        "payment_benefit_cents": tally["payment_benefit_cents"],
+        "members": members_list(tally["members"]),
+        "closed": tally["closed"],
+        "updated_at": tally["updated_at"],
+    }
     return Emit(TALLY_TOPIC, f"{tally['household_id']}|{tally['month']}", record)
 
 
@@ -211,12 +275,13 @@ def reemit(state: State, hh: str, month: str, result: StepResult) -> None:
 # --- statements -------------------------------------------------------------------------
 
 
-def statement_emit(statement: dict[str, Any]) -> Emit:
+def statement_emit(statement: BonusStatement) -> Emit:
+    """The ``bonus.statements`` record of a statement, keyed ``<household>|<month>|<seq>``."""
     key = f"{statement['household_id']}|{statement['month']}|{statement['seq']}"
     return Emit(STATEMENT_TOPIC, key, statement)
 
 
-def issue(ctx: Context, state: State, tally: dict[str, Any], result: StepResult) -> bool:
+def issue(ctx: Context, state: State, tally: Tally, result: StepResult) -> bool:
     """Issue the household-month's statement, or a correction if the stated figures changed.
 
     False if the last statement already states the tally's figures (nothing is owed). The
@@ -224,19 +289,19 @@ def issue(ctx: Context, state: State, tally: dict[str, Any], result: StepResult)
     between the two rewrites the same seq.
     """
     hh, month = tally["household_id"], tally["month"]
-    figures = {f: tally[f] for f in STATED_FIELDS}
+    figures: dict[str, Any] = {f: tally[f] for f in STATED_FIELDS}  # type: ignore[literal-required]
     figures["members"] = members_list(tally["members"])
-    last = state.get(stated_key(hh, month))
+    last: BonusStatement | None = state.get(stated_key(hh, month))
     if last is None:
         seq, kind = 0, STATEMENT
         delta_bonus, delta_benefit = figures["bonus_cents"], figures["payment_benefit_cents"]
-    elif all(last[f] == figures[f] for f in STATED_FIELDS):
+    elif all(last[f] == figures[f] for f in STATED_FIELDS):  # type: ignore[literal-required]
         return False
     else:
         seq, kind = last["seq"] + 1, CORRECTION
         delta_bonus = figures["bonus_cents"] - last["bonus_cents"]
         delta_benefit = figures["payment_benefit_cents"] - last["payment_benefit_cents"]
-    statement = {
+    statement: BonusStatement = {
         "household_id": hh,
         "month": month,
         "seq": seq,
@@ -259,6 +324,7 @@ def issue(ctx: Context, state: State, tally: dict[str, Any], result: StepResult)
 
 
 def write_open_months(state: State, months: list[str]) -> None:
+    """Store the months that have ``open|`` entries (none: the key goes)."""
     if months:
         state.set(OPEN_MONTHS_KEY, list(months))
     else:
@@ -274,7 +340,7 @@ def mark_open(state: State, month: str, hh: str, open_months: list[str]) -> None
 
 
 def finish_late(
-    ctx: Context, state: State, tally: dict[str, Any], open_months: list[str], result: StepResult
+    ctx: Context, state: State, tally: Tally, open_months: list[str], result: StepResult
 ) -> bool:
     """State a late change of a closed tally and clear its ``open|`` mark; True if issued."""
     hh, month = tally["household_id"], tally["month"]

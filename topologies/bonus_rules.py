@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from topologies.records import ReceiptTotal
 from topologies.rules import Rules
 
 BP_DENOMINATOR = 10_000
@@ -33,7 +33,7 @@ def apply_bp(cents: int, bp: int) -> int:
     return (max(cents, 0) * bp + BP_DENOMINATOR // 2) // BP_DENOMINATOR
 
 
-def earns_payment_benefit(rules: Rules, value: dict[str, Any]) -> bool:
+def earns_payment_benefit(rules: Rules, value: ReceiptTotal) -> bool:
     """Whether a receipt earns the payment benefit.
 
     Paid with the S-Etukortti payment function at S Group's own outlets, not at partners.

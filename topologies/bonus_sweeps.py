@@ -27,13 +27,12 @@ Retention. The household receipt lists (``hr|``) of the months wholly older than
 
 from __future__ import annotations
 
-from typing import Any
-
 from topologies.bonus_ledger import (
     KEPT_MONTHS_KEY,
     RECEIPTS_LOW_KEY,
     SEEN_COUNT_KEY,
     SWEEP_KEY,
+    Tally,
     kept_key,
     tally_key,
 )
@@ -61,7 +60,7 @@ def change_seen(state: State, op: str, delta: int) -> None:
         state.set(SEEN_COUNT_KEY, {"n": counter["n"] + delta, "op": op})
 
 
-def _keep_until(rules: Rules, tally: dict[str, Any]) -> int:
+def _keep_until(rules: Rules, tally: Tally) -> int:
     # ``updated_at`` is the processing time of the last count or of the close, if later.
     return max(close_at(rules, tally["month"]), tally["updated_at"]) + rules.bonus_dedupe_window_ms
 

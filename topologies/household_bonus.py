@@ -48,7 +48,7 @@ stated is only sent again).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from topologies import card_register
 from topologies.bonus_close import close_due_months
@@ -56,6 +56,9 @@ from topologies.bonus_ledger import (
     RECEIPTS_LOW_KEY,
     RETENTION_SWEEP_KEY,
     SEEN_COUNT_KEY,
+    HouseholdLink,
+    MemberRole,
+    Tally,
     add_receipt,
     finish_late,
     holds,
@@ -72,7 +75,7 @@ from topologies.bonus_ledger import (
 from topologies.bonus_rules import close_at
 from topologies.bonus_sweeps import change_seen, keep, maybe_sweep, purge_expired
 from topologies.context import Context
-from topologies.records import Reject, StepResult
+from topologies.records import ReceiptTotal, RegisterHousehold, Reject, StepResult
 from topologies.schedule import run_on_grid
 from topologies.state import State
 
@@ -83,8 +86,16 @@ INPUTS = ("receipts.totals", card_register.HOUSEHOLDS_TOPIC)
 def step(
     ctx: Context, state: State, topic: str, key: str | None, value: dict[str, Any] | None
 ) -> StepResult:
+    """Process one record of ``receipts.totals`` or ``register.households``."""
     if topic == card_register.HOUSEHOLDS_TOPIC:
-        return _on_register(state, key, value)
+        return _on_register(state, key, cast("RegisterHousehold | None", value))
+    return _on_total(ctx, state, key, cast("ReceiptTotal | None", value))
+
+
+def _on_total(
+    ctx: Context, state: State, key: str | None, value: ReceiptTotal | None
+) -> StepResult:
+    """Count a receipt total into its household-month, once (see the module docstring)."""
     result = StepResult()
     # Time-driven work first: whatever was due by now happened before this record, so a
     # receipt processed at or after a month's close instant is a late (correcting) one.
@@ -108,7 +119,7 @@ def step(
 
     month = ctx.rules.local_month(value["purchased_at"])
     tkey = tally_key(hh, month)
-    stored = state.get(tkey)
+    stored: Tally | None = state.get(tkey)
     if stored is not None and holds(stored["receipt_ids"], rid):
         result.events["duplicate"] += 1
         if stored["closed"] and month in open_months:
@@ -140,10 +151,11 @@ def step(
     state.set(receipt_key(hh, month, rid), household_receipt(value))
     # The member's role at their latest purchase (purchase time, not processing order: a
     # receipt from before a role change, processed late, does not undo it).
-    held_member = state.get(member_key(hh, cid))
+    held_member: MemberRole | None = state.get(member_key(hh, cid))
     at = value["purchased_at"]
     if held_member is None or held_member.get("at", -1) < at:
-        state.set(member_key(hh, cid), {"role": value["role"], "at": at})
+        role: MemberRole = {"role": value["role"], "at": at}
+        state.set(member_key(hh, cid), role)
     add_receipt(ctx.rules, tally, value)
     tally["updated_at"] = ctx.now_ms
     if late:
@@ -182,7 +194,7 @@ def seen_count(state: State) -> int:
     return int(counter["n"]) if counter is not None else 0
 
 
-def _on_register(state: State, key: str | None, value: dict[str, Any] | None) -> StepResult:
+def _on_register(state: State, key: str | None, value: RegisterHousehold | None) -> StepResult:
     """Who is in the household now, by the card register (stage 1): current links only."""
     result = StepResult()
     if key is None or value is None or value["household_id"] != key:
@@ -192,7 +204,7 @@ def _on_register(state: State, key: str | None, value: dict[str, Any] | None) ->
     current = [p for p in value["periods"] if p["to"] is None]
     held = state.get(rkey)
     if current:
-        now = {"role": current[-1]["role"], "from": current[-1]["from"]}
+        now: HouseholdLink = {"role": current[-1]["role"], "from": current[-1]["from"]}
         if held != now:
             state.set(rkey, now)
     elif held is not None:

@@ -18,19 +18,19 @@ from topologies.personal_stores import (
     COUNTERS_TOPIC,
     FLAG_STORE,
     GATED,
+    Erased,
     audit,
     erased_key,
     expiry_key,
     output_key,
     recall_key,
 )
-from topologies.records import Emit, Reject, StepResult
+from topologies.records import Consent, Emit, ReceiptTotal, Reject, StepResult
 from topologies.state import State
 
 
-def on_consent(
-    ctx: Context, state: State, key: str | None, value: dict[str, Any] | None
-) -> StepResult:
+def on_consent(ctx: Context, state: State, key: str | None, value: Consent | None) -> StepResult:
+    """A consent record (revoked flags purge their stores first) or a tombstone (erasure)."""
     result = StepResult()
     if key is None:
         result.rejects.append(Reject("missing_key", "customer.consents record without a key"))
@@ -44,8 +44,8 @@ def on_consent(
     if value["customer_id"] != key:
         result.rejects.append(Reject("key_mismatch", "record key is not the record's customer_id"))
         return result
-    held = state.get(consent_rules.key(key))
-    erased = state.get(erased_key(key))
+    held: consent_rules.ConsentState | None = state.get(consent_rules.key(key))
+    erased: Erased | None = state.get(erased_key(key))
     if held is None and erased is not None and value["version"] <= erased["version"]:
         # An old record redelivered after the erasure must not bring the person back.
         result.events["stale_consent"] += 1
@@ -109,13 +109,14 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     Receipt totals already sent to the household Bonus ledger stay there at household level
     (``receipts.totals`` is an event stream; the ledger keeps what the Bonus needs).
     """
-    previous = state.get(erased_key(cid))
+    previous: Erased | None = state.get(erased_key(cid))
     counts: dict[str, int] = {}
     for prefix in GATED:
         counts[GATED[prefix][0]] = _purge(state, prefix, cid, result)
     counts[COUNTERS_TOPIC] = _purge_counters(ctx, state, cid, result)
     recall_entries = totals = 0
-    for skey, total in list(state.items(f"rt|{cid}|")):
+    for skey, stored in list(state.items(f"rt|{cid}|")):
+        total: ReceiptTotal = stored
         day = ctx.rules.local_date(total["purchased_at"])
         state.delete(expiry_key(day, cid, total["receipt_id"]))
         rkey = recall_key(day, cid, total["receipt_id"])
@@ -130,7 +131,7 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     for rkey, _ in links:
         state.delete(rkey)
     counts["card_links"] = len(links)
-    held = state.get(consent_rules.key(cid))
+    held: consent_rules.ConsentState | None = state.get(consent_rules.key(cid))
     if (
         previous is not None
         and previous["erased_at"] == ctx.now_ms
@@ -146,6 +147,7 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
     # Suppression marker: the only thing kept, so that redeliveries of older consent
     # versions or of receipts bought before the erasure cannot recreate the person.
     version = max(held["version"] if held else -1, previous["version"] if previous else -1)
-    state.set(erased_key(cid), {"erased_at": ctx.now_ms, "version": version})
+    marker: Erased = {"erased_at": ctx.now_ms, "version": version}
+    state.set(erased_key(cid), marker)
     result.events["erasure"] += 1
     result.emits.append(audit(ctx, "erasure", cid, "customer_erased", counts))

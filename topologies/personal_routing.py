@@ -32,7 +32,7 @@ catalogue change does not move the counter either.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from topologies import card_register, counters, recall
 from topologies import consent as consent_rules
@@ -43,13 +43,31 @@ from topologies.personal_retention import RETENTION_SWEEP_KEY, index_for_expiry,
 from topologies.personal_stores import (
     COUNTERS_TOPIC,
     GATED,
+    Erased,
+    RecallEntry,
     counter_key,
     erased_key,
     output_key,
     recall_key,
     register_key,
 )
-from topologies.records import Emit, Reject, StepResult
+from topologies.records import (
+    CardLink,
+    Consent,
+    Emit,
+    EReceipt,
+    Identified,
+    Line,
+    MarketingSignal,
+    PersonalLineItems,
+    Product,
+    RecallRequest,
+    Receipt,
+    ReceiptTotal,
+    RegisterPerson,
+    Reject,
+    StepResult,
+)
 from topologies.schedule import run_on_grid
 from topologies.state import State
 
@@ -60,23 +78,24 @@ INPUTS = ("receipts.identified", "customer.consents", recall.INPUT, card_registe
 def step(
     ctx: Context, state: State, topic: str, key: str | None, value: dict[str, Any] | None
 ) -> StepResult:
+    """Process one record of the stage's inputs (a receipt, a consent, a recall, a link)."""
     if topic == "customer.consents":
-        return on_consent(ctx, state, key, value)
+        return on_consent(ctx, state, key, cast("Consent | None", value))
     if topic == recall.INPUT:
-        return recall.step(ctx, state, key, value)
+        return recall.step(ctx, state, key, cast("RecallRequest | None", value))
     if topic == card_register.CUSTOMERS_TOPIC:
-        return _on_register(state, key, value)
-    return _on_receipt(ctx, state, key, value)
+        return _on_register(state, key, cast("RegisterPerson | None", value))
+    return _on_receipt(ctx, state, key, cast("Identified | None", value))
 
 
-def _on_register(state: State, key: str | None, value: dict[str, Any] | None) -> StepResult:
+def _on_register(state: State, key: str | None, value: RegisterPerson | None) -> StepResult:
     """The person's periods on one card, from the card register (stage 1)."""
     result = StepResult()
     if key is None or value is None or value["customer_id"] != key:
         result.rejects.append(Reject("key_mismatch", "register record not keyed by its person"))
         return result
     periods = value["periods"]
-    erased = state.get(erased_key(key))
+    erased: Erased | None = state.get(erased_key(key))
     if erased is not None:
         # Links that began before the erasure stay erased; a new customership may follow.
         periods = [p for p in periods if p["from"] > erased["erased_at"]]
@@ -94,8 +113,9 @@ def _on_register(state: State, key: str | None, value: dict[str, Any] | None) ->
 
 
 def _on_receipt(
-    ctx: Context, state: State, key: str | None, value: dict[str, Any] | None
+    ctx: Context, state: State, key: str | None, value: Identified | None
 ) -> StepResult:
+    """Route a receipt's line items by purpose and consent; its total always (module doc)."""
     result = StepResult()
     if value is None or key is None:
         result.rejects.append(Reject("missing_value", "receipts.identified needs key and value"))
@@ -106,12 +126,12 @@ def _on_receipt(
         result.rejects.append(Reject("key_mismatch", "identified receipt not keyed by customer"))
         return result
     rt_key = f"rt|{cid}|{rid}"
-    stored_total = state.get(rt_key)
+    stored_total: ReceiptTotal | None = state.get(rt_key)
     if stored_total is not None:
         result.events["duplicate"] += 1
         _reemit(ctx, state, cid, rid, stored_total, result)
         return result
-    erased = state.get(erased_key(cid))
+    erased: Erased | None = state.get(erased_key(cid))
     if erased is not None and receipt["purchased_at"] <= erased["erased_at"]:
         # A purchase made before the person was erased, delivered after it: storing anything
         # about the person would undo the erasure, but the household's Bonus must not lose
@@ -122,10 +142,10 @@ def _on_receipt(
         )
         return result
 
-    held = state.get(consent_rules.key(cid))
+    held: consent_rules.ConsentState | None = state.get(consent_rules.key(cid))
     t = receipt["purchased_at"]
     product_level = ctx.rules.is_product_level(receipt["chain"])
-    lines = receipt["lines"] if product_level else []
+    lines: list[Line] = receipt["lines"] if product_level else []
     n = len(lines)
     okey = output_key(cid, rid)
 
@@ -135,7 +155,7 @@ def _on_receipt(
     result.routed[("personal", reason)] += n
     if product_level and reason == consent_rules.ALLOWED and n:
         products = [ctx.catalog(line["gtin"]) for line in lines]
-        record = {
+        record: PersonalLineItems = {
             "customer_id": cid,
             "receipt_id": rid,
             "store_id": receipt["store_id"],
@@ -154,7 +174,7 @@ def _on_receipt(
     reason = consent_rules.decide(held, consent_rules.MARKETING_TARGETING, t)
     result.routed[("marketing", reason)] += n
     if product_level and reason == consent_rules.ALLOWED and n:
-        signal = {
+        signal: MarketingSignal = {
             "customer_id": cid,
             "receipt_id": rid,
             "purchased_at": t,
@@ -168,22 +188,20 @@ def _on_receipt(
     reason = consent_rules.decide(held, consent_rules.E_RECEIPTS, t)
     result.routed[("ereceipt", reason)] += n
     if reason == consent_rules.ALLOWED:
-        archived = {"customer_id": cid, "receipt": {**receipt, "lines": lines}}
+        archived: EReceipt = {"customer_id": cid, "receipt": {**receipt, "lines": lines}}
         state.set(f"er|{cid}|{rid}", archived)
         result.emits.append(Emit("ereceipts.archive", okey, archived))
 
     # Recall index: legal duty, whatever the consent; product-level chains only.
     if product_level and n:
-        state.set(
-            recall_key(ctx.rules.local_date(t), cid, rid),
-            {
-                "card_number": card["card_number"],
-                "customer_id": cid,
-                "receipt_id": rid,
-                "purchased_at": t,
-                "gtins": sorted({line["gtin"] for line in lines}),
-            },
-        )
+        entry: RecallEntry = {
+            "card_number": card["card_number"],
+            "customer_id": cid,
+            "receipt_id": rid,
+            "purchased_at": t,
+            "gtins": sorted({line["gtin"] for line in lines}),
+        }
+        state.set(recall_key(ctx.rules.local_date(t), cid, rid), entry)
         result.routed[("recall", consent_rules.ALLOWED)] += n
 
     index_for_expiry(state, ctx.rules.local_date(t), cid, rid)
@@ -195,7 +213,7 @@ def _on_receipt(
     return result
 
 
-def _total_record(receipt: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
+def _total_record(receipt: Receipt, card: CardLink) -> ReceiptTotal:
     return {
         "receipt_id": receipt["receipt_id"],
         "card_number": card["card_number"],
@@ -218,8 +236,8 @@ def _count(
     cid: str,
     rid: str,
     purchased_at: int,
-    lines: list[dict[str, Any]],
-    products: list[dict[str, Any] | None],
+    lines: list[Line],
+    products: list[Product | None],
     result: StepResult,
 ) -> None:
     """Add the receipt's lines to its month's counters (once) and emit the month's figures."""
@@ -239,7 +257,7 @@ def _count(
 
 
 def _reemit(
-    ctx: Context, state: State, cid: str, rid: str, total: dict[str, Any], result: StepResult
+    ctx: Context, state: State, cid: str, rid: str, total: ReceiptTotal, result: StepResult
 ) -> None:
     okey = output_key(cid, rid)
     for prefix, (topic, _purpose, _flag) in GATED.items():

@@ -25,7 +25,7 @@ kept whatever the consent (``rt|`` for the household Bonus, ``rc|`` as a legal d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from topologies import consent as consent_rules
 from topologies.context import Context
@@ -46,6 +46,25 @@ RETAINED = {
     "rt": "receipt_totals",
 }
 COUNTERS_TOPIC = "smobiili.counters"
+
+
+class Erased(TypedDict):
+    """The suppression marker of an erased person (``erased|``)."""
+
+    erased_at: int  # processing time of the tombstone
+    version: int  # the highest consent version seen before it (-1: none)
+
+
+class RecallEntry(TypedDict):
+    """An entry of the recall index (``rc|<date>|<customer>|<receipt>``)."""
+
+    card_number: str
+    customer_id: str
+    receipt_id: str
+    purchased_at: int
+    gtins: list[str]
+
+
 ACTOR = "purchase-stream"
 
 

@@ -130,7 +130,7 @@ class Rules:
         return self.local_date(epoch_ms)[:7]
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> Rules:
+    def from_dict(cls, cfg: dict[str, Any]) -> Rules:
         chains = cfg.get("chains", {})
         parking = cfg.get("parking", {})
         aggregates = cfg.get("aggregates", {})
@@ -159,7 +159,7 @@ class Rules:
         )
 
 
-def _retention(cfg: dict) -> tuple[tuple[str, int], ...]:
+def _retention(cfg: dict[str, Any]) -> tuple[tuple[str, int], ...]:
     known = {f"{store}_days" for store in RETENTION_STORES} | {"sweep_interval_minutes"}
     unknown = set(cfg) - known
     if unknown:
@@ -173,7 +173,7 @@ def _retention(cfg: dict) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def _limits(cfg: dict) -> dict[str, Any]:
+def _limits(cfg: dict[str, Any]) -> dict[str, Any]:
     known = {"max_lines_per_receipt", "max_lateness_days", "max_clock_skew_minutes"}
     unknown = set(cfg) - known
     if unknown:
@@ -195,7 +195,7 @@ def _limits(cfg: dict) -> dict[str, Any]:
     return out
 
 
-def _register(cfg: dict) -> dict[str, Any]:
+def _register(cfg: dict[str, Any]) -> dict[str, Any]:
     unknown = set(cfg) - {"history_retention_days"}
     if unknown:
         raise ValueError(f"unknown register setting(s): {sorted(unknown)}")
@@ -206,9 +206,10 @@ def _register(cfg: dict) -> dict[str, Any]:
 
 
 def _positive_int(name: str, value: object) -> int:
-    if _non_negative_int(name, value) < 1:
+    number = _non_negative_int(name, value)
+    if number < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return number
 
 
 def _non_negative_int(name: str, value: object) -> int:

@@ -100,8 +100,11 @@ STATED_FIELDS = (
 
 
 class Tally(TypedDict):
-    """A household-month's tally as stored (``tally|``): ``BonusTally`` with the members as a
-    map and the receipt ids counted into it (internal: never emitted nor queried)."""
+    """A household-month's tally as stored (``tally|``).
+
+    ``BonusTally`` with the members as a map, and the receipt ids counted into it (internal:
+    never emitted nor queried).
+    """
 
     household_id: str
     month: str
@@ -144,35 +147,42 @@ HouseholdLink = TypedDict("HouseholdLink", {"role": str, "from": int})
 
 
 def tally_key(household_id: str, month: str) -> str:
+    """State key of a household-month's tally."""
     return f"tally|{household_id}|{month}"
 
 
 def receipt_key(household_id: str, month: str, receipt_id: str) -> str:
+    """State key of a household's Bonus purchase (receipt-total level)."""
     return f"hr|{household_id}|{month}|{receipt_id}"
 
 
 def member_key(household_id: str, customer_id: str) -> str:
+    """State key of a member's card role as last seen on a receipt."""
     return f"mem|{household_id}|{customer_id}"
 
 
 def open_key(month: str, household_id: str) -> str:
+    """State key of a statement owed (month first: a close scans only its month)."""
     return f"open|{month}|{household_id}"
 
 
 def stated_key(household_id: str, month: str) -> str:
+    """State key of the last statement issued for a household-month."""
     return f"stated|{household_id}|{month}"
 
 
 def statement_key(household_id: str, month: str, seq: int) -> str:
-    # Zero-padded so that prefix iteration returns the statements in seq order.
+    """State key of a statement; the seq is zero-padded so prefix iteration is in seq order."""
     return f"stmt|{household_id}|{month}|{seq:06d}"
 
 
 def kept_key(month: str, household_id: str) -> str:
+    """State key of the index entry of a tally that holds receipt ids (dedupe expiry)."""
     return f"kept|{month}|{household_id}"
 
 
 def register_key(household_id: str, customer_id: str, card_number: str) -> str:
+    """State key of a member's current link to the household on one card (card register)."""
     return f"hreg|{household_id}|{customer_id}|{card_number}"
 
 

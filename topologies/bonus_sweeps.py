@@ -130,8 +130,10 @@ def _sweep_month(ctx: Context, state: State, month: str, result: StepResult) -> 
 
 
 def purge_expired(ctx: Context, state: State, result: StepResult) -> int:
-    """Delete the household receipt lists of the months wholly older than
-    ``household_receipts_days`` (read through the ``hrm|<month>|`` index: no full scan).
+    """Delete the household receipt lists of the months wholly past their retention.
+
+    That is ``retention.household_receipts_days``, read through the ``hrm|<month>|`` index
+    (no full scan).
 
     The tallies and statements are the Bonus accounting and stay (they hold no receipt
     details; their per-member sums are what the ledger must keep at household level).

@@ -280,6 +280,7 @@ def _maybe_sweep(ctx: Context, state: State, result: StepResult) -> None:
 
 
 def parked_count(state: State) -> int:
+    """How many receipts are parked, waiting for their card."""
     return sum(1 for _ in state.items("park|"))
 
 

@@ -173,8 +173,11 @@ def _on_total(
 
 
 def tick(ctx: Context, state: State) -> StepResult:
-    """Close the months that are due, expire the receipt ids that are due now, and run the
-    retention purge of the household receipt lists when it is due."""
+    """Time-driven work: the month close, the dedupe expiry and the retention purge.
+
+    Closes the months that are due, expires the receipt ids that are due now, and runs the
+    retention purge of the household receipt lists when it is due.
+    """
     result = StepResult()
     close_due_months(ctx, state, result)
     maybe_sweep(ctx, state, result, force=True)

@@ -29,6 +29,7 @@ EXPIRY_LOW_KEY = "meta|expiry_low"  # earliest date with an ``exp|`` index entry
 
 
 def index_for_expiry(state: State, date: str, cid: str, rid: str) -> None:
+    """Index a routed receipt by its Helsinki purchase date, for the retention purge."""
     state.set(expiry_key(date, cid, rid), 1)
     low = state.get(EXPIRY_LOW_KEY)
     if low is None or date < low:
@@ -36,8 +37,10 @@ def index_for_expiry(state: State, date: str, cid: str, rid: str) -> None:
 
 
 def purge_expired(ctx: Context, state: State, result: StepResult) -> dict[str, int]:
-    """Delete every record older than its store's retention (docs/domain.md §7), by Helsinki
-    purchase date, and send a tombstone for each record of a compacted output topic.
+    """Delete every record older than its store's retention (docs/domain.md §7).
+
+    Retention goes by Helsinki purchase date; each record deleted from a store with a
+    compacted output topic gets a tombstone there.
 
     The work is bounded by what expires: each receipt has an ``exp|<date>|...`` index entry,
     and each store remembers up to which date it has been purged (``meta|retention_done``),

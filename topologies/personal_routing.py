@@ -276,8 +276,11 @@ def _reemit(
 
 
 def tick(ctx: Context, state: State) -> StepResult:
-    """Time-driven work: the retention purge, every ``retention.sweep_interval_minutes``
-    (on a fixed grid of the processing clock, so a redone tick lands on the same slot)."""
+    """Time-driven work: the retention purge, every ``retention.sweep_interval_minutes``.
+
+    The purge runs on a fixed grid of the processing clock, so a redone tick lands on the same
+    slot.
+    """
     result = StepResult()
     run_on_grid(
         ctx,

@@ -69,18 +69,22 @@ ACTOR = "purchase-stream"
 
 
 def register_key(customer_id: str, card_number: str) -> str:
+    """State key of a person's periods on one card."""
     return f"reg|{customer_id}|{card_number}"
 
 
 def output_key(customer_id: str, receipt_id: str) -> str:
+    """Key of a receipt's record on the compacted personal output topics."""
     return f"{customer_id}/{receipt_id}"
 
 
 def erased_key(customer_id: str) -> str:
+    """State key of an erased person's suppression marker."""
     return f"erased|{customer_id}"
 
 
 def recall_key(date: str, customer_id: str, receipt_id: str) -> str:
+    """State key of a recall index entry (Helsinki purchase date first)."""
     return f"rc|{date}|{customer_id}|{receipt_id}"
 
 
@@ -90,6 +94,7 @@ def counter_key(customer_id: str, month: str) -> str:
 
 
 def expiry_key(date: str, customer_id: str, receipt_id: str) -> str:
+    """State key of a receipt's expiry index entry (Helsinki purchase date first)."""
     return f"exp|{date}|{customer_id}|{receipt_id}"
 
 

@@ -372,6 +372,8 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
+    """Where a record came from (its topic, partition and offset) and its original bytes."""
+
     topic: str
     partition: int
     offset: int
@@ -381,6 +383,8 @@ class Origin:
 
 @dataclass(slots=True)
 class StepResult:
+    """What a step did: records to emit, dead letters and event counts for the metrics."""
+
     emits: list[Emit] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     # (purpose, decision) -> line items; e.g. ("personal", "consent_off"): 12
@@ -389,6 +393,7 @@ class StepResult:
     events: Counter[str] = field(default_factory=Counter)
 
     def extend(self, other: StepResult) -> None:
+        """Add ``other``'s emits, rejects and counts to this result."""
         self.emits.extend(other.emits)
         self.rejects.extend(other.rejects)
         self.routed.update(other.routed)
@@ -407,8 +412,10 @@ def audit_record(
     outcome: str,
     detail: dict[str, Any],
 ) -> dict[str, Any]:
-    """One ``AuditRecord`` (who, whose, what, purpose, when, outcome): the single shape the
-    topology, the API and the CLI write to the audit trail."""
+    """One ``AuditRecord``: who, whose, what, purpose, when, outcome.
+
+    The single shape the topology, the API and the CLI write to the audit trail.
+    """
     return {
         "at": at,
         "actor": actor,

@@ -40,7 +40,7 @@ def household_receipts(state: State, household_id: str, month: str) -> list[dict
 
 
 def register_members(state: State, household_id: str) -> dict[str, str]:
-    """customer id -> role (MAIN_MEMBER / MEMBER) of the household's members now."""
+    """Customer id -> role (MAIN_MEMBER / MEMBER) of the household's members now."""
     if "|" in household_id:
         return {}
     best: dict[str, tuple[int, str]] = {}
@@ -52,7 +52,7 @@ def register_members(state: State, household_id: str) -> dict[str, str]:
 
 
 def household_members(state: State, household_id: str) -> dict[str, str]:
-    """customer id -> card role (MAIN_MEMBER / MEMBER) of the household's members seen so far."""
+    """Customer id -> card role (MAIN_MEMBER / MEMBER) of the household's members seen so far."""
     if "|" in household_id:
         return {}
     prefix = f"mem|{household_id}|"

@@ -14,15 +14,15 @@ issues a CORRECTION (seq + 1) with the differences, so a closed month never chan
 State (``|``-separated keys; household and receipt ids must not contain ``|``):
 
 ====================================  ==================================================
-``tally|<household>|<month>``         the month's figures (what :func:`query` returns)
+``tally|<household>|<month>``         the month's figures (what :mod:`topologies.queries` reads)
                                       *and* ``receipt_ids``, the sorted ids of the
                                       receipts counted into it (internal: never emitted
-                                      nor returned by :func:`query`)
+                                      nor returned by the query)
 ``open|<month>|<household>``          statement owed: the household-month is not stated
                                       yet (open month) or a late receipt's correction is
                                       being issued; a close scans only its month
 ``stated|<household>|<month>``        the last statement issued (base of a correction)
-``stmt|<household>|<month>|<seq>``    every statement issued (history for :func:`query`)
+``stmt|<household>|<month>|<seq>``    every statement issued (history for the query)
 ``kept|<month>|<household>``          index of the tallies that hold receipt ids, so the
                                       dedupe expiry reads only the months that are due
 ``meta|open_months``                  sorted months that have ``open|`` entries; the
@@ -49,14 +49,8 @@ from typing import Any, TypedDict
 
 from topologies.bonus_rules import apply_bp, earns_payment_benefit, rate_bp
 from topologies.context import Context
-from topologies.records import (
-    BonusMember,
-    BonusStatement,
-    BonusTally,
-    Emit,
-    ReceiptTotal,
-    StepResult,
-)
+from topologies.record_types import BonusMember, BonusStatement, BonusTally, ReceiptTotal
+from topologies.records import Emit, StepResult
 from topologies.rules import Rules
 from topologies.state import State
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from topologies.records import ReceiptTotal
+from topologies.record_types import ReceiptTotal
 from topologies.rules import Rules
 
 BP_DENOMINATOR = 10_000

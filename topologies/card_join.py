@@ -29,17 +29,8 @@ import orjson
 from topologies import card_register
 from topologies.catalog import group_totals
 from topologies.context import Context
-from topologies.records import (
-    Card,
-    CardLink,
-    Contribution,
-    Emit,
-    Identified,
-    Origin,
-    Receipt,
-    Reject,
-    StepResult,
-)
+from topologies.record_types import Card, CardLink, Contribution, Identified, Receipt
+from topologies.records import Emit, Origin, Reject, StepResult
 from topologies.state import State
 from topologies.validation import check_receipt
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Any, TypedDict, cast
 
-from topologies.records import (
+from topologies.record_types import (
     Card,
     CardLink,
     LinkPeriod,

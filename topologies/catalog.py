@@ -11,7 +11,8 @@ import math
 from typing import Any, cast
 
 from topologies.context import CatalogLookup, Context
-from topologies.records import GroupTotal, Line, Product, Reject, StepResult
+from topologies.record_types import GroupTotal, Line, Product
+from topologies.records import Reject, StepResult
 from topologies.state import State
 
 STAGE = "catalog"

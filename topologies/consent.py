@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from topologies.records import Consent
+from topologies.record_types import Consent
 
 # The consent flags, as named in the ``Consent`` record (avro/): the one place that names them.
 PRODUCT_LEVEL_SERVICES = "product_level_services"  # product-level personal store, counters

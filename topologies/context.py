@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from topologies.records import Product
+from topologies.record_types import Product
 from topologies.rules import Rules
 
 CatalogLookup = Callable[[str], "Product | None"]

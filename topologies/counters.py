@@ -59,7 +59,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, cast
 
-from topologies.records import Line, Product, SmobiiliCounters
+from topologies.record_types import Line, Product, SmobiiliCounters
 
 ORIGIN_FIELDS = {
     "FINNISH_RAW": "finnish_raw_cents",

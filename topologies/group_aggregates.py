@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypedDict, cast
 
 from topologies.context import Context
-from topologies.records import Contribution, Emit, GroupAggregate, GroupTotal, Reject, StepResult
+from topologies.record_types import Contribution, GroupAggregate, GroupTotal
+from topologies.records import Emit, Reject, StepResult
 from topologies.rules import DAY_MS
 from topologies.state import State
 

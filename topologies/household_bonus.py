@@ -75,7 +75,8 @@ from topologies.bonus_ledger import (
 from topologies.bonus_rules import close_at
 from topologies.bonus_sweeps import change_seen, keep, maybe_sweep, purge_expired
 from topologies.context import Context
-from topologies.records import ReceiptTotal, RegisterHousehold, Reject, StepResult
+from topologies.record_types import ReceiptTotal, RegisterHousehold
+from topologies.records import Reject, StepResult
 from topologies.schedule import run_on_grid
 from topologies.state import State
 

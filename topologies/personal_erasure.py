@@ -25,7 +25,8 @@ from topologies.personal_stores import (
     output_key,
     recall_key,
 )
-from topologies.records import Consent, Emit, ReceiptTotal, Reject, StepResult
+from topologies.record_types import Consent, ReceiptTotal
+from topologies.records import Emit, Reject, StepResult
 from topologies.state import State
 
 

@@ -51,10 +51,9 @@ from topologies.personal_stores import (
     recall_key,
     register_key,
 )
-from topologies.records import (
+from topologies.record_types import (
     CardLink,
     Consent,
-    Emit,
     EReceipt,
     Identified,
     Line,
@@ -65,9 +64,8 @@ from topologies.records import (
     Receipt,
     ReceiptTotal,
     RegisterPerson,
-    Reject,
-    StepResult,
 )
+from topologies.records import Emit, Reject, StepResult
 from topologies.schedule import run_on_grid
 from topologies.state import State
 

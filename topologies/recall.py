@@ -18,14 +18,8 @@ from typing import Any
 
 from topologies.context import Context
 from topologies.personal_stores import RecallEntry
-from topologies.records import (
-    Emit,
-    RecallNotification,
-    RecallRequest,
-    Reject,
-    StepResult,
-    audit_emit,
-)
+from topologies.record_types import RecallNotification, RecallRequest
+from topologies.records import Emit, Reject, StepResult, audit_emit
 from topologies.state import State
 
 INPUT = "recall.requests"

@@ -6,7 +6,8 @@ express (docs/domain.md §1, §4 and the receipt contract in the README).
 
 from __future__ import annotations
 
-from topologies.records import Receipt, Reject
+from topologies.record_types import Receipt
+from topologies.records import Reject
 from topologies.rules import Rules
 
 UNITS = frozenset({"PCS", "KG"})

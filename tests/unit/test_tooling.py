@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from topologies import records
+from topologies import record_types as records
 
 ROOT = Path(__file__).resolve().parents[2]
 AVRO = ROOT / "avro"

@@ -3,15 +3,16 @@
 Bounded dedupe. A tally keeps its receipt ids until the dedupe window
 (``bonus.dedupe_window_days``, default 35) has passed, in processing time, since the month was
 closed *and* since the last receipt was counted into it (a late receipt's id is kept a full
-window too). The expiry runs every ``bonus.sweep_interval_minutes`` (and at every
-:func:`tick`) over ``meta|kept_months`` -- only the months whose earliest expiry is due, and
-in them only the ``kept|`` entries (no full scan) -- and then empties ``receipt_ids`` of each
-expired tally (figures unchanged, nothing emitted). ``meta|seen_count`` is the number of ids
-held (the dedupe state size metric, :func:`seen_count`): +1 per counted receipt, minus the ids
-dropped, never touched by a duplicate. Each change is written just before the tally write it
-accounts for and remembers its operation, so redoing a step a crash cut between the two does
-not apply it twice; it is only off (by that one change) if the counter is changed by another
-operation -- a sweep that became due -- before the cut step is redone.
+window too). The expiry runs every ``bonus.sweep_interval_minutes`` (and at every tick of the
+stage) over ``meta|kept_months`` -- only the months whose earliest expiry is due, and in them
+only the ``kept|`` entries (no full scan) -- and then empties ``receipt_ids`` of each expired
+tally (figures unchanged, nothing emitted). ``meta|seen_count`` is the number of ids held (the
+dedupe state size metric, :func:`topologies.household_bonus.seen_count`): +1 per counted
+receipt, minus the ids dropped, never touched by a duplicate. Each change is written just
+before the tally write it accounts for and remembers its operation, so redoing a step a crash
+cut between the two does not apply it twice; it is only off (by that one change) if the
+counter is changed by another operation -- a sweep that became due -- before the cut step is
+redone.
 
 Consequence of the bound: a receipt delivered again after its month's ids were dropped (more
 than the window after the close and after its first delivery) is counted AGAIN and, for a

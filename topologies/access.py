@@ -62,6 +62,8 @@ STAFF_PURPOSES = frozenset({"customer_request", "register_extract_request", "pro
 
 @dataclass(frozen=True)
 class Viewer:
+    """Who asks: a customer (with their household and role) or a staff member."""
+
     kind: str  # CUSTOMER or STAFF
     subject: str  # customer id, or the staff member's id
     household_id: str | None = None

@@ -22,13 +22,14 @@ them by receipt id, so a crash between forwarding and committing cannot lose a r
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import orjson
 
 from topologies import card_register
 from topologies.catalog import group_totals
 from topologies.context import Context
+from topologies.record_types import Card, CardLink, Contribution, Identified, Receipt
 from topologies.records import Emit, Origin, Reject, StepResult
 from topologies.state import State
 from topologies.validation import check_receipt
@@ -39,28 +40,41 @@ PURPOSES = ("personal", "marketing", "ereceipt", "recall")
 SWEEP_KEY = "meta|park_sweep_at"
 
 
+class Parked(TypedDict):
+    """A receipt waiting for its card (``park|<card>|<receipt>``), with where it came from."""
+
+    receipt: Receipt
+    parked_at: int
+    topic: str
+    partition: int
+    offset: int
+    raw_key: str | None  # base64
+    raw_value: str | None
+
+
 def card_key(card_number: str) -> str:
+    """State key of a card's history (topologies/card_register.py)."""
     return card_register.key(card_number)
 
 
 def park_key(card_number: str, receipt_id: str) -> str:
+    """State key of a parked receipt."""
     return f"park|{card_number}|{receipt_id}"
 
 
 def step(
     ctx: Context, state: State, topic: str, key: str | None, value: dict[str, Any] | None
 ) -> StepResult:
+    """Process one record of ``customer.cards`` or ``pos.receipts``."""
     if topic == "customer.cards":
-        result = _on_card(ctx, state, key, value)
+        result = _on_card(ctx, state, key, cast("Card | None", value))
     else:
-        result = _on_receipt(ctx, state, key, value)
+        result = _on_receipt(ctx, state, key, cast("Receipt | None", value))
     _maybe_sweep(ctx, state, result)
     return result
 
 
-def _on_card(
-    ctx: Context, state: State, key: str | None, card: dict[str, Any] | None
-) -> StepResult:
+def _on_card(ctx: Context, state: State, key: str | None, card: Card | None) -> StepResult:
     """A card register record: one more entry in the card's history (topologies/card_register)."""
     result = StepResult()
     if key is None:
@@ -99,7 +113,10 @@ def _on_card(
 
 
 def _propagate(
-    card: str, before: dict[str, Any] | None, after: dict[str, Any], result: StepResult
+    card: str,
+    before: card_register.CardHistory | None,
+    after: card_register.CardHistory,
+    result: StepResult,
 ) -> None:
     for topic, k, value in card_register.propagate(card, before, after):
         result.emits.append(Emit(topic, k, value))
@@ -110,22 +127,20 @@ def _history_cutoff(ctx: Context) -> int:
 
 
 def _release_parked(
-    ctx: Context, state: State, card: str, history: dict[str, Any], result: StepResult
+    ctx: Context, state: State, card: str, history: card_register.CardHistory, result: StepResult
 ) -> None:
     """Route the receipts waiting for this card, each with the link at its purchase time."""
     for pkey, parked in list(state.items(f"park|{card}|")):
         state.delete(pkey)
         result.events["released"] += 1
-        receipt = parked["receipt"]
+        receipt: Receipt = parked["receipt"]
         link = card_register.link_at(history, receipt["purchased_at"])
         if link is None:
             result.events["closed_card"] += 1
         _route(ctx, receipt, link, result)
 
 
-def _on_receipt(
-    ctx: Context, state: State, key: str | None, receipt: dict[str, Any] | None
-) -> StepResult:
+def _on_receipt(ctx: Context, state: State, key: str | None, receipt: Receipt | None) -> StepResult:
     result = StepResult()
     if receipt is None:
         result.rejects.append(Reject("tombstone", "pos.receipts does not accept null values"))
@@ -153,18 +168,16 @@ def _on_receipt(
         if not product_level and receipt["lines"]:
             # Stray lines of a total-only till are dropped before anything is stored.
             receipt = {**receipt, "lines": []}
-        state.set(
-            park_key(card_number, receipt["receipt_id"]),
-            {
-                "receipt": receipt,
-                "parked_at": ctx.now_ms,
-                "topic": ctx.topic,
-                "partition": ctx.partition,
-                "offset": ctx.offset,
-                "raw_key": _b64(ctx.raw_key),
-                "raw_value": _b64(ctx.raw_value),
-            },
-        )
+        parked: Parked = {
+            "receipt": receipt,
+            "parked_at": ctx.now_ms,
+            "topic": ctx.topic,
+            "partition": ctx.partition,
+            "offset": ctx.offset,
+            "raw_key": _b64(ctx.raw_key),
+            "raw_value": _b64(ctx.raw_value),
+        }
+        state.set(park_key(card_number, receipt["receipt_id"]), parked)
         result.events["parked"] += 1
         return result
     pruned = card_register.prune(held, _history_cutoff(ctx))
@@ -186,7 +199,7 @@ _IDENTIFIED_OVERHEAD = 1_024
 _JSON_PER_AVRO_BYTE = 12
 
 
-def _too_large(ctx: Context, receipt: dict[str, Any]) -> Reject | None:
+def _too_large(ctx: Context, receipt: Receipt) -> Reject | None:
     """A receipt whose identified record (JSON) would exceed the broker's record limit.
 
     Checked at the door, before parking or routing: a receipt released later by its card's
@@ -202,38 +215,30 @@ def _too_large(ctx: Context, receipt: dict[str, Any]) -> Reject | None:
     return Reject("output_too_large", f"identified receipt would be {size} bytes > {limit}")
 
 
-def _route(
-    ctx: Context, receipt: dict[str, Any], link: dict[str, Any] | None, result: StepResult
-) -> None:
+def _route(ctx: Context, receipt: Receipt, link: CardLink | None, result: StepResult) -> None:
     product_level = ctx.rules.is_product_level(receipt["chain"])
     if not product_level and receipt["lines"]:
         for purpose in PURPOSES:
             result.routed[(purpose, "total_only_chain")] += len(receipt["lines"])
         receipt = {**receipt, "lines": []}
     lines = receipt["lines"]
-    result.emits.append(
-        Emit(
-            "aggregates.contributions",
-            receipt["store_id"],
-            {
-                "receipt_id": receipt["receipt_id"],
-                "store_id": receipt["store_id"],
-                "chain": receipt["chain"],
-                "date": ctx.rules.local_date(receipt["purchased_at"]),
-                "total_cents": receipt["total_cents"],
-                "groups": group_totals(ctx, lines),
-            },
-        )
-    )
+    contribution: Contribution = {
+        "receipt_id": receipt["receipt_id"],
+        "store_id": receipt["store_id"],
+        "chain": receipt["chain"],
+        "date": ctx.rules.local_date(receipt["purchased_at"]),
+        "total_cents": receipt["total_cents"],
+        "groups": group_totals(ctx, lines),
+    }
+    result.emits.append(Emit("aggregates.contributions", receipt["store_id"], contribution))
     if link is None:
         result.events["anonymous"] += 1
         if lines:
             for purpose in PURPOSES:
                 result.routed[(purpose, "anonymous")] += len(lines)
         return
-    result.emits.append(
-        Emit("receipts.identified", link["customer_id"], {"receipt": receipt, "card": link})
-    )
+    identified: Identified = {"receipt": receipt, "card": link}
+    result.emits.append(Emit("receipts.identified", link["customer_id"], identified))
     result.events["identified"] += 1
 
 
@@ -266,6 +271,7 @@ def _maybe_sweep(ctx: Context, state: State, result: StepResult) -> None:
 
 
 def parked_count(state: State) -> int:
+    """How many receipts are parked, waiting for their card."""
     return sum(1 for _ in state.items("park|"))
 
 

@@ -27,32 +27,59 @@ closed from then on. The rules:
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Any
+from typing import Any, TypedDict, cast
+
+from topologies.record_types import (
+    Card,
+    CardLink,
+    LinkPeriod,
+    RegisterHousehold,
+    RegisterPeriod,
+    RegisterPerson,
+)
 
 ROLES = ("MAIN_MEMBER", "MEMBER")
+LINK_FIELDS = ("card_number", "customer_id", "household_id", "role")
+
+
+class CardHistory(TypedDict):
+    """A card's history (``card|<card>``): ``h`` is ``[[from_ms, CardLink or None], ...]``."""
+
+    v: int | None
+    h: list[list[Any]]
+
+
+def _link(record: dict[str, Any] | Card) -> CardLink:
+    return {
+        "card_number": record["card_number"],
+        "customer_id": record["customer_id"],
+        "household_id": record["household_id"],
+        "role": record["role"],
+    }
 
 
 def key(card_number: str) -> str:
+    """State key of a card's history."""
     return f"card|{card_number}"
 
 
-def migrate(held: dict[str, Any] | None) -> dict[str, Any] | None:
+def migrate(held: dict[str, Any] | CardHistory | None) -> CardHistory | None:
     """State written before the register had a history: one entry covering all time."""
     if held is None or "h" in held:
-        return held
+        return cast("CardHistory | None", held)
     if held.get("closed"):
         return {"v": None, "h": [[0, None]]}
-    link = {k: held[k] for k in ("card_number", "customer_id", "household_id", "role")}
-    return {"v": None, "h": [[0, link]]}
+    return {"v": None, "h": [[0, _link(held)]]}
 
 
 def apply(
-    held: dict[str, Any] | None, card: dict[str, Any] | None, broker_ts: int
-) -> dict[str, Any] | None:
+    held: dict[str, Any] | CardHistory | None, card: Card | None, broker_ts: int
+) -> CardHistory | None:
     """The history after one ``customer.cards`` record; None if the record is ignored."""
-    held = migrate(held)
-    history: list[list[Any]] = [list(e) for e in held["h"]] if held else []
-    version = held["v"] if held else None
+    history_held = migrate(held)
+    history: list[list[Any]] = [list(e) for e in history_held["h"]] if history_held else []
+    version = history_held["v"] if history_held else None
+    link: CardLink | None
     if card is None:
         at, link = broker_ts, None
     else:
@@ -63,7 +90,7 @@ def apply(
             version = v
         eff = card.get("effective_at")
         at = broker_ts if eff is None else eff
-        link = {k: card[k] for k in ("card_number", "customer_id", "household_id", "role")}
+        link = _link(card)
     froms = [e[0] for e in history]
     i = bisect_right(froms, at)
     if i and froms[i - 1] == at:
@@ -73,14 +100,15 @@ def apply(
     return {"v": version, "h": history}
 
 
-def link_at(held: dict[str, Any], t: int) -> dict[str, Any] | None:
+def link_at(held: CardHistory, t: int) -> CardLink | None:
     """The link that held at ``t`` (None: the card was closed then)."""
     history = held["h"]
     i = bisect_right([e[0] for e in history], t)
-    return history[max(i - 1, 0)][1]
+    link: CardLink | None = history[max(i - 1, 0)][1]
+    return link
 
 
-def prune(held: dict[str, Any], cutoff: int) -> dict[str, Any] | None:
+def prune(held: CardHistory, cutoff: int) -> CardHistory | None:
     """The history without entries that stopped holding before ``cutoff``; None if none."""
     history = held["h"]
     drop = 0
@@ -91,18 +119,20 @@ def prune(held: dict[str, Any], cutoff: int) -> dict[str, Any] | None:
     return {"v": held["v"], "h": history[drop:]}
 
 
-def current(held: dict[str, Any]) -> dict[str, Any] | None:
+def current(held: CardHistory) -> CardLink | None:
     """The link that holds from the latest entry on (None: closed)."""
-    return held["h"][-1][1]
+    link: CardLink | None = held["h"][-1][1]
+    return link
 
 
-def periods(held: dict[str, Any]) -> list[dict[str, Any]]:
+def periods(held: CardHistory) -> list[LinkPeriod]:
     """The history as periods: link fields with ``from`` and ``to`` (None: still holds)."""
     history = held["h"]
-    out = []
-    for i, (start, link) in enumerate(history):
-        if link is None:
+    out: list[LinkPeriod] = []
+    for i, (start, held_link) in enumerate(history):
+        if held_link is None:
             continue
+        link: CardLink = held_link
         end = history[i + 1][0] if i + 1 < len(history) else None
         out.append({**link, "from": start, "to": end})
     return out
@@ -121,7 +151,10 @@ CUSTOMERS_TOPIC = "register.people"
 HOUSEHOLDS_TOPIC = "register.households"
 
 
-def propagate(card_number: str, before: dict[str, Any] | None, after: dict[str, Any]) -> list:
+Propagated = tuple[str, str, RegisterPerson | RegisterHousehold]
+
+
+def propagate(card_number: str, before: CardHistory | None, after: CardHistory) -> list[Propagated]:
     """``(topic, key, value)`` records for every person and household the card has had.
 
     ``before`` is the history before this record: a person or household that dropped out of
@@ -131,7 +164,7 @@ def propagate(card_number: str, before: dict[str, Any] | None, after: dict[str, 
     then = periods(before) if before is not None else []
     people = sorted({p["customer_id"] for p in now + then})
     pairs = sorted({(p["household_id"], p["customer_id"]) for p in now + then})
-    out = []
+    out: list[Propagated] = []
     for cid in people:
         mine = [_period(p) for p in now if p["customer_id"] == cid]
         out.append(
@@ -143,7 +176,7 @@ def propagate(card_number: str, before: dict[str, Any] | None, after: dict[str, 
         )
     for hh, cid in pairs:
         mine = [_period(p) for p in now if p["customer_id"] == cid and p["household_id"] == hh]
-        value = {
+        value: RegisterHousehold = {
             "household_id": hh,
             "customer_id": cid,
             "card_number": card_number,
@@ -153,5 +186,5 @@ def propagate(card_number: str, before: dict[str, Any] | None, after: dict[str, 
     return out
 
 
-def _period(p: dict[str, Any]) -> dict[str, Any]:
+def _period(p: LinkPeriod) -> RegisterPeriod:
     return {"household_id": p["household_id"], "role": p["role"], "from": p["from"], "to": p["to"]}

@@ -8,9 +8,10 @@ it never rewrites what was already routed (docs/domain.md §6).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from topologies.context import CatalogLookup, Context
+from topologies.record_types import GroupTotal, Line, Product
 from topologies.records import Reject, StepResult
 from topologies.state import State
 
@@ -27,12 +28,14 @@ MAX_NET_WEIGHT_GRAMS = 10_000_000
 
 
 def key(gtin: str) -> str:
+    """State key of a catalogue entry."""
     return f"product|{gtin}"
 
 
 def step(
     ctx: Context, state: State, topic: str, rkey: str | None, value: dict[str, Any] | None
 ) -> StepResult:
+    """Keep (or delete) one catalogue entry, if it is plausible."""
     result = StepResult()
     if rkey is None:
         result.rejects.append(Reject("missing_key", "product.catalog record without a GTIN key"))
@@ -44,7 +47,7 @@ def step(
     if value["gtin"] != rkey:
         result.rejects.append(Reject("key_mismatch", "record key is not the record's gtin"))
         return result
-    problem = check_product(value)
+    problem = check_product(cast("Product", value))
     if problem is not None:
         # The entry held so far (if any) stays: an implausible update must not erase it.
         result.rejects.append(problem)
@@ -54,7 +57,7 @@ def step(
     return result
 
 
-def check_product(product: dict[str, Any]) -> Reject | None:
+def check_product(product: Product) -> Reject | None:
     """The numbers a catalogue entry brings into the counters' arithmetic, checked."""
     factor = product.get("co2e_kg_per_kg")
     if factor is not None and not (math.isfinite(factor) and 0 <= factor <= MAX_CO2E_KG_PER_KG):
@@ -70,20 +73,24 @@ def check_product(product: dict[str, Any]) -> Reject | None:
 
 
 def lookup_in(state: State) -> CatalogLookup:
-    def lookup(gtin: str) -> dict[str, Any] | None:
-        return state.get(key(gtin))
+    """The catalogue lookup over the catalogue stage's state."""
+
+    def lookup(gtin: str) -> Product | None:
+        product: Product | None = state.get(key(gtin))
+        return product
 
     return lookup
 
 
 def product_group(ctx: Context, gtin: str) -> str:
+    """The GTIN's product group in the catalogue now (``UNKNOWN`` if it is not there)."""
     product = ctx.catalog(gtin)
     return product["product_group"] if product else UNKNOWN_GROUP
 
 
-def group_totals(ctx: Context, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def group_totals(ctx: Context, lines: list[Line]) -> list[GroupTotal]:
     """Lines summed per product group, sorted by group (deterministic output)."""
-    groups: dict[str, dict[str, Any]] = {}
+    groups: dict[str, GroupTotal] = {}
     for line in lines:
         group = product_group(ctx, line["gtin"])
         g = groups.get(group)

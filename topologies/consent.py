@@ -24,15 +24,25 @@ sources disagree about time, the store stays closed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
+from topologies.record_types import Consent
+
+# The consent flags, as named in the ``Consent`` record (avro/): the one place that names them.
+PRODUCT_LEVEL_SERVICES = "product_level_services"  # product-level personal store, counters
+MARKETING_TARGETING = "marketing_targeting"  # marketing signals (product groups)
+EXTERNAL_AUDIENCES = "external_audiences"  # no store of ours
+DIRECT_MARKETING = "direct_marketing"  # no store of ours
+E_RECEIPTS = "e_receipts"  # the e-receipt archive
 FLAGS = (
-    "product_level_services",
-    "marketing_targeting",
-    "external_audiences",
-    "direct_marketing",
-    "e_receipts",
+    PRODUCT_LEVEL_SERVICES,
+    MARKETING_TARGETING,
+    EXTERNAL_AUDIENCES,
+    DIRECT_MARKETING,
+    E_RECEIPTS,
 )
+# The flags that gate a store of the personal-routing stage (topologies/personal_stores.py).
+GATED_FLAGS = (PRODUCT_LEVEL_SERVICES, MARKETING_TARGETING, E_RECEIPTS)
 
 # Decision reasons: a bounded set, used as metric labels.
 ALLOWED = "allowed"
@@ -41,13 +51,24 @@ CONSENT_UNKNOWN = "consent_unknown"
 CONSENT_LAPSED = "consent_lapsed"  # on now, but not without a break since the purchase
 
 
+class ConsentState(TypedDict):
+    """What the stage keeps of a person's consent (``consent|<customer>``)."""
+
+    customer_id: str
+    version: int
+    effective_at: int
+    source: str
+    flags: dict[str, bool]
+    on_since: dict[str, int | None]
+    off_at: dict[str, int | None]
+
+
 def key(customer_id: str) -> str:
+    """State key of a person's consent."""
     return f"consent|{customer_id}"
 
 
-def apply(
-    held: dict[str, Any] | None, record: dict[str, Any]
-) -> tuple[dict[str, Any] | None, list[str]]:
+def apply(held: ConsentState | None, record: Consent) -> tuple[ConsentState | None, list[str]]:
     """Apply a consent record to the held state.
 
     Returns ``(new_state, revoked_flags)``; ``new_state`` is ``None`` when the record is
@@ -65,7 +86,7 @@ def apply(
     off_at: dict[str, int | None] = {}
     revoked: list[str] = []
     for flag in FLAGS:
-        on = bool(record[flag])
+        on = bool(record[flag])  # type: ignore[literal-required]
         flags[flag] = on
         since = held_since.get(flag)
         last_off = held_off.get(flag)
@@ -78,7 +99,7 @@ def apply(
             off_at[flag] = effective_at if last_off is None else max(last_off, effective_at)
             if held_flags.get(flag):
                 revoked.append(flag)
-    state = {
+    state: ConsentState = {
         "customer_id": record["customer_id"],
         "version": version,
         "effective_at": effective_at,
@@ -90,7 +111,7 @@ def apply(
     return state, revoked
 
 
-def decide(held: dict[str, Any] | None, flag: str, purchased_at: int) -> str:
+def decide(held: ConsentState | None, flag: str, purchased_at: int) -> str:
     """May a line item purchased at ``purchased_at`` enter the store gated by ``flag``?"""
     if held is None:
         return CONSENT_UNKNOWN

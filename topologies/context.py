@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from topologies.record_types import Product
 from topologies.rules import Rules
 
-CatalogLookup = Callable[[str], "dict[str, Any] | None"]
+CatalogLookup = Callable[[str], "Product | None"]
 
 
-def no_catalog(_gtin: str) -> dict[str, Any] | None:
+def no_catalog(_gtin: str) -> Product | None:
+    """A catalogue that knows no product."""
     return None
 
 

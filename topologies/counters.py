@@ -57,7 +57,9 @@ Returns can push a percentage outside 0-100 in an odd month; it is reported as c
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, cast
+
+from topologies.record_types import Line, Product, SmobiiliCounters
 
 ORIGIN_FIELDS = {
     "FINNISH_RAW": "finnish_raw_cents",
@@ -98,7 +100,7 @@ def round_half_up(x: Decimal) -> int:
     return int(x.quantize(_ONE, rounding=ROUND_HALF_UP))
 
 
-def line_grams(product: dict[str, Any], line: dict[str, Any]) -> int | None:
+def line_grams(product: Product, line: Line) -> int | None:
     """The line's weight in grams, or ``None`` when it has none (a piece of unknown weight)."""
     unit = line["unit"]
     if unit == "KG":
@@ -119,7 +121,7 @@ def co2e_grams(grams: int, factor: float) -> int:
     return round_half_up(Decimal(grams) * Decimal(repr(float(factor))))
 
 
-def line_contribution(product: dict[str, Any] | None, line: dict[str, Any]) -> dict[str, int]:
+def line_contribution(product: Product | None, line: Line) -> dict[str, int]:
     """What one line adds to its month's counter: only the fields it changes.
 
     ``product`` is the catalogue entry as it is now (``None``: GTIN unknown).
@@ -144,6 +146,7 @@ def line_contribution(product: dict[str, Any] | None, line: dict[str, Any]) -> d
 
 
 def empty() -> dict[str, Any]:
+    """A counter with every sum 0."""
     return dict.fromkeys(FIELDS, 0)
 
 
@@ -154,9 +157,7 @@ def add(counter: dict[str, Any], contribution: dict[str, int]) -> dict[str, Any]
     return counter
 
 
-def receipt_contribution(
-    products: list[dict[str, Any] | None], lines: list[dict[str, Any]]
-) -> dict[str, int]:
+def receipt_contribution(products: list[Product | None], lines: list[Line]) -> dict[str, int]:
     """One receipt's contribution: ``receipt_count`` 1 and each line with its product."""
     total: dict[str, int] = {"receipt_count": 1}
     for product, line in zip(products, lines, strict=True):
@@ -184,23 +185,25 @@ def view(counter: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def record(customer_id: str, month: str, counter: dict[str, Any]) -> dict[str, Any]:
+def record(customer_id: str, month: str, counter: dict[str, Any]) -> SmobiiliCounters:
     """The ``smobiili.counters`` record of a stored counter (``SmobiiliCounters``)."""
-    return {
+    out = {
         "customer_id": customer_id,
         "month": month,
         "removed": False,
         **view(counter),
         "updated_at": counter["updated_at"],
     }
+    return cast("SmobiiliCounters", out)
 
 
-def removal_record(customer_id: str, month: str, at_ms: int) -> dict[str, Any]:
+def removal_record(customer_id: str, month: str, at_ms: int) -> SmobiiliCounters:
     """The record that says a month's counters were deleted: every sum 0, every share null."""
-    return {
+    out = {
         "customer_id": customer_id,
         "month": month,
         "removed": True,
         **view(empty()),
         "updated_at": at_ms,
     }
+    return cast("SmobiiliCounters", out)

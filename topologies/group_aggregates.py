@@ -18,9 +18,10 @@ already; the mark is written and nothing is added.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from topologies.context import Context
+from topologies.record_types import Contribution, GroupAggregate, GroupTotal
 from topologies.records import Emit, Reject, StepResult
 from topologies.rules import DAY_MS
 from topologies.state import State
@@ -30,13 +31,31 @@ INPUTS = ("aggregates.contributions",)
 SWEEP_KEY = "meta|seen_sweep_at"
 
 
+class Aggregate(TypedDict):
+    """A store-day as stored (``agg|``): groups by name, and the last receipt counted."""
+
+    store_id: str
+    date: str
+    chain: str
+    receipt_count: int
+    total_cents: int
+    groups: dict[str, GroupTotal]
+    last: NotRequired[str]
+
+
 def agg_key(store_id: str, date: str) -> str:
+    """State key of a store's day."""
     return f"agg|{store_id}|{date}"
 
 
 def step(
     ctx: Context, state: State, topic: str, key: str | None, value: dict[str, Any] | None
 ) -> StepResult:
+    """Add one receipt's contribution to its store-day, once."""
+    return _on_contribution(ctx, state, cast("Contribution | None", value))
+
+
+def _on_contribution(ctx: Context, state: State, value: Contribution | None) -> StepResult:
     result = StepResult()
     if value is None:
         result.rejects.append(Reject("missing_value", "aggregates.contributions needs a value"))
@@ -45,18 +64,18 @@ def step(
     akey = agg_key(value["store_id"], value["date"])
     if state.get(f"seen|{rid}") is not None:
         result.events["duplicate"] += 1
-        current = state.get(akey)
+        current: Aggregate | None = state.get(akey)
         if current is not None:  # re-send in case the first emit was lost in a crash
             result.emits.append(_emit(current))
         return result
-    agg = state.get(akey)
-    if agg is not None and agg.get("last") == rid:
+    held: Aggregate | None = state.get(akey)
+    if held is not None and held.get("last") == rid:
         # Counted, but its mark was lost (crash between the two changelog writes).
         _mark(ctx, state, rid)
         result.events["duplicate"] += 1
-        result.emits.append(_emit(agg))
+        result.emits.append(_emit(held))
         return result
-    agg = agg or {
+    agg: Aggregate = held or {
         "store_id": value["store_id"],
         "date": value["date"],
         "chain": value["chain"],
@@ -71,7 +90,7 @@ def step(
     for g in value["groups"]:
         cur = groups.get(g["product_group"])
         if cur is None:
-            groups[g["product_group"]] = dict(g)
+            groups[g["product_group"]] = GroupTotal(**g)
         else:
             cur["amount_cents"] += g["amount_cents"]
             cur["quantity_milli"] += g["quantity_milli"]
@@ -91,9 +110,15 @@ def _mark(ctx: Context, state: State, rid: str) -> None:
     state.set(f"seen|{rid}", ctx.now_ms)
 
 
-def _emit(agg: dict[str, Any]) -> Emit:
-    record = {k: v for k, v in agg.items() if k != "last"}
-    record["groups"] = [agg["groups"][k] for k in sorted(agg["groups"])]
+def _emit(agg: Aggregate) -> Emit:
+    record: GroupAggregate = {
+        "store_id": agg["store_id"],
+        "date": agg["date"],
+        "chain": agg["chain"],
+        "receipt_count": agg["receipt_count"],
+        "total_cents": agg["total_cents"],
+        "groups": [agg["groups"][k] for k in sorted(agg["groups"])],
+    }
     return Emit("aggregates.group", f"{agg['store_id']}|{agg['date']}", record)
 
 

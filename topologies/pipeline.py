@@ -24,6 +24,8 @@ Tick = Callable[[Context, State], StepResult]
 
 @dataclass(frozen=True)
 class Stage:
+    """A stage: its inputs, the step each record goes through, and its time-driven work."""
+
     name: str
     inputs: tuple[str, ...]
     step: Step

@@ -17,6 +17,8 @@ from datetime import date, timedelta
 from typing import Any
 
 from topologies.context import Context
+from topologies.personal_stores import RecallEntry
+from topologies.record_types import RecallNotification, RecallRequest
 from topologies.records import Emit, Reject, StepResult, audit_emit
 from topologies.state import State
 
@@ -36,7 +38,8 @@ def window(from_date: str, to_date: str) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range(days)]
 
 
-def step(ctx: Context, state: State, key: str | None, value: dict[str, Any] | None) -> StepResult:
+def step(ctx: Context, state: State, key: str | None, value: RecallRequest | None) -> StepResult:
+    """Run a recall over this partition's index: notifications and audit records."""
     result = StepResult()
     if value is None:
         result.rejects.append(Reject("missing_value", "recall request without a value"))
@@ -47,9 +50,10 @@ def step(ctx: Context, state: State, key: str | None, value: dict[str, Any] | No
     except ValueError as exc:
         result.rejects.append(Reject("bad_recall_window", str(exc)))
         return result
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, RecallNotification] = {}
     for day in dates:
-        for _k, entry in state.items(f"rc|{day}|"):
+        for _k, stored in state.items(f"rc|{day}|"):
+            entry: RecallEntry = stored
             if gtin not in entry["gtins"]:
                 continue
             cid = entry["customer_id"]

@@ -1,37 +1,20 @@
-"""What a topology step returns, and the shapes of the records it reads and writes.
+"""What a topology step returns.
 
 Records are plain dicts with the Avro field names (timestamps as UTC epoch millis, money as
-integer cents). A step returns a :class:`StepResult`: the records to emit (``Emit``), dead
-letters (``Reject``) and counts for metrics. The runtime encodes and sends them; the
-topology never knows about bytes or brokers.
-
-Record shapes (see ``avro/`` for the schemas of every non-internal topic):
-
-- ``receipts.totals`` ReceiptTotal: receipt_id, card_number, customer_id, household_id, role,
-  store_id, chain, purchased_at, total_cents, bonus_eligible_cents, payment_method,
-  original_receipt_id
-- ``personal.line_items`` PersonalLineItems: customer_id, receipt_id, store_id, chain,
-  purchased_at, lines (Line + product_group null|string)
-- ``marketing.signals`` MarketingSignal: customer_id, receipt_id, purchased_at, month,
-  groups [{product_group, amount_cents, quantity_milli, line_count}]
-- ``ereceipts.archive`` EReceipt: customer_id, receipt (Receipt)
-- ``smobiili.counters`` SmobiiliCounters: customer_id, month, removed, the sums and shares of
-  :func:`topologies.counters.view`, updated_at
-- ``aggregates.group`` GroupAggregate: store_id, date, chain, receipt_count, total_cents,
-  groups [{product_group, amount_cents, quantity_milli, line_count}]
-- ``audit.log`` AuditRecord: at, actor, action, subject_customer_id, purpose, outcome, detail
-- internal ``receipts.identified``: {"receipt": Receipt, "card": {card_number, customer_id,
-  household_id, role}}
-- internal ``aggregates.contributions``: {receipt_id, store_id, chain, date, total_cents,
-  groups [...]}
+integer cents); their shapes are in :mod:`topologies.record_types`. A step returns a
+:class:`StepResult`: the records to emit (``Emit``), dead letters (``Reject``) and counts for
+metrics. The runtime encodes and sends them; the topology never knows about bytes or brokers.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from topologies.record_types import AuditRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +23,7 @@ class Emit:
 
     topic: str
     key: str | None
-    value: dict[str, Any] | None
+    value: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +39,8 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
+    """Where a record came from (its topic, partition and offset) and its original bytes."""
+
     topic: str
     partition: int
     offset: int
@@ -65,6 +50,8 @@ class Origin:
 
 @dataclass(slots=True)
 class StepResult:
+    """What a step did: records to emit, dead letters and event counts for the metrics."""
+
     emits: list[Emit] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     # (purpose, decision) -> line items; e.g. ("personal", "consent_off"): 12
@@ -73,6 +60,7 @@ class StepResult:
     events: Counter[str] = field(default_factory=Counter)
 
     def extend(self, other: StepResult) -> None:
+        """Add ``other``'s emits, rejects and counts to this result."""
         self.emits.extend(other.emits)
         self.rejects.extend(other.rejects)
         self.routed.update(other.routed)
@@ -90,9 +78,11 @@ def audit_record(
     purpose: str,
     outcome: str,
     detail: dict[str, Any],
-) -> dict[str, Any]:
-    """One ``AuditRecord`` (who, whose, what, purpose, when, outcome): the single shape the
-    topology, the API and the CLI write to the audit trail."""
+) -> AuditRecord:
+    """One ``AuditRecord``: who, whose, what, purpose, when, outcome.
+
+    The single shape the topology, the API and the CLI write to the audit trail.
+    """
     return {
         "at": at,
         "actor": actor,

@@ -43,6 +43,8 @@ DEFAULT_RETENTION: tuple[tuple[str, int], ...] = tuple(
 
 @dataclass(frozen=True)
 class Rules:
+    """The business rules, from ``config/pipeline.toml`` (:meth:`from_dict`)."""
+
     product_level_chains: frozenset[str]
     partner_chains: frozenset[str] = frozenset({"PARTNER"})
     park_window_ms: int = 30 * DAY_MS
@@ -86,6 +88,7 @@ class Rules:
     _dates: dict[int, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        """Check the rules that depend on each other; set up the time-zone caches."""
         if self.card_history_retention_ms < self.max_lateness_ms + self.park_window_ms:
             raise ValueError(
                 "register.history_retention_days must cover limits.max_lateness_days plus "
@@ -109,6 +112,7 @@ class Rules:
         return self.max_record_bytes
 
     def is_product_level(self, chain: str) -> bool:
+        """Whether ``chain`` reports line items (otherwise receipt totals only)."""
         # Unknown chains are total-only: fail closed (docs/domain.md §1).
         return chain in self.product_level_chains
 
@@ -127,10 +131,12 @@ class Rules:
         return date
 
     def local_month(self, epoch_ms: int) -> str:
+        """Calendar month (YYYY-MM) of an instant in the co-op's zone."""
         return self.local_date(epoch_ms)[:7]
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> Rules:
+    def from_dict(cls, cfg: dict[str, Any]) -> Rules:
+        """The rules of a parsed ``pipeline.toml``; ValueError on an unknown or bad setting."""
         chains = cfg.get("chains", {})
         parking = cfg.get("parking", {})
         aggregates = cfg.get("aggregates", {})
@@ -159,7 +165,7 @@ class Rules:
         )
 
 
-def _retention(cfg: dict) -> tuple[tuple[str, int], ...]:
+def _retention(cfg: dict[str, Any]) -> tuple[tuple[str, int], ...]:
     known = {f"{store}_days" for store in RETENTION_STORES} | {"sweep_interval_minutes"}
     unknown = set(cfg) - known
     if unknown:
@@ -173,7 +179,7 @@ def _retention(cfg: dict) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def _limits(cfg: dict) -> dict[str, Any]:
+def _limits(cfg: dict[str, Any]) -> dict[str, Any]:
     known = {"max_lines_per_receipt", "max_lateness_days", "max_clock_skew_minutes"}
     unknown = set(cfg) - known
     if unknown:
@@ -195,7 +201,7 @@ def _limits(cfg: dict) -> dict[str, Any]:
     return out
 
 
-def _register(cfg: dict) -> dict[str, Any]:
+def _register(cfg: dict[str, Any]) -> dict[str, Any]:
     unknown = set(cfg) - {"history_retention_days"}
     if unknown:
         raise ValueError(f"unknown register setting(s): {sorted(unknown)}")
@@ -206,9 +212,10 @@ def _register(cfg: dict) -> dict[str, Any]:
 
 
 def _positive_int(name: str, value: object) -> int:
-    if _non_negative_int(name, value) < 1:
+    number = _non_negative_int(name, value)
+    if number < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return number
 
 
 def _non_negative_int(name: str, value: object) -> int:

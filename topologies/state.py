@@ -17,31 +17,46 @@ from typing import Any, Protocol
 
 
 class State(Protocol):
-    def get(self, key: str) -> Any | None: ...
+    """A stage's key-value state."""
 
-    def set(self, key: str, value: Any) -> None: ...
+    def get(self, key: str) -> Any | None:
+        """The value under ``key``; None if there is none."""
+        ...
 
-    def delete(self, key: str) -> None: ...
+    def set(self, key: str, value: Any) -> None:
+        """Write ``value`` under ``key``."""
+        ...
 
-    def items(self, prefix: str) -> Iterator[tuple[str, Any]]: ...
+    def delete(self, key: str) -> None:
+        """Delete ``key`` (no error if it is not there)."""
+        ...
+
+    def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` of every key that starts with ``prefix``, in key order."""
+        ...
 
 
 class MemoryState:
     """Dict-backed state; iteration copies matching keys so callers may delete while iterating."""
 
     def __init__(self) -> None:
+        """An empty state."""
         self.data: dict[str, Any] = {}
 
     def get(self, key: str) -> Any | None:
+        """See :meth:`State.get`."""
         return self.data.get(key)
 
     def set(self, key: str, value: Any) -> None:
+        """See :meth:`State.set`."""
         self.data[key] = value
 
     def delete(self, key: str) -> None:
+        """See :meth:`State.delete`."""
         self.data.pop(key, None)
 
     def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """See :meth:`State.items`."""
         for key in sorted(k for k in self.data if k.startswith(prefix)):
             yield key, self.data[key]
 
@@ -66,24 +81,29 @@ class StagedState:
     __slots__ = ("inner", "_writes")
 
     def __init__(self, inner: State) -> None:
+        """Stage the writes to ``inner``."""
         self.inner = inner
         self._writes: dict[str, Any] = {}
 
     def get(self, key: str) -> Any | None:
+        """See :meth:`State.get`."""
         w = self._writes.get(key, None)
         if w is None and key not in self._writes:
             return self.inner.get(key)
         return None if w is _DELETED else w
 
     def set(self, key: str, value: Any) -> None:
+        """See :meth:`State.set`."""
         self._writes.pop(key, None)
         self._writes[key] = value
 
     def delete(self, key: str) -> None:
+        """See :meth:`State.delete`."""
         self._writes.pop(key, None)
         self._writes[key] = _DELETED
 
     def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """See :meth:`State.items`."""
         staged = {k: v for k, v in self._writes.items() if k.startswith(prefix)}
         if not staged:
             return self.inner.items(prefix)
@@ -103,4 +123,5 @@ class StagedState:
         return len(writes)
 
     def discard(self) -> None:
+        """Drop the staged writes."""
         self._writes = {}

@@ -6,8 +6,7 @@ express (docs/domain.md §1, §4 and the receipt contract in the README).
 
 from __future__ import annotations
 
-from typing import Any
-
+from topologies.record_types import Receipt
 from topologies.records import Reject
 from topologies.rules import Rules
 
@@ -22,7 +21,7 @@ PAYMENT_METHODS = frozenset({"S_ETUKORTTI_PAYMENT", "OTHER_CARD", "CASH", "MOBIL
 
 
 def check_receipt(
-    receipt: dict[str, Any], *, product_level: bool, now_ms: int, rules: Rules
+    receipt: Receipt, *, product_level: bool, now_ms: int, rules: Rules
 ) -> Reject | None:
     """The first rule a receipt breaks, or None. ``now_ms`` is the record's broker timestamp."""
     lines = receipt["lines"]
@@ -50,8 +49,12 @@ def check_receipt(
         return Reject("missing_receipt_id", "receipt_id is empty")
     if not receipt["store_id"]:
         return Reject("missing_store_id", "store_id is empty")
-    for field in ("receipt_id", "store_id", "card_number"):
-        if "|" in (receipt.get(field) or ""):
+    for field, text in (
+        ("receipt_id", receipt["receipt_id"]),
+        ("store_id", receipt["store_id"]),
+        ("card_number", receipt.get("card_number")),
+    ):
+        if "|" in (text or ""):
             # "|" separates state-key segments (topologies/state.py).
             return Reject("bad_identifier", f"{field} must not contain '|'")
     if abs(receipt["total_cents"]) > MAX_LINE_CENTS * max(1, len(lines)) or abs(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -106,7 +107,7 @@ def add_process_metrics(registry: CollectorRegistry) -> None:
     ).labels(running).set(1)
 
 
-def purchase_time_ms(value: dict[str, Any] | None) -> int | None:
+def purchase_time_ms(value: Mapping[str, Any] | None) -> int | None:
     """The purchase time a record carries (its own or its receipt's), epoch millis."""
     if not value:
         return None

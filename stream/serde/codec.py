@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import struct
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -176,7 +177,7 @@ class Codec:
                 self._prepare_reader(topic, sid)
         return len(ids)
 
-    def encode(self, topic: str, value: dict[str, Any] | None) -> bytes | None:
+    def encode(self, topic: str, value: Mapping[str, Any] | None) -> bytes | None:
         """The value bytes for ``topic``; ``None`` stays ``None`` (a tombstone)."""
         if value is None:
             return None

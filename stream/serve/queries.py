@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from topologies import consent as consent_rules
-from topologies import household_bonus
-from topologies.personal_routing import recall_key, register_history, register_now
+from topologies.personal_stores import recall_key
+from topologies.queries import household_bonus
+from topologies.queries.personal import register_history, register_now
 from topologies.rules import Rules
 from topologies.state import State
 

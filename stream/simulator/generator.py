@@ -42,6 +42,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from topologies.consent import FLAGS as CONSENT_FLAGS
+
 Event = dict[str, Any]
 _T = TypeVar("_T")
 
@@ -61,13 +63,6 @@ PAYMENT_METHODS = ("S_ETUKORTTI_PAYMENT", "OTHER_CARD", "CASH", "MOBILE", "GIFT_
 # cumulative payment mix: the S-Etukortti payment function needs the card itself
 _PAY_CARD = (0.35, 0.75, 0.85, 0.98, 1.0)
 _PAY_ANONYMOUS = (0.0, 0.62, 0.84, 0.98, 1.0)
-CONSENT_FLAGS = (
-    "product_level_services",
-    "marketing_targeting",
-    "external_audiences",
-    "direct_marketing",
-    "e_receipts",
-)
 ORIGINS = ("FINNISH_RAW", "FINNISH_MADE", "FOREIGN", "UNKNOWN")
 # How a bad receipt breaks the rules (every one still fits the Receipt schema):
 #   total_mismatch    product-level receipt whose total_cents != sum(lines.amount_cents)

@@ -56,7 +56,7 @@ from stream.serde.schema_registry import InMemoryRegistry
 from stream.settings import load_rules
 from stream.tools.replay import INPUT_TOPICS, Driver
 from tests.avro_strategies import LONG_MAX, LONG_MIN, LONGS, for_record, strings
-from topologies.consent import FLAGS
+from topologies.consent import E_RECEIPTS, FLAGS, MARKETING_TARGETING, PRODUCT_LEVEL_SERVICES
 from topologies.rules import DAY_MS
 
 pytestmark = pytest.mark.chaos
@@ -603,11 +603,11 @@ def test_rocksdb_state_equals_memory_state(stream: list[Record]) -> None:
 # --- 4. consent in mixed valid streams --------------------------------------------------------
 
 GATED_TOPICS = {
-    "personal.line_items": "product_level_services",
-    "marketing.signals": "marketing_targeting",
-    "ereceipts.archive": "e_receipts",
+    "personal.line_items": PRODUCT_LEVEL_SERVICES,
+    "marketing.signals": MARKETING_TARGETING,
+    "ereceipts.archive": E_RECEIPTS,
 }
-GATED_PREFIXES = {"pl": "product_level_services", "ms": "marketing_targeting", "er": "e_receipts"}
+GATED_PREFIXES = {"pl": PRODUCT_LEVEL_SERVICES, "ms": MARKETING_TARGETING, "er": E_RECEIPTS}
 
 
 class ConsentOracle:

@@ -66,18 +66,19 @@ from stream.simulator.generator import SimConfig, generate
 from stream.tools.replay import Driver, decoded_output, encode_event, replay_events
 from stream.tools.replay_io import dump
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable
+from topologies.consent import E_RECEIPTS, MARKETING_TARGETING, PRODUCT_LEVEL_SERVICES
+from topologies.consent import GATED_FLAGS as CONSENT_FLAGS
 from topologies.pipeline import GROUP_INPUTS
 
 PARTITIONS = 4
 INPUTS = ("product.catalog", "customer.cards", "customer.consents", "pos.receipts")
 OUTPUTS = tuple(n for n, s in TOPICS.items() if not s.internal and n not in INPUTS)
 GATED_FLAGS = {
-    "personal.line_items": "product_level_services",
-    "smobiili.counters": "product_level_services",
-    "marketing.signals": "marketing_targeting",
-    "ereceipts.archive": "e_receipts",
+    "personal.line_items": PRODUCT_LEVEL_SERVICES,
+    "smobiili.counters": PRODUCT_LEVEL_SERVICES,
+    "marketing.signals": MARKETING_TARGETING,
+    "ereceipts.archive": E_RECEIPTS,
 }
-CONSENT_FLAGS = ("product_level_services", "marketing_targeting", "e_receipts")
 # Longer than any recovery the suite accepts (60 s) with a wide margin: an opt-in sent at t
 # covers purchases from t + grace, so no receipt it covers can reach the consent stage before
 # it unless the pipeline stalled for longer than that.

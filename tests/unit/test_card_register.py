@@ -223,6 +223,8 @@ def _drive(records: list[tuple[str, str, dict | None, int]]):  # type: ignore[no
 
 def test_a_move_reaches_the_person_and_both_households() -> None:
     from topologies import household_bonus, personal_routing
+    from topologies.queries import household_bonus as bonus_queries
+    from topologies.queries import personal as personal_queries
 
     driver = _drive(
         [
@@ -231,20 +233,22 @@ def test_a_move_reaches_the_person_and_both_households() -> None:
         ]
     )
     personal = driver.states[personal_routing.STAGE]
-    assert personal_routing.register_history(personal, "CUST-1") == [
+    assert personal_queries.register_history(personal, "CUST-1") == [
         {"card_number": "CARD-1", "household_id": "HH-HOME", "role": "MEMBER",
          "from": T0 - DAY_MS, "to": T0},
         {"card_number": "CARD-1", "household_id": "HH-AWAY", "role": "MAIN_MEMBER",
          "from": T0, "to": None},
     ]  # fmt: skip
-    assert personal_routing.register_now(personal, "CUST-1")["household_id"] == "HH-AWAY"  # type: ignore[index]
+    assert personal_queries.register_now(personal, "CUST-1")["household_id"] == "HH-AWAY"  # type: ignore[index]
     bonus = driver.states[household_bonus.STAGE]
-    assert household_bonus.register_members(bonus, "HH-HOME") == {}
-    assert household_bonus.register_members(bonus, "HH-AWAY") == {"CUST-1": "MAIN_MEMBER"}
+    assert bonus_queries.register_members(bonus, "HH-HOME") == {}
+    assert bonus_queries.register_members(bonus, "HH-AWAY") == {"CUST-1": "MAIN_MEMBER"}
 
 
 def test_a_closure_takes_the_person_out_of_the_household_now() -> None:
     from topologies import household_bonus, personal_routing
+    from topologies.queries import household_bonus as bonus_queries
+    from topologies.queries import personal as personal_queries
 
     driver = _drive(
         [
@@ -252,21 +256,22 @@ def test_a_closure_takes_the_person_out_of_the_household_now() -> None:
             ("customer.cards", "CARD-1", None, T0),
         ]
     )
-    assert household_bonus.register_members(driver.states[household_bonus.STAGE], "HH-HOME") == {}
+    assert bonus_queries.register_members(driver.states[household_bonus.STAGE], "HH-HOME") == {}
     personal = driver.states[personal_routing.STAGE]
-    assert personal_routing.register_now(personal, "CUST-1") is None
-    [period] = personal_routing.register_history(personal, "CUST-1")
+    assert personal_queries.register_now(personal, "CUST-1") is None
+    [period] = personal_queries.register_history(personal, "CUST-1")
     assert (period["from"], period["to"]) == (T0 - DAY_MS, T0)
 
 
 def test_an_erasure_deletes_the_links_and_old_links_do_not_come_back() -> None:
     from topologies import personal_routing
+    from topologies.queries import personal as personal_queries
 
     erase = ("customer.consents", "CUST-1", None, T0 + HOUR_MS)
     link = ("customer.cards", "CARD-1", HOME, T0 - DAY_MS)
     driver = _drive([link, erase, ("customer.cards", "CARD-1", None, T0 + 2 * HOUR_MS)])
     personal = driver.states[personal_routing.STAGE]
-    assert personal_routing.register_history(personal, "CUST-1") == []
+    assert personal_queries.register_history(personal, "CUST-1") == []
     assert list(personal.items("reg|")) == []
 
 

@@ -26,16 +26,16 @@ from tests.unit.topo_helpers import (
 )
 from topologies import consent as consent_rules
 from topologies import counters, personal_routing
-from topologies.consent import FLAGS
+from topologies.consent import E_RECEIPTS, FLAGS, MARKETING_TARGETING, PRODUCT_LEVEL_SERVICES
 from topologies.records import Emit
 from topologies.state import MemoryState
 
 CID = "CUST-0001"
 ALL_ON = {flag: True for flag in FLAGS}
 GATED = {
-    "product_level_services": ("pl", "personal.line_items"),
-    "marketing_targeting": ("ms", "marketing.signals"),
-    "e_receipts": ("er", "ereceipts.archive"),
+    PRODUCT_LEVEL_SERVICES: ("pl", "personal.line_items"),
+    MARKETING_TARGETING: ("ms", "marketing.signals"),
+    E_RECEIPTS: ("er", "ereceipts.archive"),
 }
 
 

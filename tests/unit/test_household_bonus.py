@@ -24,7 +24,10 @@ import pytest
 
 from stream.serde import schemas
 from tests.unit.topo_helpers import DAY_MS, HOUR_MS, RULES, emits, run, utc_ms
+from topologies import bonus_ledger as bl
+from topologies import bonus_rules as br
 from topologies import household_bonus as hb
+from topologies.queries import household_bonus as bq
 from topologies.records import Emit, StepResult
 from topologies.rules import DEFAULT_BONUS_TIERS, Rules
 from topologies.state import MemoryState
@@ -90,7 +93,7 @@ def statements(result: StepResult) -> list[dict[str, Any]]:
 
 def ledger(state: MemoryState) -> dict[str, Any]:
     """The state without the sweep schedule (time-driven, moves with the clock, not the data)."""
-    return copy.deepcopy({k: v for k, v in state.data.items() if k != hb.SWEEP_KEY})
+    return copy.deepcopy({k: v for k, v in state.data.items() if k != bl.SWEEP_KEY})
 
 
 def month_of(state: MemoryState, eligible: int, **kw: Any) -> dict[str, Any]:
@@ -143,7 +146,7 @@ TIER_EDGES = [
 def test_every_tier_edge(cents: int, rate_bp: int, bonus_cents: int) -> None:
     t = month_of(MemoryState(), cents)
     assert (t["rate_bp"], t["bonus_cents"]) == (rate_bp, bonus_cents)
-    assert (hb.rate_bp(DEFAULT_BONUS_TIERS, cents), hb.apply_bp(cents, rate_bp)) == (
+    assert (br.rate_bp(DEFAULT_BONUS_TIERS, cents), br.apply_bp(cents, rate_bp)) == (
         rate_bp,
         bonus_cents,
     )
@@ -164,7 +167,7 @@ def test_every_tier_edge(cents: int, rate_bp: int, bonus_cents: int) -> None:
     ],
 )
 def test_round_half_up(cents: int, bp: int, expected: int) -> None:
-    assert hb.apply_bp(cents, bp) == expected
+    assert br.apply_bp(cents, bp) == expected
 
 
 def test_half_cent_rounds_up_on_the_month_total() -> None:
@@ -242,7 +245,7 @@ def test_month_is_the_helsinki_calendar_month(at: int, month: str) -> None:
     state = MemoryState()
     t = tally(feed(state, total("R-1", 1_000, at=at), at + 1))
     assert t["month"] == month
-    assert state.get(hb.tally_key("HH-1", month)) is not None
+    assert state.get(bl.tally_key("HH-1", month)) is not None
 
 
 def test_receipts_on_both_sides_of_a_month_end_go_to_their_months() -> None:
@@ -251,8 +254,8 @@ def test_receipts_on_both_sides_of_a_month_end_go_to_their_months() -> None:
     after = utc_ms(2026, 1, 31, 22, 30)  # 00:30 on 1 Feb
     feed(state, total("R-1", 30_000, at=before), after + 1)
     feed(state, total("R-2", 20_000, at=after), after + 2)
-    jan = hb.query(state, "HH-1", "2026-01")
-    feb = hb.query(state, "HH-1", "2026-02")
+    jan = bq.query(state, "HH-1", "2026-01")
+    feb = bq.query(state, "HH-1", "2026-02")
     assert jan is not None and feb is not None
     assert (jan["eligible_cents"], jan["rate_bp"]) == (30_000, 200)
     assert (feb["eligible_cents"], feb["rate_bp"]) == (20_000, 150)
@@ -270,7 +273,7 @@ def test_receipts_on_both_sides_of_a_month_end_go_to_their_months() -> None:
     ],
 )
 def test_close_instant_is_dst_correct(month: str, closes_at: int) -> None:
-    assert hb.close_at(RULES, month) == closes_at
+    assert br.close_at(RULES, month) == closes_at
 
 
 # --- payment-method benefit ------------------------------------------------------------------
@@ -375,7 +378,7 @@ def test_households_are_separate() -> None:
         "tally|HH-1|2026-01",
         "tally|HH-10|2026-01",
     }
-    one = hb.query(state, "HH-1", "2026-01")
+    one = bq.query(state, "HH-1", "2026-01")
     assert one is not None and one["eligible_cents"] == 30_000
 
 
@@ -417,7 +420,7 @@ def test_card_moved_household_the_record_decides() -> None:
     state = MemoryState()
     feed(state, total("R-1", 30_000, hh="HH-1"), JAN)
     feed(state, total("R-2", 20_000, hh="HH-2", at=JAN + DAY_MS), JAN + DAY_MS)
-    one, two = hb.query(state, "HH-1", "2026-01"), hb.query(state, "HH-2", "2026-01")
+    one, two = bq.query(state, "HH-1", "2026-01"), bq.query(state, "HH-2", "2026-01")
     assert one is not None and two is not None
     assert (one["members"], two["members"]) == ({"CUST-1": 30_000}, {"CUST-1": 20_000})
 
@@ -521,7 +524,7 @@ def test_close_at_the_10th_0000_helsinki_states_every_open_household() -> None:
         "open|2026-01|HH-2",
         "open|2026-02|HH-3",
     ]
-    assert state.get(hb.OPEN_MONTHS_KEY) == ["2026-01", "2026-02"]
+    assert state.get(bl.OPEN_MONTHS_KEY) == ["2026-01", "2026-02"]
     result = tick(state, JAN_CLOSE)
     assert result.events["month_closed"] == 1
     assert result.events["statement"] == 2
@@ -534,8 +537,8 @@ def test_close_at_the_10th_0000_helsinki_states_every_open_household() -> None:
         v is not None and v["closed"] and v["updated_at"] == JAN_CLOSE for v in closed.values()
     )
     assert sorted(k for k in state.data if k.startswith("open|")) == ["open|2026-02|HH-3"]
-    assert state.get(hb.OPEN_MONTHS_KEY) == ["2026-02"]
-    assert state.get(hb.stated_key("HH-1", "2026-01")) == HH1_JAN
+    assert state.get(bl.OPEN_MONTHS_KEY) == ["2026-02"]
+    assert state.get(bl.stated_key("HH-1", "2026-01")) == HH1_JAN
     # Closing again emits nothing more.
     assert tick(state, JAN_CLOSE + HOUR_MS).emits == []
 
@@ -549,7 +552,7 @@ def test_the_first_record_after_the_close_instant_closes_the_month_itself() -> N
         "HH-2|2026-01|0",
     ]
     assert [s["issued_at"] for s in statements(result)] == [JAN_CLOSE + 5] * 2
-    assert hb.query(state, "HH-3", "2026-02") is not None
+    assert bq.query(state, "HH-3", "2026-02") is not None
 
 
 def test_late_receipt_before_the_close_counts_in_its_own_month() -> None:
@@ -565,7 +568,7 @@ def test_late_receipt_before_the_close_counts_in_its_own_month() -> None:
         250,
         False,
     )
-    feb = hb.query(state, "HH-1", "2026-02")
+    feb = bq.query(state, "HH-1", "2026-02")
     assert feb is not None and feb["eligible_cents"] == 1_000
 
 
@@ -594,13 +597,13 @@ def test_late_receipt_after_the_close_issues_a_correction() -> None:
         {"CUST-1": 20_000, "CUST-2": 10_000}, -900, -100, now2,
     )  # fmt: skip
     assert statements(result) == [second]
-    assert state.get(hb.stated_key("HH-1", "2026-01")) == second
+    assert state.get(bl.stated_key("HH-1", "2026-01")) == second
     # The deltas add up to what is owed now.
     stated = [HH1_JAN, first, second]
     assert sum(s["delta_bonus_cents"] for s in stated) == second["bonus_cents"]
     assert sum(s["delta_payment_benefit_cents"] for s in stated) == second["payment_benefit_cents"]
     # The other household's statement is untouched.
-    assert state.get(hb.stated_key("HH-2", "2026-01")) == HH2_JAN
+    assert state.get(bl.stated_key("HH-2", "2026-01")) == HH2_JAN
 
 
 def test_duplicate_of_a_closed_month_receipt_issues_no_correction() -> None:
@@ -641,7 +644,7 @@ def test_late_receipt_that_changes_no_stated_figure_issues_no_correction() -> No
     assert statements(result) == []
     assert result.events["late_unchanged"] == 1
     assert tally(result)["receipt_count"] == 2
-    assert state.get(hb.stated_key("HH-2", "2026-01")) == HH2_JAN
+    assert state.get(bl.stated_key("HH-2", "2026-01")) == HH2_JAN
 
 
 def test_a_month_without_receipts_states_nothing() -> None:
@@ -650,7 +653,7 @@ def test_a_month_without_receipts_states_nothing() -> None:
     tick(state, JAN_CLOSE)
     result = tick(state, FEB_CLOSE + DAY_MS)  # HH-1 bought nothing in February
     assert result.emits == []
-    assert hb.query(state, "HH-1", "2026-02") is None
+    assert bq.query(state, "HH-1", "2026-02") is None
 
 
 def test_a_month_with_only_a_return_is_stated_at_zero() -> None:
@@ -677,14 +680,14 @@ def test_several_due_months_close_in_order() -> None:
     state = MemoryState()
     feed(state, total("R-1", 10_000, at=JAN), JAN)
     feed(state, total("R-2", 20_000, at=FEB), FEB)
-    assert state.get(hb.OPEN_MONTHS_KEY) == ["2026-01", "2026-02"]
+    assert state.get(bl.OPEN_MONTHS_KEY) == ["2026-01", "2026-02"]
     result = tick(state, FEB_CLOSE)  # the clock jumped over both closes
     assert [e.key for e in emits(result, "bonus.statements")] == [
         "HH-1|2026-01|0",
         "HH-1|2026-02|0",
     ]
     assert result.events["month_closed"] == 2
-    assert state.get(hb.OPEN_MONTHS_KEY) is None
+    assert state.get(bl.OPEN_MONTHS_KEY) is None
 
 
 # --- bounded dedupe: the receipt ids live in the tally -----------------------------------------
@@ -711,8 +714,8 @@ def assert_dedupe_consistent(state: MemoryState) -> None:
     kept = {k for k in state.data if k.startswith("kept|")}
     for tkey in held:
         _, hh, month = tkey.split("|")
-        assert hb.kept_key(month, hh) in kept
-    assert {k.split("|")[1] for k in kept} <= set(state.get(hb.KEPT_MONTHS_KEY) or {})
+        assert bl.kept_key(month, hh) in kept
+    assert {k.split("|")[1] for k in kept} <= set(state.get(bl.KEPT_MONTHS_KEY) or {})
     assert not any(k.startswith(("seen|", "seenx|")) for k in state.data)
 
 
@@ -720,20 +723,20 @@ def test_receipt_ids_are_kept_in_the_tally_and_never_shown() -> None:
     state = MemoryState()
     feed(state, total("R-2", 1_000), JAN)
     result = feed(state, total("R-1", 1_000, cid="CUST-2"), JAN + 1)
-    assert state.get(hb.tally_key("HH-1", "2026-01"))["receipt_ids"] == ["R-1", "R-2"]
+    assert state.get(bl.tally_key("HH-1", "2026-01"))["receipt_ids"] == ["R-1", "R-2"]
     assert hb.seen_count(state) == 2
-    assert state.get(hb.SEEN_COUNT_KEY) == {"n": 2, "op": "+HH-1|2026-01|R-1"}
+    assert state.get(bl.SEEN_COUNT_KEY) == {"n": 2, "op": "+HH-1|2026-01|R-1"}
     assert {k for k in state.data if k.startswith("kept|")} == {"kept|2026-01|HH-1"}
-    assert state.get(hb.KEPT_MONTHS_KEY) == {"2026-01": JAN_CLOSE + WINDOW}
+    assert state.get(bl.KEPT_MONTHS_KEY) == {"2026-01": JAN_CLOSE + WINDOW}
     assert_dedupe_consistent(state)
     # Internal: neither the emitted tally nor the query shows them.
     assert "receipt_ids" not in tally(result)
-    assert set(tally(result)) == set(hb.TALLY_FIELDS)
-    found = hb.query(state, "HH-1", "2026-01")
+    assert set(tally(result)) == set(bl.TALLY_FIELDS)
+    found = bq.query(state, "HH-1", "2026-01")
     assert found is not None and "receipt_ids" not in found
     # A second household-month adds an index entry, not a meta write per receipt.
     feed(state, total("R-3", 1_000, hh="HH-2"), JAN + 2)
-    assert state.get(hb.KEPT_MONTHS_KEY) == {"2026-01": JAN_CLOSE + WINDOW}
+    assert state.get(bl.KEPT_MONTHS_KEY) == {"2026-01": JAN_CLOSE + WINDOW}
     assert_dedupe_consistent(state)
 
 
@@ -745,9 +748,9 @@ def test_counting_a_receipt_into_an_open_month_is_three_writes() -> None:
     recorder = Recorder(state.data)
     feed(recorder, total("R-3", 1_000), JAN + 2)
     assert [k for k, _ in recorder.writes] == [
-        hb.receipt_key("HH-1", "2026-01", "R-3"),
-        hb.SEEN_COUNT_KEY,
-        hb.tally_key("HH-1", "2026-01"),
+        bl.receipt_key("HH-1", "2026-01", "R-3"),
+        bl.SEEN_COUNT_KEY,
+        bl.tally_key("HH-1", "2026-01"),
     ]
 
 
@@ -766,9 +769,9 @@ def test_ids_expire_a_window_after_the_close() -> None:
     assert result.emits == []  # the figures do not change
     assert hb.seen_count(state) == 1
     assert held_ids(state) == {"tally|HH-1|2026-02": ["R-3"]}
-    assert state.get(hb.KEPT_MONTHS_KEY) == {"2026-02": FEB_CLOSE + WINDOW}
+    assert state.get(bl.KEPT_MONTHS_KEY) == {"2026-02": FEB_CLOSE + WINDOW}
     assert "kept|2026-01|HH-1" not in state.data
-    jan = hb.query(state, "HH-1", "2026-01")
+    jan = bq.query(state, "HH-1", "2026-01")
     assert jan is not None and (jan["eligible_cents"], jan["receipt_count"]) == (2_000, 2)
     assert_dedupe_consistent(state)
 
@@ -786,7 +789,7 @@ def test_a_redelivery_after_the_ids_expired_counts_again() -> None:
     assert statements(result)[0]["seq"] == 1
     # The new id is kept a full window from now.
     assert held_ids(state) == {"tally|HH-1|2026-01": ["R-1"]}
-    assert state.get(hb.KEPT_MONTHS_KEY) == {"2026-01": now + WINDOW}
+    assert state.get(bl.KEPT_MONTHS_KEY) == {"2026-01": now + WINDOW}
     assert_dedupe_consistent(state)
 
 
@@ -800,10 +803,10 @@ def test_a_late_receipt_keeps_its_month_s_ids_a_window_after_it_was_counted() ->
     result = tick(state, JAN_CLOSE + WINDOW)
     assert result.events["dedupe_expired"] == 1  # HH-2's only
     assert held_ids(state) == {"tally|HH-1|2026-01": ["R-1", "R-3"]}
-    assert state.get(hb.KEPT_MONTHS_KEY) == {"2026-01": late + WINDOW}
+    assert state.get(bl.KEPT_MONTHS_KEY) == {"2026-01": late + WINDOW}
     assert feed(state, total("R-1", 1_000), late + WINDOW - 1).events["duplicate"] == 1
     assert tick(state, late + WINDOW).events["dedupe_expired"] == 2
-    assert state.get(hb.KEPT_MONTHS_KEY) is None
+    assert state.get(bl.KEPT_MONTHS_KEY) is None
     assert hb.seen_count(state) == 0
     assert_dedupe_consistent(state)
 
@@ -820,15 +823,15 @@ def test_sweep_runs_from_the_step_on_its_schedule() -> None:
 
     s1 = JAN_CLOSE + WINDOW + 30 * MINUTE_MS
     assert current("R-A", s1).events["dedupe_expired"] == 1
-    assert state.get(hb.SWEEP_KEY) == s1 + interval
-    assert state.get(hb.KEPT_MONTHS_KEY)["2026-01"] == JAN_CLOSE + HOUR_MS + WINDOW
+    assert state.get(bl.SWEEP_KEY) == s1 + interval
+    assert state.get(bl.KEPT_MONTHS_KEY)["2026-01"] == JAN_CLOSE + HOUR_MS + WINDOW
     # HH-2's ids are due at s2, but the next sweep is not.
     s2 = JAN_CLOSE + WINDOW + HOUR_MS + MINUTE_MS
     assert current("R-B", s2).events["dedupe_expired"] == 0
     assert "tally|HH-1|2026-01" not in held_ids(state)
     assert "tally|HH-2|2026-01" in held_ids(state)
     assert current("R-C", s1 + interval).events["dedupe_expired"] == 1
-    assert "2026-01" not in state.get(hb.KEPT_MONTHS_KEY)
+    assert "2026-01" not in state.get(bl.KEPT_MONTHS_KEY)
     assert_dedupe_consistent(state)
 
 
@@ -863,11 +866,11 @@ def test_an_index_entry_without_ids_is_dropped() -> None:
     state = MemoryState()
     feed(state, total("R-1", 1_000), JAN)
     tick(state, JAN_CLOSE)
-    state.set(hb.kept_key("2026-01", "HH-9"), 1)
+    state.set(bl.kept_key("2026-01", "HH-9"), 1)
     result = tick(state, JAN_CLOSE + WINDOW)
     assert result.events["dedupe_expired"] == 1
     assert not any(k.startswith("kept|") for k in state.data)
-    assert state.get(hb.KEPT_MONTHS_KEY) is None
+    assert state.get(bl.KEPT_MONTHS_KEY) is None
     assert hb.seen_count(state) == 0
 
 
@@ -880,11 +883,11 @@ def test_expiry_after_a_long_jump_of_the_clock() -> None:
         t = utc_ms(2025, 1, 1) + i * 2 * HOUR_MS
         feed(state, total(f"R-{i}", 100, at=t), t)
     assert hb.seen_count(state) == 41
-    assert state.get(hb.KEPT_MONTHS_KEY)["2025-01"] == hb.close_at(RULES, "2025-01") + WINDOW
+    assert state.get(bl.KEPT_MONTHS_KEY)["2025-01"] == br.close_at(RULES, "2025-01") + WINDOW
     # January 2025 closes (in processing time) only now: its ids are kept a window from now.
     now = utc_ms(2027, 1, 1)
     assert tick(state, now).events["dedupe_expired"] == 0
-    assert state.get(hb.KEPT_MONTHS_KEY)["2025-01"] == now + WINDOW
+    assert state.get(bl.KEPT_MONTHS_KEY)["2025-01"] == now + WINDOW
     result = tick(state, now + WINDOW)
     assert result.events["dedupe_expired"] == 40
     assert held_ids(state) == {"tally|HH-1|2026-12": ["R-NEW"]}
@@ -902,7 +905,7 @@ def test_a_receipt_for_a_closed_month_on_an_older_clock_is_corrected() -> None:
     assert [(s["seq"], s["eligible_cents"]) for s in statements(result)] == [(1, 50_000)]
     assert tally(result)["closed"] is True
     assert not any(k.startswith("open|") for k in state.data)
-    assert state.get(hb.OPEN_MONTHS_KEY) is None
+    assert state.get(bl.OPEN_MONTHS_KEY) is None
     assert_dedupe_consistent(state)
 
 
@@ -944,9 +947,9 @@ def outcome(state: MemoryState) -> dict[str, Any]:
     """The ledger without what depends on when it was done (the redelivery is later)."""
     out: dict[str, Any] = {}
     for key, value in state.data.items():
-        if key == hb.SWEEP_KEY:
+        if key == bl.SWEEP_KEY:
             continue
-        if key == hb.KEPT_MONTHS_KEY:
+        if key == bl.KEPT_MONTHS_KEY:
             value = sorted(value)  # due instants move with the processing time
         elif isinstance(value, dict):
             value = {f: v for f, v in value.items() if f not in ("issued_at", "updated_at")}
@@ -1047,7 +1050,7 @@ def test_a_crash_after_any_prefix_of_the_writes_counts_the_receipt_once(
 ) -> None:
     pre, value, now = scenario()
     hh, rid = value["household_id"], value["receipt_id"]
-    tkey = hb.tally_key(hh, RULES.local_month(value["purchased_at"]))
+    tkey = bl.tally_key(hh, RULES.local_month(value["purchased_at"]))
     before = pre.get(tkey)
     recorder = Recorder(pre.data)
     step = feed(recorder, value, now)
@@ -1125,8 +1128,8 @@ def test_query_returns_the_month_and_its_statements() -> None:
     tick(state, JAN_CLOSE)
     now = JAN_CLOSE + DAY_MS
     feed(state, total("R-LATE", 5_000, hh="HH-1", cid="CUST-2"), now)
-    correction = state.get(hb.stated_key("HH-1", "2026-01"))
-    assert hb.query(state, "HH-1", "2026-01") == {
+    correction = state.get(bl.stated_key("HH-1", "2026-01"))
+    assert bq.query(state, "HH-1", "2026-01") == {
         "household_id": "HH-1",
         "month": "2026-01",
         "eligible_cents": 50_000,
@@ -1139,7 +1142,7 @@ def test_query_returns_the_month_and_its_statements() -> None:
         "closed": True,
         "statements": [HH1_JAN, correction],
     }
-    assert hb.query(state, "HH-3", "2026-02") == {
+    assert bq.query(state, "HH-3", "2026-02") == {
         "household_id": "HH-3",
         "month": "2026-02",
         "eligible_cents": 1_000,
@@ -1152,8 +1155,8 @@ def test_query_returns_the_month_and_its_statements() -> None:
         "closed": False,
         "statements": [],
     }
-    assert hb.query(state, "HH-1", "2026-03") is None
-    assert hb.query(state, "HH-1|2026-01", "x") is None
+    assert bq.query(state, "HH-1", "2026-03") is None
+    assert bq.query(state, "HH-1|2026-01", "x") is None
 
 
 # --- the records match the Avro schemas -----------------------------------------------------
@@ -1313,7 +1316,7 @@ def test_random_receipts_match_an_independent_computation() -> None:
     for hh_month, receipts in by_month.items():
         want = expected_figures(receipts)
         hh, month = hh_month.split("|")
-        got = hb.query(state, hh, month)
+        got = bq.query(state, hh, month)
         assert got is not None
         assert {k: got[k] for k in want} == want, hh_month
         emitted = last_tally[hh_month]
@@ -1368,5 +1371,5 @@ def test_rocksdb_state_gives_the_same_output(tmp_path: Path) -> None:
     end = utc_ms(2026, 6, 1)
     assert run(lambda c, s, *_: hb.tick(c, s), rocks, "", None, None, end) == tick(memory, end)  # type: ignore[arg-type]
     assert dict(rocks.items("")) == memory.data
-    assert hb.query(rocks, "HH-1", "2026-01") == hb.query(memory, "HH-1", "2026-01")
+    assert bq.query(rocks, "HH-1", "2026-01") == bq.query(memory, "HH-1", "2026-01")
     rocks.close()

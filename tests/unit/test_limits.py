@@ -21,6 +21,7 @@ from stream.tools.replay import Driver
 from tests.unit.topo_helpers import DAY_MS, GTIN_MILK, MINUTE_MS, card, line, receipt
 from topologies import household_bonus
 from topologies.pipeline import STAGE_BY_NAME
+from topologies.queries import household_bonus as bonus_queries
 from topologies.records import Emit, StepResult
 from topologies.state import MemoryState, StagedState
 
@@ -69,7 +70,7 @@ def test_implausible_purchase_time_is_dead_lettered(purchased_at: int, month: st
     assert dead_letters(driver, out) == ["implausible_time"]
     nothing_counted(driver, out)
     state = driver.states[household_bonus.STAGE]
-    assert household_bonus.query(state, "HH-0001", month) is None
+    assert bonus_queries.query(state, "HH-0001", month) is None
 
 
 def test_lateness_and_skew_limits_are_inclusive_and_configurable() -> None:

@@ -201,8 +201,6 @@ def test_total_record_at_total_only_chain(chain: str) -> None:
 
 # --- consent-gated stores and the recall index ------------------------------------------
 
-GATED_FLAGS = ("product_level_services", "marketing_targeting", "e_receipts")
-
 
 @pytest.mark.parametrize("on", list(itertools.product([False, True], repeat=3)))
 def test_gated_stores_follow_their_flags_at_product_level_chain(on: tuple[bool, ...]) -> None:

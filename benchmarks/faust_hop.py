@@ -17,16 +17,11 @@ from typing import Any
 
 import faust
 
+from stream.engine.agents import BATCH_MAX, BATCH_WITHIN_S, RAW
+from stream.engine.observability import faust_sensors
 from stream.engine.output import Output, attach
-from stream.engine.worker import (
-    BATCH_MAX,
-    BATCH_WITHIN_S,
-    RAW,
-    _lean_monitor,
-    idle_fetch_wait,
-    strict_producer_flush,
-    use_event_loop,
-)
+from stream.engine.patches import idle_fetch_wait, strict_producer_flush
+from stream.engine.worker import use_event_loop
 
 
 def main(argv: list[str]) -> None:
@@ -55,11 +50,9 @@ def main(argv: list[str]) -> None:
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
     )
-    from faust.sensors.prometheus import setup_prometheus_sensors
     from prometheus_client import CollectorRegistry
 
-    setup_prometheus_sensors(app, registry=CollectorRegistry(), name_prefix="faust")
-    app.monitor = _lean_monitor(app.monitor)
+    faust_sensors(app, CollectorRegistry())
     output = Output(bootstrap, f"{group}-output")
     attach(app, output)
     source = app.topic("pos.receipts", **RAW)

@@ -29,7 +29,7 @@ by one Quix Streams ``Application``:
   and the changelog traffic is produced by the adapter below;
 - the catalogue: a dataframe on product.catalog runs the catalog stage into a memory state
   behind a ``CachedCatalog`` whose GTIN entry is invalidated per catalogue record, like
-  ``stream/simulator/catalog_feed.py`` in the worker (in this single-instance app the group
+  ``stream/engine/catalog_feed.py`` in the worker (in this single-instance app the group
   holds all
   partitions, so it is the whole catalogue, as every Faust worker reads it);
 - the stages' time-driven work (``Runner.tick``) runs every ``tick_interval_s`` (60 s,

@@ -1,7 +1,7 @@
 """The Faust engine's own cost for one hop: consume pos.receipts, produce the bytes unchanged.
 
 ``python -m benchmarks.faust_hop BOOTSTRAP GROUP WEB_PORT`` runs a Faust app with the
-worker's engine settings and adapters (``stream/engine/worker.py``: the same consumer settings,
+worker's engine settings and adapters (``stream/engine/app.py``: the same consumer settings,
 idle-fetch wait, ``take_events`` batch, Faust producer flush and the confluent-kafka output
 producer chained to it) and one agent that forwards every record of ``pos.receipts`` to
 ``receipts.identified`` without decoding it. Beside the plain confluent-kafka loop doing the

@@ -2,7 +2,7 @@
 
 - ``transport ceiling``: a plain confluent-kafka loop (consume pos.receipts -> produce the
   bytes unchanged to receipts.identified), no processing: what the client and broker cost.
-- ``Faust worker``: one worker (``stream/engine/worker.py``), set up as the worker figure does it.
+- ``Faust worker``: one worker (``stream/engine/app.py``), set up as the worker figure does it.
 - ``Quix Streams``: benchmarks/quix_peer.py in its own venv (quixstreams 3.28 pins
   confluent-kafka < 2.13; the project pins 2.16.0): one Quix Application doing the same work
   per receipt over the broker as the worker (one dataframe per stage input running the

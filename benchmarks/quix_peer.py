@@ -1,6 +1,6 @@
 """The Quix Streams peer (runs in benchmarks/.venv-quix: quixstreams pins confluent-kafka<2.13).
 
-The same work per receipt over the broker as the Faust worker (``stream/engine/worker.py``), done
+The same work per receipt over the broker as the Faust worker (``stream/engine/agents.py``), done
 by one Quix Streams ``Application``:
 
 - one StreamingDataFrame per input topic of every non-global stage of

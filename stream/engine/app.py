@@ -27,8 +27,13 @@ from stream.engine.agents import EXIT_STUCK, RegistryWaits, bind_agent, fatal_ex
 from stream.engine.catalog_feed import CatalogFeed
 from stream.engine.liveness import LivenessMonitor
 from stream.engine.membership import group_instance_id
-from stream.engine.metrics import Metrics, add_process_metrics
-from stream.engine.observability import COLLECT_INTERVAL_S, WorkerCollector, faust_sensors
+from stream.engine.metrics import Metrics
+from stream.engine.observability import (
+    COLLECT_INTERVAL_S,
+    WorkerCollector,
+    add_process_metrics,
+    faust_sensors,
+)
 from stream.engine.offsets import OffsetTracker
 from stream.engine.output import Output, attach
 from stream.engine.patches import (

@@ -15,7 +15,8 @@ Faust timer on every worker) into the gauges of :class:`stream.engine.metrics.Me
   yielding to the event loop in between).
 - Event-time lag per ``pos.receipts`` partition, from the watermarks the runner keeps.
 
-Faust's own engine metrics (``faust_*``) and the ``/metrics`` page: :func:`faust_sensors`.
+Also the process's own figures (:func:`add_process_metrics`), and Faust's engine metrics
+(``faust_*``) with the ``/metrics`` page (:func:`faust_sensors`).
 
 Nothing here reads or exposes a customer, card or household id: only counts, offsets, ages.
 """
@@ -30,6 +31,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
 from stream.engine.metrics import Metrics
 from stream.engine.patches import committed_offsets, open_partition_dbs
@@ -167,7 +170,25 @@ class WorkerCollector:
             self.metrics.table_disk_bytes.labels(name).set(size)
 
 
-def faust_sensors(app: Any, registry: Any) -> None:
+def add_process_metrics(registry: CollectorRegistry) -> None:
+    """The worker process's own figures: ``process_*`` (CPU seconds, resident memory, open
+    files, start time) and ``purchase_stream_build_info{version}``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    ProcessCollector(registry=registry)
+    try:
+        running = version("purchase-stream")
+    except PackageNotFoundError:
+        running = "unknown"
+    Gauge(
+        "purchase_stream_build_info",
+        "Always 1; the running version as a label",
+        ["version"],
+        registry=registry,
+    ).labels(running).set(1)
+
+
+def faust_sensors(app: Any, registry: CollectorRegistry) -> None:
     """Faust's engine metrics (``faust_*``) on ``registry``, without its per-message hooks,
     and the ``/metrics`` page serving the whole registry.
 

@@ -11,4 +11,4 @@ from aiokafka.partitioner import murmur2
 
 def key_partition(key: str, partitions: int) -> int:
     """The partition the Kafka default (murmur2) partitioner gives a key, as aiokafka does."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions

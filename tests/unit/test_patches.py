@@ -6,8 +6,6 @@ patch uses is there, has the signature it calls, and behaves as the patch assume
 that the patched behaviour is what the worker needs.
 """
 
-# ruff: noqa: SLF001 - this file inspects the library internals the fenced module relies on
-
 from __future__ import annotations
 
 import asyncio

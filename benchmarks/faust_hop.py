@@ -1,7 +1,7 @@
 """The Faust engine's own cost for one hop: consume pos.receipts, produce the bytes unchanged.
 
 ``python -m benchmarks.faust_hop BOOTSTRAP GROUP WEB_PORT`` runs a Faust app with the
-worker's engine settings and adapters (``stream/engine/worker.py``: the same consumer settings,
+worker's engine settings and adapters (``stream/engine/app.py``: the same consumer settings,
 idle-fetch wait, ``take_events`` batch, Faust producer flush and the confluent-kafka output
 producer chained to it) and one agent that forwards every record of ``pos.receipts`` to
 ``receipts.identified`` without decoding it. Beside the plain confluent-kafka loop doing the
@@ -17,16 +17,11 @@ from typing import Any
 
 import faust
 
+from stream.engine.agents import BATCH_MAX, BATCH_WITHIN_S, RAW
+from stream.engine.observability import faust_sensors
 from stream.engine.output import Output, attach
-from stream.engine.worker import (
-    BATCH_MAX,
-    BATCH_WITHIN_S,
-    RAW,
-    _lean_monitor,
-    idle_fetch_wait,
-    strict_producer_flush,
-    use_event_loop,
-)
+from stream.engine.patches import idle_fetch_wait, strict_producer_flush
+from stream.engine.worker import use_event_loop
 
 
 def main(argv: list[str]) -> None:
@@ -55,11 +50,9 @@ def main(argv: list[str]) -> None:
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
     )
-    from faust.sensors.prometheus import setup_prometheus_sensors
     from prometheus_client import CollectorRegistry
 
-    setup_prometheus_sensors(app, registry=CollectorRegistry(), name_prefix="faust")
-    app.monitor = _lean_monitor(app.monitor)
+    faust_sensors(app, CollectorRegistry())
     output = Output(bootstrap, f"{group}-output")
     attach(app, output)
     source = app.topic("pos.receipts", **RAW)

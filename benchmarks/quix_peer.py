@@ -1,6 +1,6 @@
 """The Quix Streams peer (runs in benchmarks/.venv-quix: quixstreams pins confluent-kafka<2.13).
 
-The same work per receipt over the broker as the Faust worker (``stream/engine/worker.py``), done
+The same work per receipt over the broker as the Faust worker (``stream/engine/agents.py``), done
 by one Quix Streams ``Application``:
 
 - one StreamingDataFrame per input topic of every non-global stage of
@@ -29,7 +29,7 @@ by one Quix Streams ``Application``:
   and the changelog traffic is produced by the adapter below;
 - the catalogue: a dataframe on product.catalog runs the catalog stage into a memory state
   behind a ``CachedCatalog`` whose GTIN entry is invalidated per catalogue record, like
-  ``stream/simulator/catalog_feed.py`` in the worker (in this single-instance app the group
+  ``stream/engine/catalog_feed.py`` in the worker (in this single-instance app the group
   holds all
   partitions, so it is the whole catalogue, as every Faust worker reads it);
 - the stages' time-driven work (``Runner.tick``) runs every ``tick_interval_s`` (60 s,

@@ -1,6 +1,6 @@
 """The whole topology: which stage reads which topics, in one place.
 
-The Faust worker (``stream/engine/worker.py``) makes one agent and one state table per stage from
+The Faust worker (``stream/engine/app.py``) makes one agent and one state table per stage from
 this list; the in-process driver (``stream/tools/replay.py``) feeds records to the same steps in
 file order, passing each stage's emits to the stages that read them.
 """
@@ -23,6 +23,20 @@ Tick = Callable[[Context, State], StepResult]
 
 
 @dataclass(frozen=True)
+class StateGauge:
+    """A figure of a stage's state the worker exports per partition (a metric gauge).
+
+    ``read`` is called after a step only when it reported one of the ``changed_by`` events
+    (``StepResult.events``), so other records cost no extra state read. ``metric`` names the
+    gauge in the worker's metrics (``stream.engine.metrics.Metrics.state_gauges``).
+    """
+
+    metric: str
+    read: Callable[[State], int]
+    changed_by: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Stage:
     """A stage: its inputs, the step each record goes through, and its time-driven work."""
 
@@ -33,6 +47,7 @@ class Stage:
     # partitioned like the inputs.
     is_global: bool = False
     tick: Tick | None = None
+    gauge: StateGauge | None = None
 
 
 STAGES: tuple[Stage, ...] = (
@@ -55,6 +70,10 @@ STAGES: tuple[Stage, ...] = (
         household_bonus.INPUTS,
         household_bonus.step,
         tick=household_bonus.tick,
+        # The dedupe state's size: only these events change it.
+        gauge=StateGauge(
+            "bonus_dedupe", household_bonus.seen_count, frozenset({"counted", "dedupe_expired"})
+        ),
     ),
 )
 

@@ -1,1 +1,2 @@
-"""The Faust adapter: the app, the agents, tables, state, output, liveness and metrics."""
+"""The Faust adapter: the app, the agents, tables, state, output, liveness and metrics; every
+use of a library's internals is fenced in patches.py."""

@@ -16,8 +16,8 @@ Why leave on a clean stop anyway: aiokafka, like the Java client, does not send 
 for a static member (so that a rolling restart does not rebalance). On noida-db a worker
 that is stopped and not started again would then keep its partitions forever, and the
 other workers would never take them over. So the worker leaves the group on a clean stop
-as a dynamic member does (:func:`static_member_leaves_on_stop`); static membership only
-changes what happens after a crash.
+as a dynamic member does (:func:`stream.engine.patches.static_member_leaves_on_stop`);
+static membership only changes what happens after a crash.
 
 The instance id must be stable across restarts of *one* worker and unique among the
 workers of a group (a duplicate fences the other worker). Default: the host name and the
@@ -29,14 +29,10 @@ identity only through an explicit ``group_instance_id`` setting. No personal dat
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import socket
-from typing import Any
 
 from stream.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def group_instance_id(settings: Settings, hostname: str | None = None) -> str | None:
@@ -52,39 +48,3 @@ def group_instance_id(settings: Settings, hostname: str | None = None) -> str | 
     state = os.path.abspath(settings.state_dir)
     digest = hashlib.sha256(f"{host}\0{state}".encode()).hexdigest()[:12]
     return f"{settings.app_id}-{host}-{digest}"
-
-
-def static_member_leaves_on_stop() -> None:
-    """Make aiokafka's consumer send LeaveGroup on close for a static member too.
-
-    Patches ``aiokafka.consumer.group_coordinator.GroupCoordinator._maybe_leave_group``
-    (aiokafka 0.14: it sends ``LeaveGroupRequest(group, member_id)`` only when
-    ``_group_instance_id is None``; tests/unit/test_membership.py pins that behaviour and
-    this patch). The request is the same v0/v1 LeaveGroup a dynamic member sends, naming
-    the member id the broker gave this static member; noida-db and Kafka remove the member
-    and rebalance. A crash sends nothing, and the restart then takes over the dead member
-    by its instance id.
-    """
-    from aiokafka.consumer import group_coordinator as gc
-
-    coordinator = gc.GroupCoordinator
-    if getattr(coordinator, "_ps_static_leave", False):
-        return
-
-    # Kept for tests/unit/test_membership.py, which pins what it does.
-    coordinator._ps_original_maybe_leave_group = coordinator._maybe_leave_group
-
-    async def _maybe_leave_group(self: Any) -> None:
-        if self.generation > 0:
-            # Minimal effort, like aiokafka's own: no resend on failure.
-            request = gc.LeaveGroupRequest(self.group_id, self.member_id)
-            try:
-                await self._send_req(request)
-            except gc.Errors.KafkaError as err:
-                log.error("LeaveGroup request failed: %s", err)
-            else:
-                log.info("LeaveGroup request succeeded")
-        self.reset_generation()
-
-    coordinator._maybe_leave_group = _maybe_leave_group
-    coordinator._ps_static_leave = True

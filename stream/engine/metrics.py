@@ -4,7 +4,7 @@ Label values come from bounded sets only (topic names, stage names, purposes, de
 reason codes, route templates, audit action codes, partition numbers); never a customer,
 card or household id. Durations and ages are in seconds, sizes in bytes, as Prometheus
 conventions ask. Faust's own engine metrics (``faust_*``, in milliseconds: Faust's names)
-share the registry; see ``stream/engine/worker.py``.
+share the registry; see ``stream/engine/observability.py``.
 
 Counters whose label values are known in advance are created at 0, so a dashboard panel
 shows 0 rather than "no data" before the first event, and ``rate()`` sees the first one.
@@ -16,63 +16,28 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from stream.local.topics import TOPICS
-from topologies.pipeline import STAGES as PIPELINE
+from stream.engine.metric_labels import (
+    API_BUCKETS_S,
+    AUDIT_ACTIONS,
+    AUDIT_OUTCOMES,
+    AUDIT_TOPIC,
+    COMMON_DLQ_REASONS,
+    DECISIONS,
+    E2E_BUCKETS_S,
+    E2E_TOPICS,
+    INPUT_TOPICS,
+    LAG_BUCKETS_S,
+    LATENCY_BUCKETS_S,
+    OUTPUT_TOPICS,
+    PURGE_STORES,
+    PURPOSES,
+    STAGES,
+)
 from topologies.records import StepResult
-
-LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400)
-# Purchase -> output: seconds when healthy, hours when a till uploads a day's receipts late.
-E2E_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 21600, 86400)
-API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
-STAGES = tuple(s.name for s in PIPELINE)
-INPUT_TOPICS = tuple(dict.fromkeys(t for s in PIPELINE for t in s.inputs))
-# Every topic a stage may write (the sources that only producers write are left out).
-OUTPUT_TOPICS = tuple(
-    t
-    for t in TOPICS
-    if t not in ("pos.receipts", "customer.cards", "customer.consents", "product.catalog")
-)
-AUDIT_TOPIC = "audit.log"
-PURPOSES = ("personal", "marketing", "ereceipt", "recall")
-DECISIONS = (
-    "allowed",
-    "consent_off",
-    "consent_unknown",
-    "consent_lapsed",
-    "total_only_chain",
-    "anonymous",
-)
-# Reason codes pre-created per stage (others appear when they first happen).
-COMMON_DLQ_REASONS = ("undecodable", "schema_mismatch", "processing_error")
-PURGE_STORES = ("personal", "marketing", "ereceipt")
-AUDIT_ACTIONS = (
-    "read_counters",
-    "read_purchases",
-    "read_extract",
-    "recall",
-    "revocation_purge",
-    "erasure",
-)
-AUDIT_OUTCOMES = ("ok", "denied", "not_found")
-# End-to-end latency is measured for these outputs (those that carry or follow one receipt).
-E2E_TOPICS = frozenset(
-    {
-        "receipts.identified",
-        "aggregates.contributions",
-        "receipts.totals",
-        "personal.line_items",
-        "marketing.signals",
-        "ereceipts.archive",
-        "household.bonus",
-    }
-)
 
 
 class _PendingFlusher:
@@ -87,36 +52,6 @@ class _PendingFlusher:
     def collect(self) -> list[Any]:
         self._metrics.flush()
         return []
-
-
-def add_process_metrics(registry: CollectorRegistry) -> None:
-    """The worker process's own figures: ``process_*`` (CPU seconds, resident memory, open
-    files, start time) and ``purchase_stream_build_info{version}``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    ProcessCollector(registry=registry)
-    try:
-        running = version("purchase-stream")
-    except PackageNotFoundError:
-        running = "unknown"
-    Gauge(
-        "purchase_stream_build_info",
-        "Always 1; the running version as a label",
-        ["version"],
-        registry=registry,
-    ).labels(running).set(1)
-
-
-def purchase_time_ms(value: Mapping[str, Any] | None) -> int | None:
-    """The purchase time a record carries (its own or its receipt's), epoch millis."""
-    if not value:
-        return None
-    t = value.get("purchased_at")
-    if t is None:
-        receipt = value.get("receipt")
-        if isinstance(receipt, dict):
-            t = receipt.get("purchased_at")
-    return t if isinstance(t, int) else None
 
 
 class Metrics:
@@ -322,6 +257,8 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        # Stage state figures by the name a topologies.pipeline.StateGauge gives them.
+        self.state_gauges = {"bonus_dedupe": self.bonus_dedupe}
         self.counters_updated = Counter(
             "purchase_stream_smobiili_updates_total",
             "S-mobiili counter updates",

@@ -15,6 +15,9 @@ Faust timer on every worker) into the gauges of :class:`stream.engine.metrics.Me
   yielding to the event loop in between).
 - Event-time lag per ``pos.receipts`` partition, from the watermarks the runner keeps.
 
+Also the process's own figures (:func:`add_process_metrics`), and Faust's engine metrics
+(``faust_*``) with the ``/metrics`` page (:func:`faust_sensors`).
+
 Nothing here reads or exposes a customer, card or household id: only counts, offsets, ages.
 """
 
@@ -29,7 +32,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
+
 from stream.engine.metrics import Metrics
+from stream.engine.patches import committed_offsets, open_partition_dbs
 from stream.engine.state import TableState
 from topologies import card_join
 from topologies.pipeline import STAGES
@@ -100,14 +106,14 @@ class WorkerCollector:
         starts: dict[Any, int] = {}
         if tps:
             ends = dict(await asyncio.wait_for(consumer.highwaters(*tps), COLLECT_INTERVAL_S))
-            committed = getattr(consumer, "_committed_offset", {})
+            committed = committed_offsets(consumer)
             never = [tp for tp in tps if committed.get(tp) is None]
             if never:
                 starts = dict(
                     await asyncio.wait_for(consumer.earliest_offsets(*never), COLLECT_INTERVAL_S)
                 )
         seen: set[tuple[str, str]] = set()
-        committed = getattr(consumer, "_committed_offset", {})
+        committed = committed_offsets(consumer)
         for tp in tps:
             end = ends.get(tp)
             if end is None:
@@ -148,7 +154,7 @@ class WorkerCollector:
                 continue
             name = f"{stage.name}-store"
             store = table.data
-            dbs = dict(getattr(store, "_dbs", {}))
+            dbs = open_partition_dbs(table)
             mine = {p for t, p in owned if t in stage.inputs}
             keys = 0
             for partition, db in dbs.items():
@@ -162,3 +168,81 @@ class WorkerCollector:
         )
         for name, size in sizes.items():
             self.metrics.table_disk_bytes.labels(name).set(size)
+
+
+def add_process_metrics(registry: CollectorRegistry) -> None:
+    """The worker process's own figures: ``process_*`` (CPU seconds, resident memory, open
+    files, start time) and ``purchase_stream_build_info{version}``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    ProcessCollector(registry=registry)
+    try:
+        running = version("purchase-stream")
+    except PackageNotFoundError:
+        running = "unknown"
+    Gauge(
+        "purchase_stream_build_info",
+        "Always 1; the running version as a label",
+        ["version"],
+        registry=registry,
+    ).labels(running).set(1)
+
+
+def faust_sensors(app: Any, registry: CollectorRegistry) -> None:
+    """Faust's engine metrics (``faust_*``) on ``registry``, without its per-message hooks,
+    and the ``/metrics`` page serving the whole registry.
+
+    What ``faust.sensors.prometheus.setup_prometheus_sensors`` does, with a leaner monitor:
+    Faust calls the monitor for every record in and out of a stream, every table access and
+    every send; the base Monitor keeps per-message statistics and the Prometheus one adds
+    several labelled metric updates each time: 5-8 % of the worker's main thread in a py-spy
+    profile (BENCHMARKS.md), for ``faust_*`` figures our own metrics already give
+    (``purchase_stream_events_in_total``, ``records_out_total``, stage latency). What the
+    dashboards use from Faust -- commit latency, rebalances, assignment -- comes from the
+    hooks kept. tests/unit/test_patches.py checks each hook overridden here is one Faust's
+    Monitor has (a renamed hook would silently come back).
+    """
+    from aiohttp.web import Response
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    class LeanPrometheusMonitor(PrometheusMonitor):
+        def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+        def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+            return None
+
+        def on_stream_event_out(
+            self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+        ) -> None:
+            return None
+
+        def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+        def on_table_get(self, table: Any, key: Any) -> None:
+            return None
+
+        def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+            return None
+
+        def on_table_del(self, table: Any, key: Any) -> None:
+            return None
+
+        def on_send_initiated(
+            self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+        ) -> None:
+            return None
+
+        def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+            return None
+
+    app.monitor = LeanPrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # Faust's own page sets the header itself: aiohttp refuses a content_type argument
+        # with a charset in it.
+        headers = {"Content-Type": CONTENT_TYPE_LATEST}
+        return Response(body=generate_latest(registry), headers=headers, status=200)

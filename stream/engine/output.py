@@ -5,7 +5,7 @@ aiokafka) costs several event-loop round trips and objects per record; one recei
 ~16 records (outputs and changelog writes), and that path was the largest single cost of
 the worker in a py-spy profile (BENCHMARKS.md). ``Producer.produce`` here is one C call
 that queues the record for librdkafka's own thread, with no ``await`` -- which is also what
-the worker's batches need (stream/engine/worker.py: a batch runs without an await, so it cannot be
+the worker's batches need (stream/engine/agents.py: a batch runs without an await, so it cannot be
 cancelled half-way).
 
 Delivery before commit, the at-least-once contract: Faust flushes ``app.producer`` before it
@@ -28,9 +28,37 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from stream.simulator.pos import producer_config
+from stream.kafka_config import client_config
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines (connection refused, retries) go to logging, not raw to stderr
+_LIBRDKAFKA_LOG = logging.getLogger("stream.engine.output.librdkafka")
+
+
+def output_config(bootstrap: str, client_id: str, max_batch_bytes: int) -> dict[str, Any]:
+    """The worker's producer settings (librdkafka names), with the configured TLS/SASL.
+
+    Idempotent with ``acks=all``: a retried batch is not written twice and the records of
+    a partition stay in order, which the changelog offsets rely on. The same key ->
+    partition mapping as the Java client and aiokafka (Faust's own producer). A record
+    undelivered after ``message.timeout.ms`` is a delivery failure: the worker stops without
+    committing (stream/engine/agents.py).
+    """
+    return client_config(
+        bootstrap,
+        **{
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "batch.size": max_batch_bytes,
+            "compression.type": "none",
+            "queue.buffering.max.messages": 500_000,
+            "message.timeout.ms": 300_000,
+            "logger": _LIBRDKAFKA_LOG,
+        },
+    )
 
 
 class DeliveryError(RuntimeError):
@@ -45,21 +73,10 @@ class Output:
         max_batch_bytes: int = 1_000_000,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
-        self._producer = Producer(
-            producer_config(
-                bootstrap,
-                **{
-                    "client.id": client_id,
-                    "linger.ms": 5,
-                    "batch.size": max_batch_bytes,
-                    "queue.buffering.max.messages": 500_000,
-                    "message.timeout.ms": 300_000,
-                },
-            )
-        )
+        self._producer = Producer(output_config(bootstrap, client_id, max_batch_bytes))
         self._errors: list[str] = []
         # What a delivery failure does. Raising DeliveryError (the default) keeps Faust from
-        # committing; the worker passes a handler that stops the process (stream/engine/worker.py):
+        # committing; the worker passes a handler that stops the process (stream/engine/agents.py):
         # a record the broker refused must never leave a worker running on past it.
         self._on_failure = on_failure
         # (table data, topic, partition) -> highest delivered changelog offset

@@ -44,6 +44,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from stream.engine.patches import (
+    ALL_BROKERS_DOWN,
+    MSG_TIMED_OUT,
+    PARTITION_EOF,
+    RESOLVE,
+    TIMED_OUT,
+    TRANSPORT,
+)
 from stream.local.admin import COMPACT_TUNING, _client_config
 
 log = logging.getLogger(__name__)
@@ -62,11 +70,11 @@ MAX_UNSYNCED_MS = int(COMPACT_TUNING["delete.retention.ms"]) // 2
 # Consumer errors librdkafka reports and recovers from by itself: the deadline bounds them.
 TRANSIENT_ERRORS = frozenset(
     {
-        KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN,
-        KafkaError._TIMED_OUT,
-        KafkaError._MSG_TIMED_OUT,
-        KafkaError._RESOLVE,
+        TRANSPORT,
+        ALL_BROKERS_DOWN,
+        TIMED_OUT,
+        MSG_TIMED_OUT,
+        RESOLVE,
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.REQUEST_TIMED_OUT,
@@ -201,7 +209,7 @@ def restore_partition(
             for msg in consumer.consume(BATCH_RECORDS, timeout=CONSUME_WAIT_S):
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
+                    if err.code() == PARTITION_EOF:
                         # At the end of what the broker has: compaction may have removed
                         # the records just below the high watermark.
                         if (msg.offset() or 0) >= high:

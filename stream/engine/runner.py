@@ -1,6 +1,6 @@
 """Runs one raw record through a topology stage: decode, step, encode, dead letters.
 
-This is the single code path shared by the Faust worker (``stream/engine/worker.py``) and the
+This is the single code path shared by the Faust worker (``stream/engine/agents.py``) and the
 in-process driver (``stream/tools/replay.py``): both hand it raw key/value bytes with topic,
 partition, offset and broker timestamp, and send what it returns.
 
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stream.engine.metrics import E2E_TOPICS, Metrics, purchase_time_ms
+from stream.engine.metric_labels import E2E_TOPICS
+from stream.engine.metrics import Metrics
 from stream.serde.codec import Codec, DecodeError, EncodeError
-from topologies import household_bonus
 from topologies.context import CatalogLookup, Context, no_catalog
 from topologies.pipeline import Stage
 from topologies.records import Reject, StepResult
@@ -33,6 +33,18 @@ DLQ_TOPIC = "deadletters"
 MAX_ERROR_CHARS = 500
 # Inputs whose records carry a purchase time (their own or their receipt's).
 RECEIPT_TOPICS = frozenset({"pos.receipts", "receipts.identified", "receipts.totals"})
+
+
+def purchase_time_ms(value: Mapping[str, Any] | None) -> int | None:
+    """The purchase time a record carries (its own or its receipt's), epoch millis."""
+    if not value:
+        return None
+    t = value.get("purchased_at")
+    if t is None:
+        receipt = value.get("receipt")
+        if isinstance(receipt, dict):
+            t = receipt.get("purchased_at")
+    return t if isinstance(t, int) else None
 
 
 class _Unsendable(Exception):
@@ -149,11 +161,9 @@ class Runner:
                     t = purchase_time_ms(e.value) or in_purchased_at
                     if t is not None:
                         m.end_to_end_latency(e.topic, t, now_s)
-        if stage.name == household_bonus.STAGE and (
-            result.events.get("counted") or result.events.get("dedupe_expired")
-        ):
-            # Only these change the dedupe state's size: no extra read on other records.
-            m.child(m.bonus_dedupe, str(rec.partition)).set(household_bonus.seen_count(state))
+        gauge = stage.gauge
+        if gauge is not None and any(result.events.get(e) for e in gauge.changed_by):
+            m.child(m.state_gauges[gauge.metric], str(rec.partition)).set(gauge.read(state))
         for o in out:
             m.inc(m.child(m.records_out, o.topic))
         m.child(m.processing, stage.name).observe(time.perf_counter() - started)

@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 from rocksdict import Options, Rdict
 
+from stream.engine.patches import partition_db
+
 
 def rocks_options(block_cache_bytes: int = 16 * 1024 * 1024) -> Options:
     from rocksdict import BlockBasedOptions, Cache
@@ -83,7 +85,7 @@ class TableState:
     @property
     def db(self) -> Any:
         # Looked up on every use: Faust closes and reopens partition databases on rebalance.
-        return self.table.data._db_for_partition(self.partition)
+        return partition_db(self.table, self.partition)
 
     def get(self, key: str) -> Any | None:
         v = self.db.get(key.encode())
@@ -108,7 +110,7 @@ class CachedCatalog:
 
     Every line item needs its product; a RocksDB get + JSON decode per line was the largest
     cost in the replay profile. The cache is invalidated per GTIN whenever a catalogue record
-    is applied here (stream/simulator/catalog_feed.py applies every catalogue record), so a new
+    is applied here (stream/engine/catalog_feed.py applies every catalogue record), so a new
     catalogue entry takes effect as soon as this process has it (never rewriting history).
     """
 

@@ -32,6 +32,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
+from stream.engine.patches import PARTITION_EOF
 from stream.kafka_config import client_config
 from stream.local.topics import LOCAL_KEEP_WHOLE, LOCAL_SEGMENT_MS, TOPICS, TopicSpec
 
@@ -502,7 +503,7 @@ def read_range(
                 continue
             err = msg.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+                if err.code() == PARTITION_EOF:
                     return records
                 raise AdminError(f"read_range({topic}[{partition}]) failed: {err.str()}")
             offset = int(msg.offset() or 0)
@@ -558,7 +559,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Record]:
                             int(ts) if ts_type else -1,
                         )
                     )
-                elif err.code() != KafkaError._PARTITION_EOF:
+                elif err.code() != PARTITION_EOF:
                     raise AdminError(f"read_all({topic!r}) failed: {err.str()}")
             positions = consumer.position([TopicPartition(topic, p) for p in pending])
             for tp in positions:
@@ -667,7 +668,7 @@ def create_local_changelogs(
 def create_local_topics(bootstrap: str, settings: Any) -> dict[str, str]:
     """Every topic on the local embedded broker: the registry's and the worker's changelogs,
     bounded by ``settings.local_retention_s`` (0 = the registry's production settings)."""
-    from stream.engine.worker import table_name
+    from stream.engine.app import table_name
     from topologies.pipeline import STAGES
 
     retention_ms = int(settings.local_retention_s * 1000) or None

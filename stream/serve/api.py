@@ -251,7 +251,7 @@ class Api:
         m.child(m.api_latency, endpoint).observe(time.perf_counter() - started)
 
     def _partition(self, key: str) -> int:
-        from stream.engine.worker import key_partition
+        from stream.engine.partitioning import key_partition
 
         return key_partition(key, self.settings.partitions)
 

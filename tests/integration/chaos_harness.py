@@ -51,6 +51,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from stream.engine.patches import FATAL
 from stream.engine.runner import Outgoing
 from stream.local.admin import create_topics, read_all
 from stream.local.broker import EmbeddedBroker, free_port
@@ -85,7 +86,7 @@ GATED_FLAGS = {
 OPT_IN_GRACE_MS = 180_000
 RECOVERY_LIMIT_S = 60.0
 OVERSIZED_LINES = 10_000
-_FATAL = KafkaError._FATAL
+_FATAL = FATAL
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,7 @@ def test_start_on_a_taken_port_fails_clearly(
 
 
 def test_read_range_returns_exactly_the_asked_offsets(bootstrap: str) -> None:
-    # The worker reads back records Faust skipped (stream/engine/worker.py:_offset_gap) with this.
+    # The worker reads back records Faust skipped (stream/engine/offsets.py) with this.
     tag = uuid.uuid4().hex
     topic = "receipts.totals"
     start = admin.end_offsets(bootstrap, topic)[2]

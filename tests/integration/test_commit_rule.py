@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from stream.engine.worker import EXIT_FAILED
+from stream.engine.agents import EXIT_FAILED
 from stream.local.admin import committed_offsets, read_all
 from stream.local.broker import EmbeddedBroker
 from stream.serde.codec import Codec

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream.engine.metrics import Metrics, add_process_metrics
+from stream.engine.metrics import Metrics
+from stream.engine.observability import add_process_metrics
 from tests.integration.prometheus_harness import ALERT_RULES, ROOT, require_binary
 from topologies.records import StepResult
 

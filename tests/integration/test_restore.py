@@ -11,6 +11,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
+from stream.engine.patches import partition_db
 from stream.engine.restore import OFFSET_KEY, load_synced, restore_tables, wipe_unsynced
 from stream.simulator.pos import producer_config
 
@@ -39,7 +40,7 @@ def _send(bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes | No
 
 
 def _contents(table: Any, partition: int) -> dict[bytes, bytes]:
-    db = table.data._db_for_partition(partition)
+    db = partition_db(table, partition)
     return {k: v for k, v in db.items() if k != OFFSET_KEY}
 
 

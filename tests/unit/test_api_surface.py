@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from stream.engine.worker import create_app
+from stream.engine.app import create_app
 from stream.serve.api import ENDPOINTS, OPENAPI
 from stream.settings import load_rules, load_settings
 

@@ -9,7 +9,7 @@ import orjson
 from rocksdict import Rdict
 
 from benchmarks import state as bench_state
-from stream.engine.worker import key_partition
+from stream.engine.partitioning import key_partition
 from stream.settings import load_rules
 from stream.tools.replay import Driver, encode_event
 from topologies import card_join, household_bonus, personal_routing

@@ -127,13 +127,14 @@ def test_every_client_constructor_gets_the_security(
     import confluent_kafka
     import confluent_kafka.admin
 
-    from stream.engine import output, restore, worker
+    from stream.engine import app as worker_app
+    from stream.engine import catalog_feed, output, restore
     from stream.local import admin, broker
     from stream.serde.codec import Codec
     from stream.serde.schema_registry import registry_from_url
     from stream.serve import live
     from stream.serve.api import recall_request
-    from stream.simulator import catalog_feed, pos
+    from stream.simulator import pos
     from stream.tools import topic_view
 
     bootstrap = "kafka-1:9093"
@@ -197,7 +198,7 @@ def test_every_client_constructor_gets_the_security(
 
     # Faust: the app's credentials, and the aiokafka producer faust builds from them
     monkeypatch.setattr(output, "Producer", rec("worker Output"))
-    app = worker.create_app(settings, load_rules())
+    app = worker_app.create_app(settings, load_rules())
     assert app.conf.broker_credentials is not None
     app.producer._new_producer()
     assert aio and aio[0]["security_protocol"] == "SASL_SSL"
@@ -207,7 +208,7 @@ def test_every_client_constructor_gets_the_security(
 
 
 CONSTRUCTORS = {"Producer", "Consumer", "AdminClient"}
-BUILDERS = {"client_config", "producer_config", "_client_config"}
+BUILDERS = {"client_config", "producer_config", "_client_config", "output_config"}
 
 
 def test_no_client_is_built_from_a_raw_dict() -> None:
@@ -215,7 +216,7 @@ def test_no_client_is_built_from_a_raw_dict() -> None:
     stream/kafka_config.py (directly or through producer_config / admin._client_config), so a
     new client cannot forget the TLS/SASL settings."""
     offenders = []
-    for path in sorted([*ROOT.glob("stream/*.py"), *ROOT.glob("benchmarks/*.py")]):
+    for path in sorted([*ROOT.glob("stream/**/*.py"), *ROOT.glob("benchmarks/*.py")]):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):
                 continue

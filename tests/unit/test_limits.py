@@ -150,6 +150,7 @@ class _Stage:
     def __init__(self, emit: Emit) -> None:
         self.name = "probe"
         self.emit = emit
+        self.gauge = None  # topologies.pipeline.Stage: no state gauge
 
     def step(self, ctx, state, topic, key, value) -> StepResult:
         state.set("written|1", {"n": 1})

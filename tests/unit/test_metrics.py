@@ -11,8 +11,9 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream.engine.metrics import Metrics, add_process_metrics, purchase_time_ms
-from stream.engine.runner import RawRecord, Runner
+from stream.engine.metrics import Metrics
+from stream.engine.observability import add_process_metrics
+from stream.engine.runner import RawRecord, Runner, purchase_time_ms
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import InMemoryRegistry
 from stream.settings import load_rules
@@ -237,3 +238,28 @@ def test_alert_rules_have_severity_runbook_and_exported_metrics() -> None:
         assert name.lower() in anchors, f"docs/runbook.md has no section {name}"
         names = set(re.findall(r"\b(?:purchase_stream|faust|process)_[a-z_]+", rule["expr"]))
         assert names <= exported, (name, names - exported)
+
+
+def test_a_stages_state_gauge_is_read_after_the_events_that_change_it() -> None:
+    # topologies.pipeline.Stage.gauge: the runner sets the Bonus dedupe size per partition
+    # after counted receipts, with no knowledge of the stage itself.
+    import contextlib
+
+    from stream.simulator.generator import SimConfig, generate
+    from stream.tools.replay import Driver, encode_event
+    from topologies import household_bonus
+
+    m, registry = _registry()
+    driver = Driver(load_rules(), metrics=m)
+    for event in generate(SimConfig(seed=3, households=20, receipts=60, products=50)):
+        with contextlib.suppress(ValueError):  # the simulator's deliberately broken lines
+            driver.feed(*encode_event(driver.codec, event))
+    seen = household_bonus.seen_count(driver.states[household_bonus.STAGE])
+    assert seen > 0
+    samples = [
+        s.value
+        for metric in registry.collect()
+        if metric.name == "purchase_stream_bonus_dedupe_receipts"
+        for s in metric.samples
+    ]
+    assert samples and max(samples) == seen

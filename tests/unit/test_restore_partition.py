@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError
 from rocksdict import Rdict
 
 from stream.engine import restore
+from stream.engine.patches import ALL_BROKERS_DOWN, PARTITION_EOF, TRANSPORT
 from stream.engine.restore import (
     OFFSET_KEY,
     SYNCED_FILE,
@@ -63,7 +64,7 @@ class Msg:
 
 
 def eof(offset: int) -> Msg:
-    return Msg(offset, error=KafkaError(KafkaError._PARTITION_EOF))
+    return Msg(offset, error=KafkaError(PARTITION_EOF))
 
 
 class ScriptedConsumer:
@@ -152,8 +153,8 @@ def test_transient_errors_are_retried(db: Any) -> None:
         0,
         2,
         [
-            [Msg(-1, error=KafkaError(KafkaError._TRANSPORT))],
-            [Msg(0, b"a", b"1"), Msg(-1, error=KafkaError(KafkaError._ALL_BROKERS_DOWN))],
+            [Msg(-1, error=KafkaError(TRANSPORT))],
+            [Msg(0, b"a", b"1"), Msg(-1, error=KafkaError(ALL_BROKERS_DOWN))],
             [Msg(1, b"b", b"1")],
         ],
     )

@@ -1,9 +1,11 @@
-"""Local table state is trusted only after a clean stop (stream/engine/worker.py)."""
+"""Local table state is trusted only after a clean stop (stream/engine/worker.py), and the
+offsets Faust never handed to a stage are found (stream/engine/offsets.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from stream.engine.offsets import OffsetTracker
 from stream.engine.worker import (
     CLEAN_STOP_MARKER,
     discard_state_unless_stopped_cleanly,
@@ -44,39 +46,35 @@ def test_a_first_start_has_nothing_to_discard(tmp_path: Path) -> None:
 
 
 def test_a_forward_jump_on_a_stream_topic_is_a_gap_to_read_back() -> None:
-    from stream.engine import worker
-
-    worker._last_offsets.clear()
-    assert worker._offset_gap("household_bonus", "receipts.totals", 0, 40) is None  # start
-    worker._offset_done("receipts.totals", 0, 40)
-    assert worker._offset_gap("household_bonus", "receipts.totals", 0, 41) is None
-    worker._offset_done("receipts.totals", 0, 41)
+    offsets = OffsetTracker()
+    assert offsets.gap("household_bonus", "receipts.totals", 0, 40) is None  # start
+    offsets.done("receipts.totals", 0, 40)
+    assert offsets.gap("household_bonus", "receipts.totals", 0, 41) is None
+    offsets.done("receipts.totals", 0, 41)
     # Faust handed over 44 after 41: 42..43 were never seen by this stage.
-    assert worker._offset_gap("household_bonus", "receipts.totals", 0, 44) == (42, 43)
+    assert offsets.gap("household_bonus", "receipts.totals", 0, 44) == (42, 43)
     # Not marked done until processed: a retry after a registry outage finds it again.
-    assert worker._offset_gap("household_bonus", "receipts.totals", 0, 44) == (42, 43)
-    worker._offset_done("receipts.totals", 0, 44)
-    assert worker._offset_gap("household_bonus", "receipts.totals", 0, 45) is None
+    assert offsets.gap("household_bonus", "receipts.totals", 0, 44) == (42, 43)
+    offsets.done("receipts.totals", 0, 44)
+    assert offsets.gap("household_bonus", "receipts.totals", 0, 45) is None
     # On a compacted topic, jumps are what compaction leaves.
-    worker._offset_done("customer.consents", 1, 3)
-    assert worker._offset_gap("personal_routing", "customer.consents", 1, 9) is None
-    worker._last_offsets.clear()
+    offsets.done("customer.consents", 1, 3)
+    assert offsets.gap("personal_routing", "customer.consents", 1, 9) is None
+    # Revoked, then assigned again: another worker processed it meanwhile, no gap.
+    offsets.forget([("receipts.totals", 0)])
+    assert offsets.gap("household_bonus", "receipts.totals", 0, 90) is None
 
 
 def test_a_first_record_past_the_groups_committed_offset_is_a_gap_to_read_back() -> None:
     # The chaos suite lost a receipt at a handover: the new owner started the partition one
     # record past where the group had committed, and nothing noticed.
-    from stream.engine import worker
-
-    worker._last_offsets.clear()
-    worker._start_offsets[("pos.receipts", 1)] = 173
-    assert worker._offset_gap("card_join", "pos.receipts", 1, 174) == (173, 173)
+    offsets = OffsetTracker()
+    offsets.start[("pos.receipts", 1)] = 173
+    assert offsets.gap("card_join", "pos.receipts", 1, 174) == (173, 173)
     # A retry (registry outage) finds it again; once done, the start is forgotten.
-    assert worker._offset_gap("card_join", "pos.receipts", 1, 174) == (173, 173)
-    worker._offset_done("pos.receipts", 1, 174)
-    assert ("pos.receipts", 1) not in worker._start_offsets
+    assert offsets.gap("card_join", "pos.receipts", 1, 174) == (173, 173)
+    offsets.done("pos.receipts", 1, 174)
+    assert ("pos.receipts", 1) not in offsets.start
     # Starting where the group committed is no gap.
-    worker._start_offsets[("pos.receipts", 2)] = 50
-    assert worker._offset_gap("card_join", "pos.receipts", 2, 50) is None
-    worker._last_offsets.clear()
-    worker._start_offsets.clear()
+    offsets.start[("pos.receipts", 2)] = 50
+    assert offsets.gap("card_join", "pos.receipts", 2, 50) is None

@@ -1,0 +1,251 @@
+"""Every place purchase-stream relies on a library's internals, fenced in this one module.
+
+faust-streaming, mode and aiokafka are pinned exactly in pyproject.toml, and each function
+here has a test in tests/unit/test_patches.py that fails when an upgrade changes the
+attribute, signature or behaviour it relies on -- before a worker misbehaves. Each one says
+why a public API does not do the job (what was measured or seen). Nothing outside this
+module touches a library's ``_private`` names (ruff SLF001 checks it; this module is its
+one exception).
+
+The patches of library classes (:func:`strict_producer_flush`, :func:`idle_fetch_wait`,
+:func:`static_member_leaves_on_stop`) are idempotent and process-wide: they change the
+class, so every app in the process gets them (the worker applies them before it builds
+its app).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+log = logging.getLogger(__name__)
+
+# -- confluent-kafka's local error codes ----------------------------------------------------
+# Not internals: librdkafka's client-side error codes (RD_KAFKA_RESP_ERR__*), which the
+# Python client exposes with a leading underscore. Named here once so that the code that
+# compares with them needs no private-looking attribute.
+PARTITION_EOF: int = KafkaError._PARTITION_EOF
+TRANSPORT: int = KafkaError._TRANSPORT
+ALL_BROKERS_DOWN: int = KafkaError._ALL_BROKERS_DOWN
+TIMED_OUT: int = KafkaError._TIMED_OUT
+MSG_TIMED_OUT: int = KafkaError._MSG_TIMED_OUT
+RESOLVE: int = KafkaError._RESOLVE
+FATAL: int = KafkaError._FATAL
+
+
+# -- faust: the producer buffer's flush before a commit --------------------------------------
+
+
+def strict_producer_flush() -> None:
+    """Make Faust's producer-buffer flush wait until the buffer is really empty.
+
+    Faust flushes its send buffer (the API's audit records; stage outputs and changelogs
+    go through stream/engine/output.py, whose flush is chained to this one) before it commits
+    offsets, but ``ProducerBuffer.flush`` gives up as soon as 0.1 s pass without a message
+    sent -- on a loaded machine that happens with messages still buffered, the offsets are
+    committed anyway, and the outputs are lost if the worker then stops (seen: a receipt
+    consumed by card_join whose ``receipts.identified`` record never reached the broker after
+    a SIGTERM). No setting changes that timeout, and the buffer has no public "in flight"
+    count: the one message ``_send_pending`` is handing to the client is invisible to
+    ``size``. So ``_send_pending`` is wrapped to count it, and the flush returns only when no
+    message is buffered and none is on its way into the client (aiokafka's accumulator is
+    flushed after it, completely, by Faust). A buffer that can no longer send raises instead,
+    and the commit does not happen: the records are read again after a restart.
+
+    Relies on (tests/unit/test_patches.py): ``ProducerBuffer._send_pending(self, fut)`` is
+    what ``_handle_pending`` awaits for each message before it sets ``message_sent``, and
+    ``flush()`` is what ``Producer.flush`` awaits.
+    """
+    from faust.transport.producer import ProducerBuffer
+
+    if getattr(ProducerBuffer, "_purchase_stream_strict", False):
+        return
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending(self: Any, fut: Any) -> None:
+        self._ps_in_flight = getattr(self, "_ps_in_flight", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._ps_in_flight -= 1
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "_ps_in_flight", 0):
+            if self.state != "running":
+                raise RuntimeError(f"cannot flush: producer buffer {self.state} with messages")
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            except TimeoutError:
+                continue
+
+    ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = flush  # type: ignore[method-assign]
+    ProducerBuffer._purchase_stream_strict = True  # type: ignore[attr-defined]
+
+
+# -- aiokafka: the fetch loop against a broker that does not long-poll -----------------------
+
+# The shortest time between two fetch requests of the worker's consumer when the first
+# came back empty (see idle_fetch_wait).
+IDLE_FETCH_WAIT_S = 0.01
+
+
+def idle_fetch_wait(seconds: float = IDLE_FETCH_WAIT_S) -> None:
+    """Make aiokafka wait before re-fetching after an empty fetch that came back early.
+
+    Kafka holds a fetch until data arrives or ``fetch_max_wait_ms`` passes (Faust asks for
+    1.5 s), so an idle consumer sends a request or so a second. The embedded noida-db
+    ignores the wait and answers at once: aiokafka then re-fetches in a tight loop, ~2 400
+    requests a second from one consumer on an idle topic (measured), which cost a worker's
+    consumer thread ~0.45 of a core and the broker as much again, even while the worker had
+    nothing to do -- on 2 cores, CPU taken from the processing itself (BENCHMARKS.md).
+    aiokafka has no public back-off for empty fetches (``fetch_min_bytes`` only asks the
+    broker, which ignores it too). Here a fetch that returned no records sooner than
+    ``seconds`` after it was sent is followed by a pause for the rest of ``seconds``: no
+    effect against a broker that long-polls (its empty answers take ``fetch_max_wait_ms``),
+    and at most ``seconds`` more latency for the first record after a quiet spell on one
+    that does not.
+
+    Relies on (tests/unit/test_patches.py): ``Fetcher._fetch_requests_routine`` starts one
+    ``self._proc_fetch_request(assignment, node_id, request)`` per request, which returns
+    whether it got records, and ``assignment.active`` says whether the assignment is current.
+    """
+    from aiokafka.consumer.fetcher import Fetcher
+
+    Fetcher._ps_idle_fetch_wait_s = seconds
+    if getattr(Fetcher, "_ps_idle_fetch_wait_patched", False):
+        return
+    proc = Fetcher._proc_fetch_request
+
+    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        started = time.monotonic()
+        got_records = await proc(self, assignment, node_id, request)
+        if not got_records and assignment.active:
+            rest = Fetcher._ps_idle_fetch_wait_s - (time.monotonic() - started)
+            if rest > 0:
+                try:
+                    await asyncio.sleep(rest)
+                except asyncio.CancelledError:
+                    # Closing or unassigned: like aiokafka's own fetch task, end quietly
+                    # (Fetcher.close() awaits the cancelled task).
+                    return got_records
+        return got_records
+
+    Fetcher._proc_fetch_request = _proc_fetch_request
+    Fetcher._ps_idle_fetch_wait_patched = True
+
+
+# -- aiokafka: LeaveGroup for a static member ------------------------------------------------
+
+# aiokafka's own ``GroupCoordinator._maybe_leave_group``, kept once patched (the test pins
+# what it does).
+ORIGINALS: dict[str, Any] = {}
+
+
+def static_member_leaves_on_stop() -> None:
+    """Make aiokafka's consumer send LeaveGroup on close for a static member too.
+
+    Why (stream/engine/membership.py): aiokafka, like the Java client, sends no LeaveGroup
+    for a static member, and noida-db never evicts a member: a worker stopped cleanly and
+    not started again would keep its partitions for ever. aiokafka has no option for it.
+    Patches ``aiokafka.consumer.group_coordinator.GroupCoordinator._maybe_leave_group``
+    (aiokafka 0.14: it sends ``LeaveGroupRequest(group, member_id)`` only when
+    ``_group_instance_id is None``). The request is the same v0/v1 LeaveGroup a dynamic
+    member sends, naming the member id the broker gave this static member; noida-db and
+    Kafka remove the member and rebalance. A crash sends nothing, and the restart then takes
+    over the dead member by its instance id.
+
+    Relies on (tests/unit/test_patches.py): the original's behaviour for dynamic and static
+    members, the coordinator's ``generation``, ``group_id``, ``member_id``, ``_send_req`` and
+    ``reset_generation``, and that aiokafka's close path calls ``_maybe_leave_group``.
+    """
+    from aiokafka.consumer import group_coordinator as gc
+
+    coordinator = gc.GroupCoordinator
+    if getattr(coordinator, "_ps_static_leave", False):
+        return
+    ORIGINALS["GroupCoordinator._maybe_leave_group"] = coordinator._maybe_leave_group
+
+    async def _maybe_leave_group(self: Any) -> None:
+        if self.generation > 0:
+            # Minimal effort, like aiokafka's own: no resend on failure.
+            request = gc.LeaveGroupRequest(self.group_id, self.member_id)
+            try:
+                await self._send_req(request)
+            except gc.Errors.KafkaError as err:
+                log.error("LeaveGroup request failed: %s", err)
+            else:
+                log.info("LeaveGroup request succeeded")
+        self.reset_generation()
+
+    coordinator._maybe_leave_group = _maybe_leave_group
+    coordinator._ps_static_leave = True
+
+
+# -- faust: a table's per-partition RocksDB databases ----------------------------------------
+
+
+def partition_db(table: Any, partition: int) -> Any:
+    """The rocksdict database of one partition of a ``rocksdb://`` Faust table (opened if not).
+
+    Faust's public table API (``table[key]``) reads and writes the partition of the *current
+    event*, keeps an unbounded in-memory index of every key, and sends the changelog through
+    its per-record producer path (the largest single cost of the worker in a py-spy profile,
+    BENCHMARKS.md). stream/engine/state.py's TableState writes a named partition directly
+    and sends the changelog itself, so a batch that mixes partitions stays correct. The Store
+    has no public per-partition accessor; ``Store._db_for_partition`` is the one Faust's own
+    get/set use. Looked up on every use: Faust closes and reopens databases on rebalance.
+    """
+    return table.data._db_for_partition(partition)
+
+
+def open_partition_dbs(table: Any) -> dict[int, Any]:
+    """The partition databases a Faust ``rocksdb://`` table has open now (a copy).
+
+    For what this worker holds: RocksDB's key estimates (metrics) and which databases not
+    to wipe (stream/engine/restore.py). Faust keeps them in ``Store._dbs`` and has no public
+    view of them; opening them through :func:`partition_db` would create databases for
+    partitions the worker does not hold. Empty for a store that is not RocksDB.
+    """
+    return dict(getattr(table.data, "_dbs", {}))
+
+
+# -- faust: the consumer's committed offsets --------------------------------------------------
+
+
+def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
+    """The offset this worker's Faust consumer last committed, per assigned partition.
+
+    Consumer lag (stream/engine/observability.py) is end offset minus committed offset. The
+    public ways to get the committed offsets (aiokafka's ``committed()``, an admin request)
+    ask the broker, one round trip per partition per collection; Faust already holds them in
+    ``Consumer._committed_offset`` (a mapping that answers None for a partition with no
+    commit yet), updated on every commit. Empty for a consumer that keeps none.
+    """
+    committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+    return committed
+
+
+# -- aiohttp (Faust's web server): the parser's line limits -----------------------------------
+
+
+def http_parser_limits(web: Any, max_line_size: int, max_field_size: int) -> None:
+    """Set aiohttp's request-line and header-field limits on Faust's web server.
+
+    aiohttp answers a line over its parser limit (8,190 bytes) with a 400 of its own, before
+    any middleware, and logs the line's first bytes (a path with a customer id in it) at
+    ERROR. Faust builds the aiohttp ``AppRunner`` itself (``faust.web.drivers.aiohttp.Web
+    ._runner``) without a way to pass its handler arguments, so they are added to the
+    runner's ``BaseRunner._kwargs``, which it passes to the ``Server`` it makes at start.
+    Must run before the web server starts. tests/unit/test_patches.py pins both attributes
+    and that the server made gets the limits; tests/integration/test_api_edge.py checks a
+    100 KB path gets 414 with its audit record.
+    """
+    runner = web._runner
+    runner._kwargs.update(max_line_size=max_line_size, max_field_size=max_field_size)

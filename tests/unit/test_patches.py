@@ -1,0 +1,339 @@
+"""Every library behaviour stream/engine/patches.py relies on, pinned.
+
+faust-streaming, mode and aiokafka are pinned exactly in pyproject.toml; when one of them is
+upgraded, these fail before a worker misbehaves: each test checks that the internal the
+patch uses is there, has the signature it calls, and behaves as the patch assumes -- and
+that the patched behaviour is what the worker needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from aiokafka.consumer import group_coordinator as gc
+from aiokafka.consumer.fetcher import Fetcher
+from confluent_kafka import KafkaError
+from faust.sensors.monitor import Monitor
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.producer import ProducerBuffer
+from prometheus_client import CollectorRegistry
+
+from stream.engine import patches
+from stream.engine.observability import faust_sensors
+from stream.engine.output import attach
+
+
+def _params(fn: Any) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+# -- strict_producer_flush ---------------------------------------------------------------
+
+
+class _App:
+    class conf:  # noqa: N801 - the shape of faust's app.conf the buffer reads
+        producer_threaded = False
+
+
+def _buffer() -> Any:
+    buffer = ProducerBuffer()
+    buffer.app = _App()  # type: ignore[assignment]
+    return buffer
+
+
+def test_faust_buffer_sends_through_send_pending_then_signals_message_sent() -> None:
+    # What the patch wraps: the per-message send the buffer's task awaits, then the event.
+    source = inspect.getsource(ProducerBuffer)
+    assert "send_pending = self._send_pending" in source
+    assert "await send_pending(msg)" in source
+    assert "self.message_sent.set()" in source
+    assert _params(ProducerBuffer._send_pending) == ["self", "fut"]
+    assert inspect.iscoroutinefunction(ProducerBuffer.flush)
+    # The kafka:// producer's flush (what the commit awaits) flushes the buffer, then
+    # aiokafka's own accumulator.
+    from faust.transport.drivers.aiokafka import Producer
+
+    source = inspect.getsource(Producer.flush)
+    assert source.index("await self.buffer.flush()") < source.index("await self._producer.flush()")
+
+
+def test_strict_flush_waits_for_the_message_in_flight() -> None:
+    patches.strict_producer_flush()
+    patches.strict_producer_flush()  # idempotent
+
+    async def scenario() -> list[str]:
+        buffer = _buffer()
+        buffer._started.set()  # mode's "running" without starting the buffer's own task
+        assert buffer.state == "running"
+        events: list[str] = []
+        release = asyncio.Event()
+
+        class Channel:
+            async def publish_message(self, fut: Any, wait: bool = False) -> None:
+                await release.wait()
+                events.append("sent")
+
+        class Fut:
+            class message:  # noqa: N801 - FutureMessage.message.channel
+                channel = Channel()
+
+        # A message taken off the queue and being handed to the client: size is 0.
+        sending = asyncio.ensure_future(buffer._send_pending(Fut()))
+        await asyncio.sleep(0)
+        assert buffer.size == 0
+        flushing = asyncio.ensure_future(buffer.flush())
+        await asyncio.sleep(0.3)  # Faust's own flush would have returned (0.1 s idle)
+        assert not flushing.done()
+        release.set()
+        await sending
+        buffer.message_sent.set()
+        await asyncio.wait_for(flushing, 1)
+        events.append("flushed")
+        return events
+
+    assert asyncio.run(scenario()) == ["sent", "flushed"]
+
+
+def test_faust_commits_only_after_flushing_the_producer() -> None:
+    # stream/engine/output.py's attach() chains its flush to app.producer.flush on this.
+    source = inspect.getsource(FaustConsumer._commit_offsets)
+    assert source.index("await self.app.producer.flush()") < source.index(
+        "await self._commit(committable_offsets)"
+    )
+    # and committed offsets are kept where patches.committed_offsets reads them
+    assert "self._committed_offset.update(committable_offsets)" in source
+
+
+def test_attach_chains_the_output_flush_to_fausts() -> None:
+    calls: list[str] = []
+
+    class Producer:
+        async def flush(self) -> None:
+            calls.append("faust")
+
+    class App:
+        producer = Producer()
+
+    class FakeOutput:
+        async def flush(self) -> None:
+            calls.append("output")
+
+    app = App()
+    attach(app, FakeOutput())  # type: ignore[arg-type]
+    asyncio.run(app.producer.flush())
+    assert calls == ["faust", "output"]
+
+
+# -- idle_fetch_wait ---------------------------------------------------------------------
+
+
+def test_aiokafka_fetch_loop_starts_proc_fetch_request_per_request() -> None:
+    source = inspect.getsource(Fetcher._fetch_requests_routine)
+    assert "self._proc_fetch_request(assignment, node_id, request)" in source
+    # its result says whether records came (waiters are woken on a true one)
+    assert "has_new_data = any(fut.result() for fut in done_pending)" in source
+    assert _params(Fetcher._proc_fetch_request) == ["self", "assignment", "node_id", "request"]
+
+
+class _Assignment:
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+
+class _CancelledClient:
+    async def send(self, node_id: Any, request: Any) -> Any:
+        raise asyncio.CancelledError  # aiokafka's own answer: False, at once
+
+
+class _FakeFetcher:
+    _client = _CancelledClient()
+
+
+def _timed_fetch(active: bool) -> tuple[Any, float]:
+    async def run() -> tuple[Any, float]:
+        started = time.monotonic()
+        got = await Fetcher._proc_fetch_request(
+            _FakeFetcher(),  # type: ignore[arg-type]
+            _Assignment(active),
+            0,
+            None,
+        )
+        return got, time.monotonic() - started
+
+    return asyncio.run(run())
+
+
+def test_an_empty_fetch_that_returned_early_waits_the_rest_of_the_interval() -> None:
+    patches.idle_fetch_wait(0.2)
+    try:
+        got, took = _timed_fetch(active=True)
+        assert got is False and took >= 0.19
+        # Unassigned meanwhile: no wait.
+        got, took = _timed_fetch(active=False)
+        assert got is False and took < 0.1
+    finally:
+        patches.idle_fetch_wait()
+    assert Fetcher._ps_idle_fetch_wait_s == patches.IDLE_FETCH_WAIT_S
+
+
+# -- static_member_leaves_on_stop --------------------------------------------------------
+
+
+class FakeCoordinator:
+    """The attributes ``_maybe_leave_group`` uses, and the requests it sends."""
+
+    def __init__(self, instance_id: str | None) -> None:
+        self.group_id = "purchase-stream"
+        self.member_id = "member-1"
+        self.generation = 3
+        self._group_instance_id = instance_id
+        self.sent: list[Any] = []
+        self.reset = False
+
+    async def _send_req(self, request: Any) -> None:
+        self.sent.append(request)
+
+    def reset_generation(self) -> None:
+        self.reset = True
+
+
+def _leave(method: Any, instance_id: str | None) -> FakeCoordinator:
+    fake = FakeCoordinator(instance_id)
+    asyncio.run(method(fake))
+    return fake
+
+
+def test_aiokafka_does_not_leave_for_a_static_member_and_the_patch_does() -> None:
+    patches.static_member_leaves_on_stop()
+    original = patches.ORIGINALS["GroupCoordinator._maybe_leave_group"]
+    # What aiokafka does (the reason for the patch): a dynamic member leaves, a static not.
+    assert len(_leave(original, None).sent) == 1
+    static = _leave(original, "w-1")
+    assert static.sent == [] and static.reset
+    # Patched: a static member leaves too, with the same LeaveGroup naming its member id.
+    patched = _leave(gc.GroupCoordinator._maybe_leave_group, "w-1")
+    assert patched.reset
+    [request] = patched.sent
+    assert isinstance(request, gc.LeaveGroupRequest)
+    assert (request._group, request._member_id) == ("purchase-stream", "member-1")
+    # Not a member (generation 0): nothing to leave.
+    fake = FakeCoordinator("w-1")
+    fake.generation = 0
+    asyncio.run(gc.GroupCoordinator._maybe_leave_group(fake))  # type: ignore[arg-type]
+    assert fake.sent == [] and fake.reset
+    # aiokafka's close path is what calls it.
+    assert "await self._maybe_leave_group()" in inspect.getsource(gc.GroupCoordinator.close)
+
+
+def test_faust_passes_the_instance_id_to_the_aiokafka_consumer(tmp_path: Path) -> None:
+    app = faust.App(
+        "membership-test",
+        broker="kafka://127.0.0.1:1",
+        datadir=str(tmp_path),
+        consumer_group_instance_id="worker-7",
+    )
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+
+    async def create() -> Any:  # aiokafka wants a running loop; nothing connects here
+        return thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(create())
+    assert consumer._group_instance_id == "worker-7"
+
+
+# -- partition_db, open_partition_dbs, committed_offsets ---------------------------------
+
+
+def _app(tmp_path: Path) -> faust.App:
+    return faust.App(
+        "patches-test", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path)
+    )
+
+
+def test_partition_databases_of_a_rocksdb_table(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
+    assert patches.open_partition_dbs(table) == {}
+    db = patches.partition_db(table, 2)
+    db.put(b"k", b"v")
+    assert patches.partition_db(table, 2) is db  # the one Faust keeps open
+    assert patches.open_partition_dbs(table) == {2: db}
+    # Faust's own reads find what was written there (the same database).
+    assert table.data._get_bucket_for_key(b"k") is not None
+    assert table.data.partition_path(2).is_dir()
+
+
+def test_committed_offsets_of_fausts_consumer(tmp_path: Path) -> None:
+    from faust.types import TP
+
+    consumer = _app(tmp_path).consumer
+    committed = patches.committed_offsets(consumer)
+    assert committed.get(TP("pos.receipts", 0)) is None
+    consumer._committed_offset[TP("pos.receipts", 0)] = 41
+    assert patches.committed_offsets(consumer)[TP("pos.receipts", 0)] == 41
+    assert patches.committed_offsets(object()) == {}
+
+
+# -- http_parser_limits ------------------------------------------------------------------
+
+
+def test_the_parser_limits_reach_the_server_faust_starts(tmp_path: Path) -> None:
+    from aiohttp.web_protocol import RequestHandler
+
+    assert {"max_line_size", "max_field_size"} <= set(_params(RequestHandler.__init__))
+    app = _app(tmp_path)
+
+    async def server_kwargs() -> dict[str, Any]:
+        patches.http_parser_limits(app.web, 12_345, 23_456)
+        runner = app.web._runner
+        await runner.setup()
+        try:
+            return dict(runner.server._kwargs)  # type: ignore[union-attr]
+        finally:
+            await runner.cleanup()
+
+    kwargs = asyncio.run(server_kwargs())
+    assert kwargs["max_line_size"] == 12_345
+    assert kwargs["max_field_size"] == 23_456
+
+
+# -- faust_sensors (public API, but overriding hooks by name) ----------------------------
+
+
+def test_the_lean_monitor_overrides_hooks_faust_has(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    faust_sensors(app, CollectorRegistry())
+    lean = type(app.monitor)
+    overridden = [name for name in vars(lean) if name.startswith("on_")]
+    assert len(overridden) == 9
+    for name in overridden:
+        base = getattr(Monitor, name)
+        assert _params(getattr(lean, name)) == _params(base), name
+    # a silenced hook does nothing; the ones kept still count
+    app.monitor.on_message_in(None, 0, None)
+    assert app.monitor.messages_received_total == 0
+
+
+# -- confluent-kafka's local error codes -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (patches.PARTITION_EOF, "_PARTITION_EOF"),
+        (patches.TRANSPORT, "_TRANSPORT"),
+        (patches.ALL_BROKERS_DOWN, "_ALL_BROKERS_DOWN"),
+        (patches.TIMED_OUT, "_TIMED_OUT"),
+        (patches.MSG_TIMED_OUT, "_MSG_TIMED_OUT"),
+        (patches.RESOLVE, "_RESOLVE"),
+        (patches.FATAL, "_FATAL"),
+    ],
+)
+def test_local_error_codes(code: int, name: str) -> None:
+    assert KafkaError(code).name() == name

@@ -11,7 +11,7 @@ from stream.engine.worker import create_app
 from stream.serve.api import ENDPOINTS, OPENAPI
 from stream.settings import load_rules, load_settings
 
-PUBLIC = {"/v1/openapi.yaml", "/app/", "/healthz", "/metrics"}
+PUBLIC = {"/v1/openapi.yaml", "/app/", "/favicon.ico", "/healthz", "/metrics"}
 
 
 def routes() -> set[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiohttp import web as aioweb
 
 from stream.engine.metrics import Metrics
 from stream.serde.codec import Codec
@@ -44,11 +45,14 @@ class AuditContext:
     done: bool = False  # audited by the handler itself (a stream, before it starts)
 
 
+AUDIT_KEY: aioweb.RequestKey[AuditContext] = aioweb.RequestKey("ps_audit", AuditContext)
+
+
 def audit_context(request: Any) -> AuditContext:
     """The request's :class:`AuditContext` (made on first use)."""
-    ctx = request.get("ps_audit")
+    ctx = request.get(AUDIT_KEY)
     if ctx is None:
-        ctx = request["ps_audit"] = AuditContext()
+        ctx = request[AUDIT_KEY] = AuditContext()
     return ctx
 
 

@@ -50,7 +50,7 @@ AUDIT_KEY: aioweb.RequestKey[AuditContext] = aioweb.RequestKey("ps_audit", Audit
 
 def audit_context(request: Any) -> AuditContext:
     """The request's :class:`AuditContext` (made on first use)."""
-    ctx = request.get(AUDIT_KEY)
+    ctx: AuditContext | None = request.get(AUDIT_KEY)
     if ctx is None:
         ctx = request[AUDIT_KEY] = AuditContext()
     return ctx

@@ -15,7 +15,7 @@ from stream.serve.endpoints import OPENAPI, WEB_DIR
 
 # Browsers ask for /favicon.ico with every page: a small SVG (all current browsers take one
 # under that name), cached for a day.
-FAVICON = (WEB_DIR / "favicon.svg").read_bytes()
+FAVICON = WEB_DIR / "favicon.svg"
 
 
 async def app_page(_request: Any) -> Any:
@@ -26,7 +26,9 @@ async def app_page(_request: Any) -> Any:
 async def favicon(_request: Any) -> Any:
     """``GET /favicon.ico``: the page's icon."""
     return aioweb.Response(
-        body=FAVICON, content_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+        body=FAVICON.read_bytes(),
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "max-age=86400"},
     )
 
 

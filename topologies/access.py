@@ -22,6 +22,7 @@ the requested data exists, so a 403 reveals nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +142,7 @@ def household_view(
     return view
 
 
-def joint_bonus(bonus: dict[str, Any]) -> dict[str, Any]:
+def joint_bonus(bonus: Mapping[str, Any]) -> dict[str, Any]:
     """The joint accrual of a household-month: what both household roles may see.
 
     The one projection of the ledger's figures for :data:`JOINT_BONUS`, used by the household

@@ -327,7 +327,7 @@ def cmd_bonus(args: argparse.Namespace) -> int:
         return 2
     from stream.tools.replay import append_audit
 
-    state = RocksState(stage_dir)
+    state = RocksState(stage_dir, read_only=True)
     try:
         print(json.dumps(household_bonus_month(state, args.household, args.month), indent=2))
     finally:

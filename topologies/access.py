@@ -22,6 +22,7 @@ the requested data exists, so a 403 reveals nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,8 @@ HOUSEHOLD_KINDS = frozenset(
         CHAIN_SUMMARY,
     }
 )
+# The household's joint accrual (JOINT_BONUS): the ledger's fields both roles may see.
+JOINT_BONUS_FIELDS = ("eligible_cents", "rate_bp", "bonus_cents", "receipt_count")
 MAIN_SEES = HOUSEHOLD_KINDS
 MEMBER_SEES = frozenset({WHO_IS_MAIN, JOINT_BONUS, CHAIN_SUMMARY})
 # Purposes customer service may state; anything else is refused (and audited as denied).
@@ -129,9 +132,7 @@ def household_view(
     if may_see(viewer, WHO_IS_MAIN, household_id=hh):
         view["main_member"] = main_member[0] if main_member else None
     if may_see(viewer, JOINT_BONUS, household_id=hh):
-        view["joint"] = {
-            k: bonus[k] for k in ("eligible_cents", "rate_bp", "bonus_cents", "receipt_count")
-        }
+        view["joint"] = joint_bonus(bonus)
     if may_see(viewer, CHAIN_SUMMARY, household_id=hh):
         view["chains"] = chain_summary(receipts)
     if may_see(viewer, HOUSEHOLD_BONUS, household_id=hh):
@@ -141,6 +142,16 @@ def household_view(
     if may_see(viewer, HOUSEHOLD_RECEIPTS, household_id=hh):
         view["receipts"] = receipts
     return view
+
+
+def joint_bonus(bonus: Mapping[str, Any]) -> dict[str, Any]:
+    """The joint accrual of a household-month: what both household roles may see.
+
+    The one projection of the ledger's figures for :data:`JOINT_BONUS`, used by the household
+    Bonus response and by the live feed's ``bonus`` events (nothing finer: per-member sums
+    are for the main member's own request).
+    """
+    return {k: bonus[k] for k in JOINT_BONUS_FIELDS}
 
 
 def chain_summary(receipts: list[dict[str, Any]]) -> list[dict[str, Any]]:

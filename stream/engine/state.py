@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rocksdict import Options, Rdict
+from rocksdict import AccessType, Options, Rdict
 
 from stream.engine.patches import partition_db
 
@@ -35,12 +35,32 @@ def _prefix_items(db: Any, prefix: str) -> Iterator[tuple[str, Any]]:
 
 
 class RocksState:
-    """One rocksdict database (raw mode, JSON values), e.g. one per stage in a replay state dir."""
+    """One rocksdict database (raw mode, JSON values), e.g. one per stage in a replay state dir.
 
-    def __init__(self, path: str | Path, block_cache_bytes: int = 16 * 1024 * 1024) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
+    ``read_only=True`` is for readers (``bonus``, ``extract``): RocksDB's read-only mode takes
+    no lock, so any number of them run side by side, and beside a writer (they see the
+    database as it was when they opened it). A writer holds the directory's ``LOCK``, so a
+    second writer fails with ``IO error: While lock file``. Writes on a read-only state raise.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        block_cache_bytes: int = 16 * 1024 * 1024,
+        *,
+        read_only: bool = False,
+    ) -> None:
         self.path = Path(path)
-        self.db = Rdict(str(path), options=rocks_options(block_cache_bytes))
+        self.read_only = read_only
+        if read_only:
+            self.db = Rdict(
+                str(path),
+                options=rocks_options(block_cache_bytes),
+                access_type=AccessType.read_only(),
+            )
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.db = Rdict(str(path), options=rocks_options(block_cache_bytes))
 
     def get(self, key: str) -> Any | None:
         v = self.db.get(key.encode())

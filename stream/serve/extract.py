@@ -28,7 +28,7 @@ def extract(state_dir: str | Path, customer_id: str, rules: Rules) -> dict[str, 
         raise ExtractError(f"{root} is not a state directory written by `purchase-stream replay`")
     if "|" in customer_id:
         raise ExtractError("customer id must not contain '|'")
-    personal = RocksState(root / PERSONAL_STAGE)
+    personal = RocksState(root / PERSONAL_STAGE, read_only=True)
     try:
         held = personal_extract(personal, rules, customer_id)
     finally:

@@ -251,3 +251,25 @@ def test_no_client_input_gets_a_5xx(edge: Edge, path: str, who: str | None, body
     raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body else None)
     status, _ = edge.request("/v1/staff/recalls", token, "POST", raw)
     assert status < 500, ("recall", who, status)
+
+
+def test_the_public_pages_are_served_counted_and_not_audited(edge: Edge) -> None:
+    """The page, its icon and the API description carry no personal data: not audited
+    (like /metrics and /healthz), and a browser's icon request is not a 404."""
+    before = len(edge.audit_records())
+    with urllib.request.urlopen(f"http://127.0.0.1:{edge.port}/favicon.ico", timeout=10) as r:  # noqa: S310
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "image/svg+xml"
+        assert r.read().startswith(b"<svg")
+    assert edge.request("/app/")[0] == 200
+    assert edge.request("/v1/openapi.yaml")[0] == 200
+    # A data request after them is audited: the trail is read up to it, and has only it
+    # (audit.log has several partitions: the records are counted, not sliced in order).
+    assert edge.request("/v1/me/counters/not-a-month", sc.token("PAGES"))[0] == 400
+    records = edge.audit_records()
+    assert len(records) == before + 1
+    mine = [json.loads(r["detail"]) for r in records if r["actor"] == "C-PAGES"]
+    assert mine == [{"endpoint": "/v1/me/counters/{month}", "status": 400}]
+    with urllib.request.urlopen(f"http://127.0.0.1:{edge.port}/metrics", timeout=10) as r:  # noqa: S310
+        metrics_text = r.read().decode()
+    assert 'endpoint="/favicon.ico",status="200"' in metrics_text

@@ -163,6 +163,21 @@ def test_the_page_shows_a_counter_change_within_two_seconds(
         ):
             time.sleep(0.05)
         assert driver.find_element("id", "eligible_eur").text == "4,50"
+        food = driver.find_element("css selector", "#card-food .sub")
+        assert food.text == "1 receipt · 0 products not yet in the catalogue", food.text
+
+        # A second receipt, one of its products not in the catalogue: counts in the plural
+        # where they are plural and not where they are not ("1 product", never "1 products").
+        second = sc.receipt("R-LIVE-2", "ANNA", int(time.time() * 1000))
+        second["value"]["lines"][1]["gtin"] = "6400000099999"  # in no catalogue
+        topic, key, value, ts = encode_event(codec, second)
+        producer.produce(topic, key=key, value=value, timestamp=ts)
+        assert producer.flush(10) == 0
+        deadline = time.monotonic() + 10
+        while driver.find_element("id", "receipt_count").text != "2":
+            assert time.monotonic() < deadline, food.text
+            time.sleep(0.05)
+        assert food.text == "2 receipts · 1 product not yet in the catalogue", food.text
         shot = os.environ.get("PURCHASE_STREAM_SCREENSHOT")
         if shot:
             driver.save_screenshot(shot)

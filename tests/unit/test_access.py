@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from topologies import access
@@ -159,3 +161,20 @@ def test_a_member_view_has_the_joint_figure_the_main_member_and_chains_only() ->
 def test_an_outsider_view_is_empty_of_figures() -> None:
     view = access.household_view(OLLI, BONUS, RECEIPTS, MEMBERS)
     assert set(view) == {"household_id", "month"}
+
+
+def test_the_joint_bonus_is_one_projection_for_the_response_and_the_live_feed() -> None:
+    from stream.serve.live_stream import sse
+
+    joint = {"eligible_cents": 30_000, "rate_bp": 200, "bonus_cents": 600, "receipt_count": 3}
+    assert access.joint_bonus(BONUS) == joint
+    assert access.household_view(BERT, BONUS, RECEIPTS, MEMBERS)["joint"] == joint
+    assert access.household_view(ANNA, BONUS, RECEIPTS, MEMBERS)["joint"] == joint
+    # The live feed's bonus event (both roles listen): the same figures, nothing finer.
+    event = sse("bonus", BONUS).decode()
+    assert event.startswith("event: bonus\ndata: ") and event.endswith("\n\n")
+    data = json.loads(event.split("data: ", 1)[1])
+    assert data == {"household_id": "HH-1", "month": "2026-11", "joint": joint}
+    # Counter events go through as they are.
+    counters = {"customer_id": "C-ANNA", "month": "2026-11", "food_cents": 450}
+    assert json.loads(sse("counters", counters).decode().split("data: ", 1)[1]) == counters

@@ -9,9 +9,10 @@ import yaml
 
 from stream.engine.app import create_app
 from stream.serve.api import ENDPOINTS, OPENAPI
+from stream.serve.endpoints import UNAUDITED
 from stream.settings import load_rules, load_settings
 
-PUBLIC = {"/v1/openapi.yaml", "/app/", "/healthz", "/metrics"}
+PUBLIC = {"/v1/openapi.yaml", "/app/", "/favicon.ico", "/healthz", "/metrics"}
 
 
 def routes() -> set[str]:
@@ -22,9 +23,10 @@ def routes() -> set[str]:
 
 def test_every_data_route_is_an_audited_endpoint_and_nothing_else_is_served() -> None:
     served = routes()
-    # Each data route goes through Api.serve / start_recall / live_stream, which audit;
+    # Each data route goes through Reads.serve / Recalls.start / LiveStream.handle (audited);
     # ENDPOINTS is that list. Anything else is public and carries no personal data.
     assert served - PUBLIC == set(ENDPOINTS)
+    assert PUBLIC == UNAUDITED  # what the edge leaves unaudited is exactly the public pages
     assert not any(r.startswith(("/table", "/router", "/graph", "/stats")) for r in served)
 
 

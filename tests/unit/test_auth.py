@@ -86,7 +86,7 @@ def test_the_valid_claims_verify() -> None:
 
 def test_household_claims_are_ignored() -> None:
     # A token minted for C-1 as main member of HH-1 (the finding): the claims carry no
-    # weight; the worker asks the card register (stream/serve/api.py, topologies/access.py).
+    # weight; the worker asks the card register (stream/serve/reads.py, topologies/access.py).
     claims = valid_claims() | {"hh": "HH-1", "hh_role": "main"}
     viewer = auth.verify(SECRET, jwt.encode(claims, SECRET, algorithm="HS256"))
     assert (viewer.household_id, viewer.household_role) == (None, None)

@@ -38,6 +38,7 @@ from stream.engine.offsets import OffsetTracker
 from stream.engine.output import Output, attach
 from stream.engine.patches import (
     idle_fetch_wait,
+    one_ack_per_offset,
     static_member_leaves_on_stop,
     strict_producer_flush,
 )
@@ -132,6 +133,7 @@ def patch_libraries() -> None:
     strict_producer_flush()
     idle_fetch_wait()
     static_member_leaves_on_stop()
+    one_ack_per_offset()
 
 
 def faust_app(settings: Settings) -> faust.App:

@@ -337,3 +337,115 @@ def test_the_lean_monitor_overrides_hooks_faust_has(tmp_path: Path) -> None:
 )
 def test_local_error_codes(code: int, name: str) -> None:
     assert KafkaError(code).name() == name
+
+
+# -- one_ack_per_offset ----------------------------------------------------------------------
+
+
+class _Topics:
+    def acks_enabled_for(self, topic: str) -> bool:
+        return True
+
+
+class _Message:
+    def __init__(self, tp: Any, offset: int) -> None:
+        self.acked = False
+        self.tp = tp
+        self.topic = tp.topic
+        self.offset = offset
+
+
+def _bookkeeping(new_offset: Any) -> Any:
+    """Faust's own offset bookkeeping (ack, _add_gap, _should_commit) on a bare object, with
+    ``new_offset`` as the commit's offset choice."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from intervaltree import IntervalTree
+
+    c = SimpleNamespace(
+        _gap=defaultdict(IntervalTree),
+        _acked=defaultdict(list),
+        _acked_index=defaultdict(set),
+        _read_offset=defaultdict(lambda: None),
+        _committed_offset=defaultdict(lambda: None),
+        _unacked_messages=set(),
+        _waiting_for_ack=None,
+        _n_acked=0,
+        app=SimpleNamespace(topics=_Topics()),
+    )
+    for name in ("ack", "_add_gap", "_should_commit"):
+        setattr(c, name, getattr(FaustConsumer, name).__get__(c))
+    c._new_offset = new_offset.__get__(c)
+    return c
+
+
+def _commits_after_the_seek_race(new_offset: Any, commits: int = 6) -> list[int | None]:
+    """The rebalance race as it happens in Faust's recovery: partitions resumed before the
+    seek, 30 records delivered from the committed offset 142 and 20 of them acked; the seek
+    rewinds the read offset to 142; the rest of the batch looks like a jump, so Faust adds
+    a gap over offsets already acked; then records keep coming and commits run."""
+    from faust.types import TP
+
+    tp = TP("aggregates.contributions", 0)
+    c = _bookkeeping(new_offset)
+    committed = 142
+    for offset in range(committed, committed + 20):
+        c.ack(_Message(tp, offset))
+    c._read_offset[tp] = c._committed_offset[tp] = committed  # perform_seek
+    jump = committed + 30
+    asyncio.run(c._add_gap(tp, committed + 1, jump))  # faust/transport/consumer.py drain
+    next_offset = jump
+    written: list[int | None] = []
+    for _ in range(commits):
+        for offset in range(next_offset, next_offset + 20):
+            c.ack(_Message(tp, offset))
+        next_offset += 20
+        new = c._new_offset(tp)
+        if new is not None and c._should_commit(tp, new):
+            c._committed_offset[tp] = new
+        written.append(c._committed_offset[tp])
+    return written
+
+
+def _faust_new_offset() -> Any:
+    return getattr(FaustConsumer, "_ps_faust_new_offset", FaustConsumer._new_offset)
+
+
+def test_faust_new_offset_still_crawls_after_the_seek_race() -> None:
+    # Faust 0.15.3's own choice moves the commit on by one record per commit (the crawl).
+    # When an upgrade fixes it, this fails: the patch can then go.
+    assert _commits_after_the_seek_race(_faust_new_offset()) == [144, 145, 146, 147, 148, 149]
+
+
+def test_one_ack_per_offset_commits_up_to_the_head_after_the_seek_race() -> None:
+    patches.one_ack_per_offset()
+    assert FaustConsumer._new_offset is not _faust_new_offset()
+    written = _commits_after_the_seek_race(FaustConsumer._new_offset)
+    # Every offset from 142 up to the last acked one was acked or read back: all commit.
+    assert written == [192, 212, 232, 252, 272, 292]
+
+
+def test_one_ack_per_offset_never_commits_past_an_offset_not_acked() -> None:
+    from faust.types import TP
+
+    patches.one_ack_per_offset()
+    tp = TP("pos.receipts", 1)
+    c = _bookkeeping(FaustConsumer._new_offset)
+    c._committed_offset[tp] = 10
+    for offset in (10, 11, 12, 14, 15):  # 13 not processed yet
+        c.ack(_Message(tp, offset))
+    assert c._new_offset(tp) == 13
+    c._committed_offset[tp] = 13
+    # A gap beyond the highest acked offset is not counted as done.
+    asyncio.run(c._add_gap(tp, 16, 30))
+    c.ack(_Message(tp, 13))
+    assert c._new_offset(tp) == 16
+
+
+def test_the_worker_applies_one_ack_per_offset() -> None:
+    from stream.engine.app import patch_libraries
+
+    patch_libraries()
+    assert getattr(FaustConsumer, "_ps_one_ack_per_offset", False)
+    assert _params(_faust_new_offset()) == ["self", "tp"]

@@ -34,7 +34,7 @@ from benchmarks.common import dir_bytes, fmt, header, log, proc_rss_bytes, row
 from stream.engine.state import TableState
 from stream.engine.worker import key_partition, table_name
 from stream.local.admin import end_offsets
-from stream.simulator.generator import _luhn_digit
+from stream.simulator.catalogue_data import _luhn_digit
 from topologies import card_join, household_bonus, personal_routing
 from topologies.context import Context
 from topologies.pipeline import STAGES

@@ -40,8 +40,8 @@ from benchmarks.common import (
 from stream.kafka_config import client_config
 from stream.local.admin import create_topics, group_lag
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer
 from stream.simulator.generator import SimConfig, generate
 from stream.simulator.pos import producer_config
 from stream.tools.replay import encode_event

@@ -61,7 +61,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     """Embedded broker + schema registry in the foreground, topics created; Ctrl-C stops."""
     from stream.local.admin import create_local_topics
     from stream.local.broker import EmbeddedBroker
-    from stream.serde.schema_registry import EmbeddedRegistryServer
+    from stream.local.registry_server import EmbeddedRegistryServer
 
     settings = _settings(args)
     data_dir = Path(args.data_dir or settings.embedded_data_dir)

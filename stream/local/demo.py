@@ -74,8 +74,9 @@ def run_demo(
 ) -> int:
     from stream.local.admin import create_local_topics, group_lag
     from stream.local.broker import EmbeddedBroker, free_port
+    from stream.local.registry_server import EmbeddedRegistryServer
     from stream.serde.codec import Codec
-    from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+    from stream.serde.schema_registry import HttpRegistryClient
     from stream.serve import auth
     from stream.simulator.generator import SimConfig, generate
     from stream.simulator.pos import produce

@@ -23,8 +23,9 @@ from confluent_kafka import Producer
 
 from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serde.schema_registry import HttpRegistryClient
 from stream.simulator.pos import producer_config
 from stream.tools.replay import encode_event
 from tests.integration import api_scenario as sc

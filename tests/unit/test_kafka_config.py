@@ -128,7 +128,7 @@ def test_every_client_constructor_gets_the_security(
     import confluent_kafka.admin
 
     from stream.engine import output, restore, worker
-    from stream.local import admin, broker
+    from stream.local import broker, clients
     from stream.serde.codec import Codec
     from stream.serde.schema_registry import registry_from_url
     from stream.serve import live
@@ -140,8 +140,8 @@ def test_every_client_constructor_gets_the_security(
     settings = secure_settings(certs, tmp_path, broker=bootstrap)
     kafka_config.configure(settings)
     rec = Recorder()
-    monkeypatch.setattr(admin, "AdminClient", rec("admin.AdminClient"))
-    monkeypatch.setattr(admin, "Consumer", rec("admin.Consumer"))
+    monkeypatch.setattr(clients, "AdminClient", rec("admin.AdminClient"))
+    monkeypatch.setattr(clients, "Consumer", rec("admin.Consumer"))
     monkeypatch.setattr(restore, "Consumer", rec("restore.Consumer"))
     monkeypatch.setattr(output, "Producer", rec("output.Producer"))
     monkeypatch.setattr(confluent_kafka, "Producer", rec("recall Producer"))
@@ -150,8 +150,8 @@ def test_every_client_constructor_gets_the_security(
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", lambda **kw: aio.append(kw))
 
     codec = Codec(registry_from_url("memory://kafka-config-test"))
-    admin._admin(bootstrap)  # create_topics, describe, max_message_bytes
-    admin._throwaway_consumer(bootstrap)  # group_lag, read_range
+    clients._admin(bootstrap)  # create_topics, describe, max_message_bytes
+    clients._throwaway_consumer(bootstrap)  # group_lag, read_range
     catalog_feed.CatalogFeed(bootstrap, 4)._new_consumer()
     feed = live.LiveFeed(bootstrap, codec, 4)
     feed._stop.set()
@@ -215,7 +215,7 @@ def test_no_client_is_built_from_a_raw_dict() -> None:
     stream/kafka_config.py (directly or through producer_config / admin._client_config), so a
     new client cannot forget the TLS/SASL settings."""
     offenders = []
-    for path in sorted([*ROOT.glob("stream/*.py"), *ROOT.glob("benchmarks/*.py")]):
+    for path in sorted([*ROOT.glob("stream/**/*.py"), *ROOT.glob("benchmarks/*.py")]):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):
                 continue

@@ -128,7 +128,7 @@ def test_every_client_constructor_gets_the_security(
     import confluent_kafka.admin
 
     from stream.engine import output, restore, worker
-    from stream.local import broker, clients
+    from stream.local import clients, reachability
     from stream.serde.codec import Codec
     from stream.serde.schema_registry import registry_from_url
     from stream.serve import live
@@ -161,7 +161,7 @@ def test_every_client_constructor_gets_the_security(
     pos.produce([], bootstrap=bootstrap, codec=codec, producer_factory=rec("pos.produce"))
     request = recall_request("6400000000001", "2026-01-01", "2026-01-02", "test", "staff:1")
     pos.send_recall_request(settings, request)
-    broker._metadata_ok(bootstrap, 1.0)
+    reachability.metadata_ok(bootstrap, 1.0)
     topic_view.audit_inspect(bootstrap, codec, "op", "test", {}, producer_factory=rec("inspect"))
     consumer = rec("inspect.read")
     with pytest.raises(topic_view.InspectError):  # the mock has no such topic

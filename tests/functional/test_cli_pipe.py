@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream import cli
+from stream import cli as stream_cli
 from tests.functional.test_replay_cli import PRODUCT, T0, card, cli, consent, receipt, write
 
 HOUR = 3_600_000
@@ -76,6 +76,6 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(monkeypatch, capfd) 
 
     parser = argparse.ArgumentParser()
     parser.set_defaults(func=broken)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(stream_cli, "build_parser", lambda: parser)
     with pytest.raises(BrokenPipeError, match="some socket"):
-        cli.main([])
+        stream_cli.main([])

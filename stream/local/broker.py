@@ -200,7 +200,7 @@ class EmbeddedBroker:
         self._log_file.flush()
         self._log_offset = self._log_file.tell()
         try:
-            self._proc = subprocess.Popen(
+            self._proc = subprocess.Popen(  # noqa: S603 - the packaged noida-db, our arguments
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_file,
@@ -223,7 +223,8 @@ class EmbeddedBroker:
             raise
 
     def _wait_ready(self) -> None:
-        assert self._proc is not None
+        if self._proc is None:
+            raise BrokerError("noida-db is not started")
         started = time.monotonic()
         deadline = started + self.startup_timeout
         port_open = False

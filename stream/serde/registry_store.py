@@ -170,7 +170,8 @@ class InMemoryRegistry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _load(self) -> None:
-        assert self.path is not None
+        if self.path is None:
+            return  # in memory only: nothing to load
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -182,7 +183,8 @@ class InMemoryRegistry:
         self._subjects = {s: [int(i) for i in ids] for s, ids in data.get("subjects", {}).items()}
 
     def _save(self) -> None:
-        assert self.path is not None
+        if self.path is None:
+            return  # in memory only: nothing to save
         data = {
             "schemas": {str(k): v for k, v in sorted(self._by_id.items())},
             "subjects": self._subjects,

@@ -174,7 +174,8 @@ def _validate_strictly(topic: str, record: Any) -> None:
     from stream.serde.schemas import schema
 
     name = TOPICS[topic].schema
-    assert name is not None
+    if name is None:
+        raise ValueError(f"topic {topic!r} has no Avro schema")
     parsed = schema(name)
     try:
         validate(record, parsed, raise_errors=True, strict=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -54,9 +55,9 @@ def test_extract_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
 
 def test_extract_piped_to_head_prints_the_first_line_only(tmp_path: Path) -> None:
     state = replay_state(tmp_path)
-    res = subprocess.run(
-        f"'{sys.executable}' -m stream.cli extract --state-dir '{state}' --customer CUST-1"
-        " | head -1",
+    command = [sys.executable, "-m", "stream.cli", "extract", "--state-dir", str(state)]
+    res = subprocess.run(  # noqa: S602 - the user's shell pipeline, every word quoted
+        f"{shlex.join([*command, '--customer', 'CUST-1'])} | head -1",
         shell=True,
         capture_output=True,
         text=True,

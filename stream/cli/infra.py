@@ -31,8 +31,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     """Embedded broker + schema registry in the foreground, topics created; Ctrl-C stops."""
-    from stream.local.admin import create_local_topics
     from stream.local.broker import EmbeddedBroker
+    from stream.local.provision import create_local_topics
     from stream.local.registry_server import EmbeddedRegistryServer
 
     settings = settings_from(args)

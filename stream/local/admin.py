@@ -8,7 +8,8 @@ embedded broker (:mod:`stream.local.broker`). By concern:
 - :mod:`stream.local.clients`: the clients (admin, throwaway and assigned consumers, the
   resting feed reader), all built from :mod:`stream.kafka_config`;
 - :mod:`stream.local.topic_admin`: creating and checking topics (and the local profile);
-- :mod:`stream.local.offsets`: watermarks, committed offsets, lag and reading records back.
+- :mod:`stream.local.offsets`: watermarks, committed offsets, lag and reading records back;
+- :mod:`stream.local.provision`: every topic of a local run, the worker's changelogs included.
 
 This module re-exports their names, the ones the rest of the code imports.
 """
@@ -39,7 +40,6 @@ from stream.local.offsets import (
 from stream.local.topic_admin import (
     COMPACT_TUNING,
     create_local_changelogs,
-    create_local_topics,
     create_topics,
     describe,
     local_topic_config,
@@ -61,7 +61,6 @@ __all__ = [
     "assigned_consumer",
     "committed_offsets",
     "create_local_changelogs",
-    "create_local_topics",
     "create_topics",
     "describe",
     "end_offsets",

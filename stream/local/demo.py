@@ -89,8 +89,9 @@ def run_demo(
     seed: int,
     keep: bool = False,
 ) -> int:
-    from stream.local.admin import create_local_topics, group_lag
+    from stream.local.admin import group_lag
     from stream.local.broker import EmbeddedBroker, free_port
+    from stream.local.provision import create_local_topics
     from stream.local.registry_server import EmbeddedRegistryServer
     from stream.serde.codec import Codec
     from stream.serde.schema_registry import HttpRegistryClient

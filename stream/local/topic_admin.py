@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from confluent_kafka import (
     KafkaError,
@@ -278,19 +277,3 @@ def create_local_changelogs(
     if failed:
         detail = "; ".join(f"{n}: {e.str()}" for n, e in sorted(failed.items()))
         raise AdminError(f"could not create changelog topics on {bootstrap}: {detail}")
-
-
-def create_local_topics(bootstrap: str, settings: Any) -> dict[str, str]:
-    """Every topic on the local embedded broker: the registry's and the worker's changelogs,
-    bounded by ``settings.local_retention_s`` (0 = the registry's production settings)."""
-    from stream.engine.worker import table_name
-    from topologies.pipeline import STAGES
-
-    retention_ms = int(settings.local_retention_s * 1000) or None
-    created = create_topics(bootstrap, settings.partitions, 1, local_retention_ms=retention_ms)
-    if retention_ms is not None:
-        tables = [table_name(s) for s in STAGES if not s.is_global]
-        create_local_changelogs(
-            bootstrap, settings.app_id, tables, settings.partitions, retention_ms
-        )
-    return created

@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import (
     Consumer,
+    KafkaError,
     KafkaException,
     Message,
     TopicPartition,
@@ -21,6 +22,11 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from stream.kafka_config import client_config
+
+# "End of partition" (with enable.partition.eof). librdkafka's local error codes carry a
+# leading underscore in confluent-kafka's API (KafkaError._PARTITION_EOF is the documented
+# name, not a private member); named once here.
+PARTITION_EOF: int = KafkaError._PARTITION_EOF  # noqa: SLF001 - public despite the underscore
 
 
 class AdminError(RuntimeError):

@@ -10,12 +10,17 @@ from typing import NamedTuple
 from confluent_kafka import (
     OFFSET_BEGINNING,
     ConsumerGroupTopicPartitions,
-    KafkaError,
     KafkaException,
     TopicPartition,
 )
 
-from stream.local.clients import AdminError, _admin, _throwaway_consumer, _topic_partitions
+from stream.local.clients import (
+    PARTITION_EOF,
+    AdminError,
+    _admin,
+    _throwaway_consumer,
+    _topic_partitions,
+)
 
 
 class Record(NamedTuple):
@@ -129,7 +134,7 @@ def read_range(
                 continue
             err = msg.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+                if err.code() == PARTITION_EOF:
                     return records
                 raise AdminError(f"read_range({topic}[{partition}]) failed: {err.str()}")
             offset = int(msg.offset() or 0)
@@ -185,7 +190,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Record]:
                             int(ts) if ts_type else -1,
                         )
                     )
-                elif err.code() != KafkaError._PARTITION_EOF:
+                elif err.code() != PARTITION_EOF:
                     raise AdminError(f"read_all({topic!r}) failed: {err.str()}")
             positions = consumer.position([TopicPartition(topic, p) for p in pending])
             for tp in positions:

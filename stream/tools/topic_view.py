@@ -34,6 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka import TopicPartition as TP
 
 from stream.kafka_config import client_config
+from stream.local.clients import PARTITION_EOF
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
 from stream.simulator.pos import producer_config
@@ -182,7 +183,7 @@ def read_records(
                 continue
             err = msg.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+                if err.code() == PARTITION_EOF:
                     pending.discard(msg.partition())
                     continue
                 raise InspectError(f"reading {topic}: {err.name()}")

@@ -106,7 +106,7 @@ class Env:
         """Produce the register (catalogue, cards, consents) and wait until ``app_id`` has
         processed all of it (lag 0)."""
         log(f"{app_id}: producing the register ({len(register):,} events)")
-        self.produce(_encode(self.codec, register))
+        self.produce(encode_events(self.codec, register))
         self.wait_idle(app_id, timeout=timeout)
 
     def total_lag(self, app_id: str, topics: tuple[str, ...] | None = None) -> int:
@@ -154,7 +154,7 @@ class Env:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _events(receipts: int, households: int, seed: int) -> tuple[list[Any], list[Any]]:
+def sim_events(receipts: int, households: int, seed: int) -> tuple[list[Any], list[Any]]:
     """(register events, receipt events) of one simulated population, broker timestamps
     starting three hours ago.
 
@@ -173,7 +173,7 @@ def _events(receipts: int, households: int, seed: int) -> tuple[list[Any], list[
     return register, rcpts
 
 
-def _encode(codec: Codec, events: list[Any]) -> list[Any]:
+def encode_events(codec: Codec, events: list[Any]) -> list[Any]:
     out = []
     for e in events:
         with contextlib.suppress(Exception):  # the simulator's deliberately broken lines
@@ -279,7 +279,7 @@ def throughput(
     env.load_register(app_ids[0], register)
     startup = time.monotonic() - t_start
     log(f"{label}: {len(workers)} worker(s) caught up on the register in {startup:.1f}s")
-    backlog = _encode(env.codec, receipts)
+    backlog = encode_events(env.codec, receipts)
     cpu0 = [proc_cpu_s(w.proc.pid) for w in workers]  # type: ignore[union-attr]
     bcpu0 = proc_cpu_s(env.broker.pid) if env.broker.pid else 0.0
     progress = Progress(workers)
@@ -503,7 +503,7 @@ def run(
     pin = len(os.sched_getaffinity(0)) >= 2
     all_rates = shared_rates + (own_rates if pin else ())
     n_lat = sum(int(r * latency_s) for r, _ in all_rates)
-    register, rcpts = _events(receipts + n_lat + 1000, households, seed)
+    register, rcpts = sim_events(receipts + n_lat + 1000, households, seed)
     backlog, rest = rcpts[:receipts], rcpts[receipts:]
     kind = os.environ.get("BENCH_BROKER", "noida-db")
     out: dict[str, Any] = {"households": households, "broker": kind}

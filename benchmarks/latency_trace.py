@@ -143,7 +143,7 @@ def _ms(vals: list[float], q: float) -> str:
 def trace(
     households: int, backlog: int, rate: float, seconds: float, own: bool, seed: int = 11
 ) -> dict[str, Any]:
-    register, rcpts = bb._events(backlog + int(rate * seconds) + 1000, households, seed)
+    register, rcpts = bb.sim_events(backlog + int(rate * seconds) + 1000, households, seed)
     env = bb.Env("trace")
     try:
         admin = AdminClient(client_config(env.bootstrap))

@@ -212,7 +212,7 @@ def faust(env: bb.Env, register: list[Any], backlog: list[Any]) -> dict[str, Any
     """One Faust worker, set up as ``broker_bench.throughput`` does it."""
     w = env.worker("bench-peer")
     log(f"faust: producing the register ({len(register):,} events)")
-    env.produce(bb._encode(env.codec, register))
+    env.produce(bb.encode_events(env.codec, register))
     env.wait_idle("bench-peer", timeout=300)
     log("faust: caught up on the register; producing the receipt backlog")
     assert w.proc is not None
@@ -222,7 +222,7 @@ def faust(env: bb.Env, register: list[Any], backlog: list[Any]) -> dict[str, Any
 def quix(env: bb.Env, register: list[Any], backlog: list[Any]) -> dict[str, Any]:
     py = quix_python()
     group = "bench-peer-quix"
-    reg = bb._encode(env.codec, register)
+    reg = bb.encode_events(env.codec, register)
     log_path = env.tmp / "quix.log"
     proc = subprocess.Popen(
         [
@@ -284,19 +284,19 @@ def _compare(f: dict[str, Any], q: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
-    register, rcpts = bb._events(receipts, households, seed)
+    register, rcpts = bb.sim_events(receipts, households, seed)
     out: dict[str, Any] = {"receipts": receipts}
     header("peers on the same broker and events", "receipts/s", "rcpt/CPU-s")
     env = bb.Env("transport")
     try:
-        t = transport(env, bb._encode(env.codec, rcpts))
+        t = transport(env, bb.encode_events(env.codec, rcpts))
         out["transport_ceiling"] = t
         row("confluent-kafka consume->produce, no processing", fmt(t["receipts_per_s"]), "-")
     finally:
         env.close()
     env = bb.Env("faust-hop")
     try:
-        h = faust_hop(env, bb._encode(env.codec, rcpts))
+        h = faust_hop(env, bb.encode_events(env.codec, rcpts))
         out["faust_hop"] = h
         row(
             "Faust consume->produce, no processing (worker's settings)",
@@ -310,7 +310,7 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
         env.close()
     env = bb.Env("faust")
     try:
-        f = faust(env, register, bb._encode(env.codec, rcpts))
+        f = faust(env, register, bb.encode_events(env.codec, rcpts))
         out["faust_worker"] = f
         row(
             "Faust worker (all stages, hops via the broker)",
@@ -321,7 +321,7 @@ def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
         env.close()
     env = bb.Env("quix")
     try:
-        q = quix(env, register, bb._encode(env.codec, rcpts))
+        q = quix(env, register, bb.encode_events(env.codec, rcpts))
         out["quix"] = q
         row(
             "Quix Streams app (same stages, hops via the broker)",

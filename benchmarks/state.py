@@ -260,7 +260,7 @@ def loaded(cards: int) -> dict[str, Any]:
         # figure is measured against.
         events = list(_register(cards))
         log(f"state: producing {len(events):,} register records")
-        env.produce(bb._encode(env.codec, events))
+        env.produce(bb.encode_events(env.codec, events))
         t0 = time.monotonic()
         w = env.worker("bench-state")
         env.wait_idle("bench-state", timeout=3600, poll=2.0)
@@ -327,7 +327,7 @@ def _start_until_probe(
     t0 = time.monotonic()
     env.worker(app_id, extra_env, state_dir=state_dir)
     time.sleep(1.0)
-    env.produce(bb._encode(env.codec, probe))
+    env.produce(bb.encode_events(env.codec, probe))
     env.wait_idle(app_id, timeout=3600, poll=0.5)
     return time.monotonic() - t0
 
@@ -503,7 +503,7 @@ def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, A
 
 def _probe_receipts(n: int, cards: int) -> tuple[list[Any], list[Any]]:
     """(catalogue records, ``n`` simulated receipts moved onto random cards of the register)."""
-    register, receipts = bb._events(n, 2_000, 11)
+    register, receipts = bb.sim_events(n, 2_000, 11)
     catalogue = [e for e in register if e["topic"] == "product.catalog"]
     rnd = random.Random(5)
     out = []
@@ -566,14 +566,14 @@ def full_state(
         del keys
 
         catalogue, probe = _probe_receipts(PROBE_RECEIPTS, cards)
-        env.produce(bb._encode(env.codec, catalogue))
+        env.produce(bb.encode_events(env.codec, catalogue))
         start_s = _start_until_probe(env, app, [probe_card], state_dir=state_dir)
         w2 = env.workers[-1]
         assert w2.proc is not None
         rss_started = proc_rss_bytes(w2.proc.pid)
         log(f"state: worker up on the built state in {start_s:.1f}s; {len(probe):,} receipts")
         t1 = time.monotonic()
-        env.produce(bb._encode(env.codec, probe))
+        env.produce(bb.encode_events(env.codec, probe))
         env.wait_idle(app, timeout=1800, poll=0.5)
         probe_s = time.monotonic() - t1
         rss_after = proc_rss_bytes(w2.proc.pid)

@@ -10,6 +10,8 @@ from stream.simulator.world import _Person, _World
 
 
 class _Changes(_World):
+    """The scheduled population changes of a run, each as the events it sends."""
+
     def _change(self, action: str, ts: int) -> list[Event] | None:
         """Run one scheduled change; None when there is nothing to act on yet (retry later)."""
         if action == "consent":

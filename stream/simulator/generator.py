@@ -87,6 +87,8 @@ __all__ = [
 
 
 class _Simulation(_Changes, _Receipts):
+    """One run: the world, its changes and its receipts, in stream order."""
+
     def run(self) -> Iterator[Event]:
         cfg, rng, stats = self.cfg, self.rng, self.stats
         ts = cfg.start_ms - 2 * HOUR_MS

@@ -22,6 +22,8 @@ from stream.simulator.world import _pick, _World
 
 
 class _Receipts(_World):
+    """Receipts of every kind, returns and the rule-breaking ones of a run."""
+
     def _receipt_id(self, store_id: str) -> str:
         self.receipt_no += 1
         n = self.receipt_no

@@ -64,6 +64,9 @@ def _count(n: int, rate: float) -> int:
 
 
 class _World:
+    """The static world of a run and the event plumbing its parts share (the pending
+    heap of re-deliveries and late registrations)."""
+
     def __init__(self, cfg: SimConfig, stats: SimStats) -> None:
         self.cfg = cfg
         self.stats = stats

@@ -64,8 +64,8 @@ def _count(n: int, rate: float) -> int:
 
 
 class _World:
-    """The static world of a run and the event plumbing its parts share (the pending
-    heap of re-deliveries and late registrations)."""
+    """The static world of a run and the event plumbing its parts share (the heap of
+    events due at a later receipt)."""
 
     def __init__(self, cfg: SimConfig, stats: SimStats) -> None:
         self.cfg = cfg

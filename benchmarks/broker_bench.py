@@ -37,13 +37,12 @@ from benchmarks.common import (
     proc_rss_bytes,
     row,
 )
-from stream.kafka_config import client_config
+from stream.kafka_config import client_config, producer_config
 from stream.local.admin import create_topics, group_lag
 from stream.local.broker import EmbeddedBroker
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.simulator.generator import SimConfig, generate
-from stream.simulator.pos import producer_config
 from stream.tools.replay import encode_event
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable
 

@@ -32,8 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks import broker_bench as bb
 from benchmarks.common import log, own_core
-from stream.kafka_config import client_config
-from stream.simulator.pos import producer_config
+from stream.kafka_config import client_config, producer_config
 
 PING_TOPIC = "bench.ping"
 

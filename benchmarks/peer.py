@@ -31,9 +31,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
-from stream.kafka_config import client_config
+from stream.kafka_config import client_config, producer_config
 from stream.local.topics import TOPICS
-from stream.simulator.pos import producer_config
 from tests.integration.worker_harness import terminate
 from topologies.pipeline import STAGES
 

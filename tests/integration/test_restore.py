@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
 from stream.engine.restore import OFFSET_KEY, load_synced, restore_tables, wipe_unsynced
-from stream.simulator.pos import producer_config
+from stream.kafka_config import producer_config
 
 PARTITIONS = 4
 

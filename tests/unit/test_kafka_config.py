@@ -235,4 +235,5 @@ def test_no_client_is_built_from_a_raw_dict() -> None:
 
     kafka_config._security = KafkaSecurity(protocol="SSL")
     assert admin._client_config("b:1")["security.protocol"] == "SSL"
-    assert pos.producer_config("b:1")["security.protocol"] == "SSL"
+    assert kafka_config.producer_config("b:1")["security.protocol"] == "SSL"
+    assert pos.producer_config is kafka_config.producer_config  # the name output.py imports

@@ -42,7 +42,7 @@ def _child(checkpoints: list[int], households: int, seed: int) -> None:
         for e in generate(cfg):
             try:
                 topic, key, value, ts = encode_event(codec, e)
-            except Exception:  # noqa: BLE001 - deliberately broken simulator lines
+            except Exception:  # noqa: BLE001, S112 - deliberately broken simulator lines
                 continue
             c0, t0 = time.process_time(), time.perf_counter()
             driver.feed(topic, key, value, ts)

@@ -32,8 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks import broker_bench as bb
 from benchmarks.common import log, own_core
-from stream.kafka_config import client_config
-from stream.simulator.pos import producer_config
+from stream.kafka_config import client_config, producer_config
 
 PING_TOPIC = "bench.ping"
 
@@ -143,7 +142,7 @@ def _ms(vals: list[float], q: float) -> str:
 def trace(
     households: int, backlog: int, rate: float, seconds: float, own: bool, seed: int = 11
 ) -> dict[str, Any]:
-    register, rcpts = bb.make_events(backlog + int(rate * seconds) + 1000, households, seed)
+    register, rcpts = bb.sim_events(backlog + int(rate * seconds) + 1000, households, seed)
     env = bb.Env("trace")
     try:
         admin = AdminClient(client_config(env.bootstrap))

@@ -2,7 +2,7 @@
 
 - ``transport ceiling``: a plain confluent-kafka loop (consume pos.receipts -> produce the
   bytes unchanged to receipts.identified), no processing: what the client and broker cost.
-- ``Faust worker``: one worker (``stream/engine/app.py``), set up as the worker figure does it.
+- ``Faust worker``: one worker (``stream/engine/worker.py``), set up as the worker figure does it.
 - ``Quix Streams``: benchmarks/quix_peer.py in its own venv (quixstreams 3.28 pins
   confluent-kafka < 2.13; the project pins 2.16.0): one Quix Application doing the same work
   per receipt over the broker as the worker (one dataframe per stage input running the
@@ -31,9 +31,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import broker_bench as bb
 from benchmarks.common import fmt, header, log, proc_cpu_s, row
-from stream.kafka_config import client_config
+from stream.kafka_config import client_config, producer_config
 from stream.local.topics import TOPICS
-from stream.simulator.pos import producer_config
 from tests.integration.worker_harness import terminate
 from topologies.pipeline import STAGES
 
@@ -284,7 +283,7 @@ def _compare(f: dict[str, Any], q: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
-    register, rcpts = bb.make_events(receipts, households, seed)
+    register, rcpts = bb.sim_events(receipts, households, seed)
     out: dict[str, Any] = {"receipts": receipts}
     header("peers on the same broker and events", "receipts/s", "rcpt/CPU-s")
     env = bb.Env("transport")

@@ -35,7 +35,7 @@ from stream.engine.app import table_name
 from stream.engine.partitioning import key_partition
 from stream.engine.state import TableState
 from stream.local.admin import end_offsets
-from stream.simulator.generator import _luhn_digit
+from stream.simulator.catalogue_data import _luhn_digit
 from topologies import card_join, household_bonus, personal_routing
 from topologies.context import Context
 from topologies.pipeline import STAGES
@@ -504,7 +504,7 @@ def _restore_sample(env: bb.Env, customers: int, partitions: int) -> dict[str, A
 
 def _probe_receipts(n: int, cards: int) -> tuple[list[Any], list[Any]]:
     """(catalogue records, ``n`` simulated receipts moved onto random cards of the register)."""
-    register, receipts = bb.make_events(n, 2_000, 11)
+    register, receipts = bb.sim_events(n, 2_000, 11)
     catalogue = [e for e in register if e["topic"] == "product.catalog"]
     rnd = random.Random(5)
     out = []

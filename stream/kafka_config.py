@@ -7,7 +7,8 @@ benchmarks). Both take their security from :class:`KafkaSecurity`, made from the
 (``kafka_security_protocol``, ``kafka_sasl_*``, ``kafka_ssl_*``):
 
 - :func:`client_config` is the librdkafka configuration every confluent-kafka client is built
-  from (``security.protocol``, ``sasl.*``, ``ssl.*.location``);
+  from (``security.protocol``, ``sasl.*``, ``ssl.*.location``); :func:`producer_config` adds
+  the producer settings every producer shares (idempotent, acks=all, murmur2 partitioning);
 - :meth:`KafkaSecurity.faust_credentials` is what ``faust.App(broker_credentials=...)`` takes
   (faust.auth.SSLCredentials / SASLCredentials, which faust turns into aiokafka's
   ``security_protocol``, ``sasl_*`` and ``ssl_context`` in
@@ -21,6 +22,7 @@ be built from :func:`client_config` (tests/unit/test_kafka_config.py checks ever
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -136,3 +138,28 @@ def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     """The librdkafka configuration of a confluent-kafka client: ``bootstrap.servers``, the
     caller's ``extra`` properties, and the configured security (which ``extra`` cannot weaken)."""
     return {"bootstrap.servers": bootstrap, **extra, **_security.librdkafka()}
+
+
+# librdkafka logs to stderr unless a client has a logger; the producers share this one.
+_PRODUCER_LOG = logging.getLogger("stream.kafka_config.producer.librdkafka")
+
+
+def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    """A confluent-kafka producer's settings: idempotent, ``acks=all`` and the Java client's
+    murmur2 partitioner (the key -> partition mapping aiokafka and Kafka Streams use), with the
+    security of :func:`client_config`; ``overrides`` use librdkafka names (``client.id``
+    names the producer: the POS gateway, an output, a tool)."""
+    config: dict[str, Any] = {
+        "client.id": "pos-gateway",
+        "enable.idempotence": True,
+        "acks": "all",
+        # same key -> partition mapping as the Java client and aiokafka
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "compression.type": "none",
+        "queue.buffering.max.messages": 200_000,
+        "message.timeout.ms": 60_000,
+        "logger": _PRODUCER_LOG,
+    }
+    config.update(overrides)
+    return client_config(bootstrap, **config)

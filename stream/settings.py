@@ -117,8 +117,9 @@ class Settings(BaseSettings):
     # expiry, Bonus month close) on the partitions it owns.
     tick_interval_s: float = 60.0
     # Restore the tables from their changelogs with librdkafka before Faust starts
-    # (stream/engine/restore.py); off = Faust's own, per-record recovery only. Databases not known
-    # to be in sync with their changelogs are deleted and restored from the start (README).
+    # (stream/engine/restore.py); off = Faust's own, per-record recovery only. Databases not
+    # known to be in sync with their changelogs are deleted and restored from the start
+    # (docs/architecture.md).
     bulk_restore: bool = True
     # asyncio event loop of the worker: "uvloop" (libuv) or "asyncio" (the standard one).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

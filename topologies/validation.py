@@ -1,7 +1,7 @@
 """Rule checks on a decoded receipt; a failure names a bounded reason code for the dead letter.
 
 Schema-level problems are caught by the codec; these are the domain rules the schema cannot
-express (docs/domain.md §1, §4 and the receipt contract in the README).
+express (docs/domain.md §1, §4 and the receipt contract, §9.1).
 """
 
 from __future__ import annotations

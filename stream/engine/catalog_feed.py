@@ -62,7 +62,8 @@ class CatalogFeed:
         )
 
     def _apply(self, msg: Message, live: bool) -> None:
-        assert self.runner is not None
+        if self.runner is None:
+            raise RuntimeError("catalogue feed used before start()")
         _ts_type, ts = msg.timestamp()
         rec = RawRecord(TOPIC, msg.partition() or 0, msg.offset() or 0, ts, msg.key(), msg.value())
         outs = self.runner.process(self.stage, self.state, rec)

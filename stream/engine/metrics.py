@@ -1,15 +1,12 @@
 """Business metrics in one object on an injected prometheus-client registry.
 
-Label values come from bounded sets only (topic names, stage names, purposes, decision and
-reason codes, route templates, audit action codes, partition numbers); never a customer,
+Label values come from bounded sets only (stream/engine/metric_labels.py), never a customer,
 card or household id. Durations and ages are in seconds, sizes in bytes, as Prometheus
-conventions ask. Faust's own engine metrics (``faust_*``, in milliseconds: Faust's names)
-share the registry; see ``stream/engine/observability.py``.
+conventions ask; Faust's own ``faust_*`` metrics (milliseconds) share the registry.
 
 Counters whose label values are known in advance are created at 0, so a dashboard panel
 shows 0 rather than "no data" before the first event, and ``rate()`` sees the first one.
-
-The README's "Observability" section lists every metric with its unit.
+docs/architecture.md ("Metrics") lists every metric with its unit.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from stream.kafka_config import client_config
+from stream.kafka_config import producer_config
 
 log = logging.getLogger(__name__)
 # librdkafka's own log lines (connection refused, retries) go to logging, not raw to stderr
@@ -44,16 +44,11 @@ def output_config(bootstrap: str, client_id: str, max_batch_bytes: int) -> dict[
     undelivered after ``message.timeout.ms`` is a delivery failure: the worker stops without
     committing (stream/engine/agents.py).
     """
-    return client_config(
+    return producer_config(
         bootstrap,
         **{
             "client.id": client_id,
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",
-            "linger.ms": 5,
             "batch.size": max_batch_bytes,
-            "compression.type": "none",
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": 300_000,
             "logger": _LIBRDKAFKA_LOG,

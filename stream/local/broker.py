@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from stream.local.reachability import free_port, is_reachable, metadata_ok, port_open_at
+
+# free_port and is_reachable are imported from here by the CLI and the tests.
+__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "is_reachable", "noida_binary"]
 
 log = logging.getLogger(__name__)
 
@@ -74,79 +78,6 @@ def noida_binary() -> Path:
         except OSError as exc:
             raise BrokerError(f"noida-db binary at {path} is not executable: {exc}") from exc
     return path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it; racy by nature)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _split_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
-    servers: list[tuple[str, int]] = []
-    for item in bootstrap.split(","):
-        item = item.strip()
-        for prefix in ("kafka://", "PLAINTEXT://", "plaintext://", "tcp://"):
-            item = item.removeprefix(prefix)
-        if not item:
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"bootstrap server {item!r} is not host:port")
-        servers.append((host.strip("[]") or "127.0.0.1", int(port)))
-    if not servers:
-        raise ValueError(f"no bootstrap servers in {bootstrap!r}")
-    return servers
-
-
-def _port_open(host: str, port: int, timeout: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=max(timeout, 0.05)):
-            return True
-    except OSError:
-        return False
-
-
-def _quiet_logger() -> logging.Logger:
-    # librdkafka logs connection failures to stderr unless given a logger.
-    return logging.getLogger("stream.local.broker.librdkafka")
-
-
-def _metadata_ok(bootstrap: str, timeout: float) -> bool:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    from stream.kafka_config import client_config
-
-    admin = AdminClient(
-        client_config(  # a secured cluster answers metadata only over TLS/SASL
-            bootstrap,
-            **{
-                "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
-                "log.connection.close": False,
-            },
-        ),
-        logger=_quiet_logger(),
-    )
-    try:
-        admin.list_topics(timeout=max(timeout, 0.1))
-    except KafkaException:
-        return False
-    return True
-
-
-def is_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True if some bootstrap server accepts TCP and answers a Kafka metadata request."""
-    deadline = time.monotonic() + timeout
-    for host, port in _split_bootstrap(bootstrap):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        if _port_open(host, port, left):
-            left = deadline - time.monotonic()
-            return left > 0 and _metadata_ok(bootstrap, left)
-    return False
 
 
 def _pdeathsig_preexec() -> Callable[[], None] | None:
@@ -269,7 +200,7 @@ class EmbeddedBroker:
         self._log_file.flush()
         self._log_offset = self._log_file.tell()
         try:
-            self._proc = subprocess.Popen(
+            self._proc = subprocess.Popen(  # noqa: S603 - the packaged noida-db, our arguments
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_file,
@@ -292,7 +223,8 @@ class EmbeddedBroker:
             raise
 
     def _wait_ready(self) -> None:
-        assert self._proc is not None
+        if self._proc is None:
+            raise BrokerError("noida-db is not started")
         started = time.monotonic()
         deadline = started + self.startup_timeout
         port_open = False
@@ -312,10 +244,10 @@ class EmbeddedBroker:
                     f"{self.log_tail()}"
                 )
             if not port_open:
-                port_open = _port_open(self.host, self.port, min(left, 0.5))
+                port_open = port_open_at(self.host, self.port, min(left, 0.5))
             # Short metadata attempts, so that an early exit (e.g. a port taken by another
             # program, which then accepts our TCP probe) is noticed within a second.
-            if port_open and _metadata_ok(self.bootstrap, min(left, 1.0)):
+            if port_open and metadata_ok(self.bootstrap, min(left, 1.0)):
                 log.info(
                     "noida-db ready on %s after %.2f s", self.bootstrap, time.monotonic() - started
                 )

@@ -51,6 +51,23 @@ def _sum(samples: dict[Any, float], name: str, **match: str) -> float:
     return total
 
 
+# The purposes a line item is routed to (purchase_stream_line_items_routed_total{purpose}).
+PURPOSES = ("personal", "marketing", "ereceipt", "recall")
+
+
+def routing_summary(samples: dict[Any, float]) -> tuple[int, dict[str, int]]:
+    """``(line items, {purpose: line items it received})`` from the worker's metrics.
+
+    Every line item is decided once for each purpose (allowed, or withheld with a reason), so
+    the decisions of one purpose count the line items; summing the withheld decisions of all
+    four would count each line item up to four times.
+    """
+    metric = "purchase_stream_line_items_routed_total"
+    line_items = int(_sum(samples, metric, purpose="personal"))
+    allowed = {p: int(_sum(samples, metric, purpose=p, decision="allowed")) for p in PURPOSES}
+    return line_items, allowed
+
+
 class _Stoppable:
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -72,10 +89,12 @@ def run_demo(
     seed: int,
     keep: bool = False,
 ) -> int:
-    from stream.local.admin import create_local_topics, group_lag
+    from stream.local.admin import group_lag
     from stream.local.broker import EmbeddedBroker, free_port
+    from stream.local.provision import create_local_topics
+    from stream.local.registry_server import EmbeddedRegistryServer
     from stream.serde.codec import Codec
-    from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+    from stream.serde.schema_registry import HttpRegistryClient
     from stream.serve import auth
     from stream.simulator.generator import SimConfig, generate
     from stream.simulator.pos import produce
@@ -161,6 +180,7 @@ def run_demo(
         started = time.monotonic()
         metrics_url = f"http://127.0.0.1:{web_port}/metrics"
         shown_page = False
+        shown_legend = False
         prev_in, prev_t = 0.0, started
         while not stop_requested.is_set():
             if duration is not None and time.monotonic() - started >= duration:
@@ -194,25 +214,19 @@ def run_demo(
                 lag_total = group_lag(broker.bootstrap, settings.app_id, timeout=2)
             except Exception:  # noqa: BLE001 - the summary must not kill the demo
                 lag_total = -1
-            routed = {
-                p: int(
-                    _sum(
-                        samples,
-                        "purchase_stream_line_items_routed_total",
-                        purpose=p,
-                        decision="allowed",
-                    )
+            line_items, allowed = routing_summary(samples)
+            if not shown_legend:
+                shown_legend = True
+                say(
+                    "columns  line items: line items received; to <purpose>: how many of them "
+                    "that purpose received (each purpose decides every line item: by the consent "
+                    "flag it needs, recall by law; the rest are withheld from it)"
                 )
-                for p in ("personal", "marketing", "ereceipt", "recall")
-            }
-            withheld = int(_sum(samples, "purchase_stream_line_items_routed_total")) - sum(
-                routed.values()
-            )
             say(
                 f"t={now - started:5.0f}s receipts in {int(receipts_in):>7} ({rate_now:5.0f}/s) | "
-                f"lines to personal {routed['personal']:>7} marketing {routed['marketing']:>6} "
-                f"e-receipt {routed['ereceipt']:>6} recall {routed['recall']:>7} "
-                f"withheld {withheld:>7} | dead letters "
+                f"line items {line_items:>8}: to personal {allowed['personal']:>7} "
+                f"marketing {allowed['marketing']:>7} e-receipt {allowed['ereceipt']:>7} "
+                f"recall {allowed['recall']:>7} | dead letters "
                 f"{int(_sum(samples, 'purchase_stream_dead_letters_total')):>4} | lag {lag_total}"
             )
         return 0

@@ -170,8 +170,7 @@ class Codec:
         """
         ids = self.register_all()
         for topic, sid in ids.items():
-            fullname = spec(topic).schema
-            assert fullname is not None
+            fullname = _schema_name(topic)
             self._writer_schemas.setdefault(sid, schemas.parse_plain(schemas.schema_text(fullname)))
             if (topic, sid) not in self._readers:
                 self._prepare_reader(topic, sid)
@@ -218,7 +217,7 @@ class Codec:
                 for e in verr.errors[:5]
             )
             return f"{topic}: record does not match {schema['name']}: {problems}"
-        except Exception:  # noqa: BLE001 - best effort; fall back to fastavro's own message
+        except Exception:  # noqa: BLE001, S110 - best effort; fall back to fastavro's own message
             pass
         return f"{topic}: record does not match {schema['name']}: {exc}"
 
@@ -284,9 +283,8 @@ class Codec:
 
     def _prepare_reader(self, topic: str, sid: int) -> _Reader:
         writer = self._writer_schema(topic, sid)
-        fullname = spec(topic).schema
-        assert fullname is not None
-        reader: dict[str, Any] | None = schemas.schema(fullname)
+        fullname = _schema_name(topic)
+        ours = schemas.schema(fullname)
         if writer.get("name") != fullname:
             # Avro resolution matches records by name; a foreign record is not a version of
             # ours, even if its fields happen to line up.
@@ -294,9 +292,9 @@ class Codec:
                 SCHEMA_MISMATCH,
                 f"{topic}: schema id {sid} is {writer.get('name')!r}, expected {fullname}",
             )
-        assert reader is not None
-        if to_parsing_canonical_form(writer) == to_parsing_canonical_form(reader):
-            reader = None  # identical on the wire: read with the writer schema alone
+        # identical on the wire: read with the writer schema alone
+        same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(ours)
+        reader = None if same else ours
         prepared = self._readers[(topic, sid)] = _Reader(writer, reader)
         return prepared
 
@@ -325,6 +323,14 @@ class Codec:
             ) from None
         self._writer_schemas[sid] = parsed
         return parsed
+
+
+def _schema_name(topic: str) -> str:
+    """The full name of ``topic``'s Avro record (ValueError for a topic without one)."""
+    name = spec(topic).schema
+    if name is None:
+        raise ValueError(f"topic {topic!r} has no Avro schema")
+    return name
 
 
 def _decode_json(topic: str, data: bytes) -> dict[str, Any]:

@@ -24,11 +24,11 @@ from typing import Any, Protocol, TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream.kafka_config import client_config
+# Re-exported (`as`): stream/engine/output.py imports it from here until it imports it from
+# stream/kafka_config.py.
+from stream.kafka_config import producer_config
 
 RECEIPTS_TOPIC = "pos.receipts"
-# librdkafka's own log lines (connection refused, retries) go to logging, not raw to stderr
-_LIBRDKAFKA_LOG = logging.getLogger("stream.simulator.pos.librdkafka")
 _LOG = logging.getLogger("stream.simulator.pos")
 
 
@@ -48,24 +48,6 @@ class TopicMissingError(RuntimeError):
 
 class ProducerFatalError(RuntimeError):
     """librdkafka reported a fatal error (e.g. the idempotent producer was fenced)."""
-
-
-def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    """The gateway's producer settings; ``overrides`` use librdkafka names."""
-    config: dict[str, Any] = {
-        "client.id": "pos-gateway",
-        "enable.idempotence": True,
-        "acks": "all",
-        # same key -> partition mapping as the Java client and aiokafka
-        "partitioner": "murmur2_random",
-        "linger.ms": 5,
-        "compression.type": "none",
-        "queue.buffering.max.messages": 200_000,
-        "message.timeout.ms": 60_000,
-        "logger": _LIBRDKAFKA_LOG,
-    }
-    config.update(overrides)
-    return client_config(bootstrap, **config)  # TLS/SASL settings (stream/kafka_config.py)
 
 
 class _TokenBucket:

@@ -6,9 +6,10 @@ of :mod:`topologies.pipeline` — the very code the Faust worker runs — passin
 whose topic a stage reads on to that stage, breadth first, before the next input record.
 State is RocksDB (one rocksdict database per stage under the state dir) or memory.
 
-``replay_file()`` reads the JSONL event format (see README): each line is validated by
-encoding it with the Avro schema of its topic, exactly as a producer would, so a line the
-broker could never have carried is reported with its line number and dead-lettered.
+``replay_file()`` reads the JSONL event format (docs/architecture.md, "The replay file"):
+each line is validated by encoding it with the Avro schema of its topic, exactly as a
+producer would, so a line the broker could never have carried is reported with its line
+number and dead-lettered.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ def _validate_strictly(topic: str, record: Any) -> None:
     from stream.serde.schemas import schema
 
     name = TOPICS[topic].schema
-    assert name is not None
+    if name is None:
+        raise ValueError(f"topic {topic!r} has no Avro schema")
     parsed = schema(name)
     try:
         validate(record, parsed, raise_errors=True, strict=True)

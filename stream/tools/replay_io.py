@@ -36,9 +36,10 @@ from typing import IO, Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from stream.kafka_config import producer_config
 from stream.local.admin import Record, read_all
 from stream.serde.codec import Codec, DecodeError, EncodeError
-from stream.simulator.pos import BrokerUnavailableError, ProducerFatalError, producer_config
+from stream.simulator.pos import BrokerUnavailableError, ProducerFatalError
 from stream.tools.replay import INPUT_TOPICS, encode_event
 
 log = logging.getLogger(__name__)

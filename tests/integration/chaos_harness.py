@@ -55,10 +55,10 @@ from stream.engine.patches import FATAL
 from stream.engine.runner import Outgoing
 from stream.local.admin import create_topics, read_all
 from stream.local.broker import EmbeddedBroker, free_port
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
 from stream.serde.schema_registry import (
-    EmbeddedRegistryServer,
     HttpRegistryClient,
     InMemoryRegistry,
 )

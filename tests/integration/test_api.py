@@ -19,8 +19,9 @@ import pytest
 
 from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serde.schema_registry import HttpRegistryClient
 from stream.serve import auth
 from stream.serve.api import ENDPOINTS
 from stream.settings import load_rules

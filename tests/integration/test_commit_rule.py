@@ -18,8 +18,9 @@ from pathlib import Path
 from stream.engine.agents import EXIT_FAILED
 from stream.local.admin import committed_offsets, read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serde.schema_registry import HttpRegistryClient
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import card, receipt
 

@@ -14,6 +14,10 @@ import subprocess
 import sys
 
 LINE = re.compile(r"^t=\s*(\d+)s receipts in\s+(\d+) .*\| lag (-?\d+)$")
+ROUTED = re.compile(
+    r"line items\s+(\d+): to personal\s+(\d+) marketing\s+(\d+) e-receipt\s+(\d+) "
+    r"recall\s+(\d+) \|"
+)
 CATALOGUE = re.compile(r"'product\.catalog': (\d+)")
 
 
@@ -35,8 +39,13 @@ def test_demo_runs_routes_and_reports_the_groups_lag() -> None:
     lags = [int(lag) for _t, _r, lag in lines]
     assert receipts[-1] > 100, lines  # ~40/s for 16 s, less the start-up
     assert -1 not in lags, lines  # the lag query never failed
-    routed = re.findall(r"lines to personal\s+(\d+)", out)
-    assert routed and int(routed[-1]) > 0, out[-3000:]
+    routed = ROUTED.findall(out)
+    assert routed and int(routed[-1][1]) > 0, out[-3000:]
+    # Each purpose gets at most the line items received (the old "withheld" column summed the
+    # four purposes' refusals and ran past the line items without saying so).
+    for line_items, *per_purpose in routed:
+        assert all(int(n) <= int(line_items) for n in per_purpose), routed
+    assert "columns  line items:" in out, out[-3000:]
 
     catalogue = CATALOGUE.search(out)
     assert catalogue, out[-3000:]

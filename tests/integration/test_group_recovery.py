@@ -37,8 +37,9 @@ import pytest
 from stream.local.admin import committed_offsets, create_topics, group_lag
 from stream.local.admin import lag as partition_lag
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serde.schema_registry import HttpRegistryClient
 from stream.simulator.generator import SimConfig, generate
 from tests.integration.tansu import TansuBroker
 from tests.integration.worker_harness import (

@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from stream.kafka_config import producer_config
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topics import TOPICS
 from stream.serde import schemas
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import ConfluentRegistryClient, EmbeddedRegistryServer
-from stream.simulator.pos import producer_config
+from stream.serde.schema_registry import ConfluentRegistryClient
 from stream.tools.topic_view import inspect_topic, is_personal, read_records
 from tests.tls_certs import make_certs
 

@@ -21,11 +21,12 @@ import pytest
 import requests
 from confluent_kafka import Producer
 
+from stream.kafka_config import producer_config
 from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
-from stream.simulator.pos import producer_config
+from stream.serde.schema_registry import HttpRegistryClient
 from stream.tools.replay import encode_event
 from tests.integration import api_scenario as sc
 from tests.integration.test_api import start_workers

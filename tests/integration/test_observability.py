@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serde.schema_registry import HttpRegistryClient
 from stream.serve.auth import issue
 from stream.simulator.generator import SimConfig, generate
 from stream.simulator.pos import produce

@@ -23,10 +23,10 @@ from typing import Any
 
 from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import (
-    EmbeddedRegistryServer,
     HttpRegistryClient,
     InMemoryRegistry,
 )

@@ -24,8 +24,9 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from stream.engine.runner import DLQ_TOPIC
 from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serde.schema_registry import HttpRegistryClient
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import GTIN_MILK, card, line, receipt
 

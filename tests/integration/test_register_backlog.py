@@ -17,8 +17,9 @@ from pathlib import Path
 
 from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serde.schema_registry import HttpRegistryClient
 from stream.serve.queries import household_bonus_month
 from stream.settings import load_rules
 from stream.tools.replay import Driver, encode_event

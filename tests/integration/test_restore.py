@@ -13,7 +13,7 @@ from faust.types import TP
 
 from stream.engine.patches import partition_db
 from stream.engine.restore import OFFSET_KEY, load_synced, restore_tables, wipe_unsynced
-from stream.simulator.pos import producer_config
+from stream.kafka_config import producer_config
 
 PARTITIONS = 4
 

@@ -29,8 +29,9 @@ from typing import Any
 from confluent_kafka import Producer
 
 from stream.local.broker import EmbeddedBroker
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import EmbeddedRegistryServer, HttpRegistryClient
+from stream.serde.schema_registry import HttpRegistryClient
 from stream.simulator.generator import SimConfig, generate
 from stream.tools.replay import encode_event
 from tests.integration.prometheus_harness import PrometheusServer, require_binary

@@ -129,7 +129,7 @@ def test_every_client_constructor_gets_the_security(
 
     from stream.engine import app as worker_app
     from stream.engine import catalog_feed, output, restore
-    from stream.local import admin, broker
+    from stream.local import clients, reachability
     from stream.serde.codec import Codec
     from stream.serde.schema_registry import registry_from_url
     from stream.serve import live
@@ -141,8 +141,8 @@ def test_every_client_constructor_gets_the_security(
     settings = secure_settings(certs, tmp_path, broker=bootstrap)
     kafka_config.configure(settings)
     rec = Recorder()
-    monkeypatch.setattr(admin, "AdminClient", rec("admin.AdminClient"))
-    monkeypatch.setattr(admin, "Consumer", rec("admin.Consumer"))
+    monkeypatch.setattr(clients, "AdminClient", rec("admin.AdminClient"))
+    monkeypatch.setattr(clients, "Consumer", rec("admin.Consumer"))
     monkeypatch.setattr(restore, "Consumer", rec("restore.Consumer"))
     monkeypatch.setattr(output, "Producer", rec("output.Producer"))
     monkeypatch.setattr(confluent_kafka, "Producer", rec("recall Producer"))
@@ -151,8 +151,8 @@ def test_every_client_constructor_gets_the_security(
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", lambda **kw: aio.append(kw))
 
     codec = Codec(registry_from_url("memory://kafka-config-test"))
-    admin._admin(bootstrap)  # create_topics, describe, max_message_bytes
-    admin._throwaway_consumer(bootstrap)  # group_lag, read_range
+    clients._admin(bootstrap)  # create_topics, describe, max_message_bytes
+    clients._throwaway_consumer(bootstrap)  # group_lag, read_range
     catalog_feed.CatalogFeed(bootstrap, 4)._new_consumer()
     feed = live.LiveFeed(bootstrap, codec, 4)
     feed._stop.set()
@@ -162,7 +162,7 @@ def test_every_client_constructor_gets_the_security(
     pos.produce([], bootstrap=bootstrap, codec=codec, producer_factory=rec("pos.produce"))
     request = recall_request("6400000000001", "2026-01-01", "2026-01-02", "test", "staff:1")
     pos.send_recall_request(settings, request)
-    broker._metadata_ok(bootstrap, 1.0)
+    reachability.metadata_ok(bootstrap, 1.0)
     topic_view.audit_inspect(bootstrap, codec, "op", "test", {}, producer_factory=rec("inspect"))
     consumer = rec("inspect.read")
     with pytest.raises(topic_view.InspectError):  # the mock has no such topic
@@ -236,4 +236,5 @@ def test_no_client_is_built_from_a_raw_dict() -> None:
 
     kafka_config._security = KafkaSecurity(protocol="SSL")
     assert admin._client_config("b:1")["security.protocol"] == "SSL"
-    assert pos.producer_config("b:1")["security.protocol"] == "SSL"
+    assert kafka_config.producer_config("b:1")["security.protocol"] == "SSL"
+    assert pos.producer_config is kafka_config.producer_config  # the name output.py imports

@@ -1,4 +1,4 @@
-"""The local broker's bounded topic profile (stream/local/topics.py, stream/local/admin.py
+"""The local broker's bounded topic profile (stream/local/topics.py, stream/local/topic_admin.py
 local_topic_config); production configs untouched."""
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import (
     ConfluentRegistryClient,
-    EmbeddedRegistryServer,
     IncompatibleSchemaError,
     InvalidSchemaError,
     RegistryAccessError,

@@ -12,10 +12,10 @@ from pathlib import Path
 import fastavro
 import pytest
 
+from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde import schemas
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import (
-    EmbeddedRegistryServer,
     HttpRegistryClient,
     IncompatibleSchemaError,
     InMemoryRegistry,

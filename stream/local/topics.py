@@ -82,12 +82,15 @@ _SPECS = [
     _t("receipts.identified", "customer id", None,
        "receipts joined with their card, repartitioned by customer for the consent join",
        internal=True, retention_days=7),
+    # The register's propagations carry the broker time of their card record, which may be
+    # older than any time retention (a backfilled register): kept, as Kafka Streams keeps
+    # its repartition topics; they grow with card changes only.
     _t("register.people", "customer id", None,
        "the card register's periods of one card for one person (who may see what)",
-       internal=True, retention_days=7),
+       internal=True, retention_days=-1),
     _t("register.households", "household id", None,
        "the card register's periods of one card for one person in one household",
-       internal=True, retention_days=7),
+       internal=True, retention_days=-1),
     _t("aggregates.contributions", "store id", None,
        "anonymous per-receipt product-group contributions, repartitioned by store",
        internal=True, retention_days=7),
@@ -141,13 +144,22 @@ TOPICS: dict[str, TopicSpec] = {s.name: s for s in _SPECS}
 # (measured: retention.ms alone deleted nothing), hence the short segments.
 #
 # Kept whole: the registers the worker reads from the start (cards, consents, catalogue:
-# bounded by their key count, compacted) and what is kept for ever (statements, audit log:
-# small). The price, local only: a worker more than the retention behind loses records,
+# bounded by their key count, compacted), the register's propagations (their records carry
+# the card record's time, which the simulator sets an hour back) and what is kept for ever
+# (statements, audit log: small). The price, local only: a worker more than the retention behind loses records,
 # and a table restored from a changelog gets only its last retention's writes. Production
 # topics (docker-compose, real Kafka) keep the registry's settings above.
 LOCAL_SEGMENT_MS = 60 * 1000
 LOCAL_KEEP_WHOLE = frozenset(
-    {"customer.cards", "customer.consents", "product.catalog", "bonus.statements", "audit.log"}
+    {
+        "customer.cards",
+        "customer.consents",
+        "product.catalog",
+        "register.people",
+        "register.households",
+        "bonus.statements",
+        "audit.log",
+    }
 )
 
 # Topics read together by one stage must have the same partition count (co-partitioning):

@@ -45,3 +45,18 @@ def test_production_configs_have_no_local_settings() -> None:
         assert config.get("segment.ms") != "60000"
         if spec.name == "pos.receipts":
             assert "retention.ms" not in config  # the broker's default (7 days)
+
+
+def test_the_register_propagation_topics_are_never_deleted_by_time() -> None:
+    # Found while writing the README tour: register.people / register.households records
+    # carry the broker time of the card record they come from. A register sent an hour
+    # back (the simulator) -- or a backfill of cards older than the topic's retention in
+    # production -- was deleted by time retention before the worker read it, and members
+    # had no household in the API. Like Kafka Streams' repartition topics, these keep
+    # their records; locally too.
+    for name in ("register.people", "register.households"):
+        spec = TOPICS[name]
+        assert spec.retention_ms == -1, name
+        assert name in LOCAL_KEEP_WHOLE, name
+        local = local_topic_config(name, topic_config(spec), TEN_MIN)
+        assert local["retention.ms"] == "-1", name

@@ -146,8 +146,9 @@ TOPICS: dict[str, TopicSpec] = {s.name: s for s in _SPECS}
 # Kept whole: the registers the worker reads from the start (cards, consents, catalogue:
 # bounded by their key count, compacted), the register's propagations (their records carry
 # the card record's time, which the simulator sets an hour back) and what is kept for ever
-# (statements, audit log: small). The price, local only: a worker more than the retention behind loses records,
-# and a table restored from a changelog gets only its last retention's writes. Production
+# (statements, audit log: small). The price, local only: a worker more than the retention
+# behind loses records, and a table restored from a changelog gets only its last retention's
+# writes. Production
 # topics (docker-compose, real Kafka) keep the registry's settings above.
 LOCAL_SEGMENT_MS = 60 * 1000
 LOCAL_KEEP_WHOLE = frozenset(

@@ -3,7 +3,8 @@
 The subject's key decides the table partition (the same murmur2 partitioner as the
 producers). A partition another worker owns is answered by that worker: Faust's router
 forwards the request with its headers, and the owner authenticates, checks and audits it
-again. While the group rebalances the owner is unknown: 503.
+again. While the group rebalances the owner is unknown, and an owner that does not answer
+is unavailable: 503.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 import faust
 from faust.exceptions import SameNode
 from faust.web.exceptions import ServiceUnavailable
@@ -47,6 +49,11 @@ class Owners:
             return None
         except ServiceUnavailable:
             raise Refusal(503, "partition owner unknown (rebalancing)") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The owner is gone or slow (stopped, restarting): the caller may retry, as
+            # while rebalancing -- not a 500 of ours.
+            log.warning("forward to the partition owner failed (%s)", type(exc).__name__)
+            raise Refusal(503, "partition owner unreachable") from None
 
     def owner(self, table: Any, key: str) -> URL | None:
         """The web address of the worker that owns ``key`` (None: rebalancing)."""

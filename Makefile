@@ -75,7 +75,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 	@echo ">> $(VENV) is up to date"
 
-check: venv ## Lint, format check and type check (ruff, ruff format --check, mypy)
+check: venv ## Lint, format check and type check (ruff incl. bandit and private-access rules, ruff format --check, mypy strict)
 	$(BIN)/ruff check $(SRC_DIRS)
 	$(BIN)/ruff format --check $(SRC_DIRS)
 	$(BIN)/mypy $(TYPED_DIRS)

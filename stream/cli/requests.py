@@ -44,9 +44,11 @@ def cmd_bonus(args: argparse.Namespace) -> int:
 
     state = RocksState(stage_dir, read_only=True)
     try:
-        print(json.dumps(household_bonus_month(state, args.household, args.month), indent=2))
+        answer = household_bonus_month(state, args.household, args.month)
     finally:
         state.close()
+    # The audit record first, the answer after it (as extract, and the API: no answer
+    # leaves without its record).
     append_audit(
         args.state_dir,
         args.requested_by,
@@ -56,6 +58,7 @@ def cmd_bonus(args: argparse.Namespace) -> int:
         "ok",
         {"month": args.month},
     )
+    print(json.dumps(answer, indent=2))
     return 0
 
 

@@ -126,3 +126,32 @@ def test_a_read_only_state_refuses_writes(tmp_path: Path) -> None:
             reader.set("k", {"v": 2})
     finally:
         reader.close()
+
+
+def test_bonus_is_audited_before_its_answer_is_released(
+    replayed: tuple[Path, str, str, str], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # Found in review: `bonus` printed the household's figures and only then appended its
+    # audit record, so an answer could leave with no record (a failed append, a closed pipe).
+    # The rule is the API's: no answer without its audit record.
+    import argparse
+
+    from stream.cli import requests
+    from stream.tools import replay
+
+    state, _customer, household, month = replayed
+
+    def audit_store_down(*_args: object, **_kwargs: object) -> None:
+        raise OSError("audit store unavailable")
+
+    monkeypatch.setattr(replay, "append_audit", audit_store_down)
+    args = argparse.Namespace(
+        state_dir=str(state),
+        household=household,
+        month=month,
+        requested_by="staff:test",
+        purpose="customer_service",
+    )
+    with pytest.raises(OSError, match="audit store unavailable"):
+        requests.cmd_bonus(args)
+    assert capsys.readouterr().out == ""

@@ -162,7 +162,8 @@ def sim_events(receipts: int, households: int, seed: int) -> tuple[list[Any], li
     pos.receipts), and outputs carry their source record's timestamp: noida-db then deleted
     records before the downstream stage had read them ("offset out of range", the consumer
     skipped to the new start), so the worker did less work and still reached lag 0. Every
-    worker figure measured before this fix (BENCHMARKS.md history) is inflated by that.
+    worker figure measured before this fix (benchmarks/results/2026-12-07-diary.md, its correction
+    of 2026-11-22) is inflated by that.
     """
     start = int(time.time() * 1000) - 3 * 3600 * 1000
     register, rcpts = [], []
@@ -531,7 +532,8 @@ def run(
     # Latency runs on brokers of their own, holding the register only. noida-db rewrites a
     # JSON snapshot of everything it holds every few seconds: after the throughput backlog
     # that file is ~570 MB, and writing it stalled the broker for tens of seconds in a trial
-    # (BENCHMARKS.md section 5), a cost of the embedded broker that Kafka does not have.
+    # (benchmarks/results/2026-12-07-diary.md, section 5), a cost of the embedded broker that Kafka
+    # does not have.
     header("end-to-end latency, send -> receipts.totals", "p50 ms", "p95 ms", "p99 ms", "")
     chunks = []
     for rate, key in all_rates:

@@ -158,8 +158,8 @@ def own_core(pinned: list[int], rest: list[int]) -> Iterator[dict[str, Any]]:
 
     The worker figures run the broker, the worker(s) and the load generator on the same two
     cores; this separates the worker from the rest for the "one worker on one core" reading
-    (BENCHMARKS.md section 5). Everything gets the harness's original CPU set back on exit.
-    Raises RuntimeError with fewer than two CPUs.
+    (benchmarks/results/2026-12-07-diary.md, section 5). Everything gets the harness's original CPU
+    set back on exit. Raises RuntimeError with fewer than two CPUs.
     """
     allowed = os.sched_getaffinity(0)
     if len(allowed) < 2:

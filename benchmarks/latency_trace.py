@@ -13,7 +13,8 @@ from), then ``--rate`` receipts/s for ``--seconds`` (``broker_bench.latency``). 
 It prints the percentiles, the worker's and the broker's CPU, and a row per 500 ms: the
 slowest and median receipt sent in it, the same for the pings, and the snapshot writes that
 finished in it. ``--own-core`` gives the worker one CPU and the broker and this process
-the other(s) (``benchmarks.common.own_core``). BENCHMARKS.md section 5 has what it showed.
+the other(s) (``benchmarks.common.own_core``). benchmarks/results/2026-12-07-diary.md, section 5,
+has what it showed.
 """
 
 from __future__ import annotations

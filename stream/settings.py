@@ -52,7 +52,7 @@ NON_SETTING_VARIABLES = frozenset(
         "AVRO_DIR",  # stream/serde/schemas.py: the Avro schema directory
         "REQUIRE_BROKER",  # tests: integration tests fail instead of skipping
         "CHAOS",  # tests: chaos suite scale
-        "OVERVIEW_PNG",  # tests: render the README picture
+        "OVERVIEW_PNG",  # tests: render the dashboard picture of docs/architecture.md
         "OVERVIEW_SECONDS",
         "SCREENSHOT",  # tests: live page screenshot
     )

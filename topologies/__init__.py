@@ -4,7 +4,7 @@ Nothing in this package imports Faust, Kafka, RocksDB or metrics. Each topology 
 function (or small class) over a :class:`topologies.state.State` and plain dict records,
 typed in :mod:`topologies.record_types`. :mod:`topologies.pipeline` lists the stages:
 
-- ``catalog`` (:mod:`topologies.catalog`): the product catalogue, a global table;
+- ``catalog`` (:mod:`topologies.catalog`): the product catalogue, read whole by every worker;
 - ``card_join`` (:mod:`topologies.card_join`, :mod:`topologies.card_register`): each receipt
   joined with the card link that held at its purchase time;
 - ``personal_routing`` (:mod:`topologies.personal_routing`): consent-gated routing by purpose;

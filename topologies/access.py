@@ -1,4 +1,4 @@
-"""Who may see what (docs/domain.md §5, seed 001), as plain functions the API layer calls.
+"""Who may see what (docs/domain.md §5, from *Q&A 2016*), as plain functions the API layer calls.
 
 =============  ===========================================================================
 viewer         sees
@@ -14,10 +14,12 @@ anyone else    nothing
 Customer service staff are not in the table: they act for the co-op under a stated purpose
 (``STAFF_PURPOSES``), and every read they make is audited like any other.
 
-The caller's identity (customer id, household id and household role) comes from a signed
-token issued by the member service, which owns the card register's household links; the
-checks here compare it with the *subject* of the request. A refusal never depends on whether
-the requested data exists, so a 403 reveals nothing.
+Only who the caller is (customer or staff, and their id) comes from the signed token
+(stream/serve/auth.py). The household and the household role come from the card register the
+workers hold (the ``register.*`` topics and the stage state built from them), never from the
+token: :func:`in_household` sets them from the household's members now. The checks here
+compare the caller with the *subject* of the request. A refusal never depends on whether the
+requested data exists, so a 403 reveals nothing.
 """
 
 from __future__ import annotations

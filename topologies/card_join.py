@@ -13,7 +13,7 @@ Inputs: ``pos.receipts`` and ``customer.cards`` (both keyed by card number, co-p
   since, so a move, closure or role change after a purchase does not move it, and the
   order of processing (a restart, a backlog) cannot change a Bonus. A purchase made while
   the card was closed is anonymous.
-- Line items of total-only chains are dropped here, before anything is stored (DOMAIN §1).
+- Line items of total-only chains are dropped here, before anything is stored (docs/domain.md §1).
 
 Stage 1 keeps no dedupe state: redeliveries are forwarded and every downstream stage drops
 them by receipt id, so a crash between forwarding and committing cannot lose a receipt.

@@ -143,7 +143,7 @@ def periods(held: CardHistory) -> list[LinkPeriod]:
 # Stage 1 is keyed by card; who may see what (docs/domain.md §5) is decided by person (stage 2,
 # keyed by customer) and by household (the Bonus ledger, keyed by household). Every accepted
 # card record -- and every redelivered one, so a record lost in a crash is sent again -- is
-# propagated as the card's periods per person (``register.customers``) and per person in a
+# propagated as the card's periods per person (``register.people``) and per person in a
 # household (``register.households``): the last value per (person, card) and per (household,
 # person, card) is the register's answer there.
 

@@ -1,4 +1,4 @@
-"""Revocation and erasure in the personal stores (docs/domain.md §2-3, §8).
+"""Revocation and erasure in the personal stores (docs/domain.md §2-3, §7).
 
 A consent record that switches a flag off purges the flag's store of the person (and, for
 ``product_level_services``, the S-mobiili counters made of it); a consent tombstone erases the

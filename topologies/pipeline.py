@@ -1,8 +1,9 @@
 """The whole topology: which stage reads which topics, in one place.
 
-The Faust worker (``stream/engine/app.py``) makes one agent and one state table per stage from
-this list; the in-process driver (``stream/tools/replay.py``) feeds records to the same steps in
-file order, passing each stage's emits to the stages that read them.
+The Faust worker (``stream/engine/app.py``) makes one agent and one state table per stage from this
+list, except the global ``catalog`` stage, which every worker reads whole outside the group
+(``stream/engine/catalog_feed.py``); the in-process driver (``stream/tools/replay.py``) feeds
+records to the same steps in file order, passing each stage's emits to the stages that read them.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
-"""Product recalls: the only reader of the recall index (``rc|<date>|<customer>|<receipt>``).
+"""Product recalls: the recall run over the recall index (``rc|<date>|<customer>|<receipt>``).
 
 The recall index is a legal duty (product safety), kept whatever the person's consent
-choices, for ``retention.recall_days`` (docs/domain.md §7). A recall run is a record on
-``recall.requests`` sent to *every* partition (the index is partitioned by customer); in
-each partition the personal-routing stage reads the index for the dates of the window and
-emits one notification per customer who bought the GTIN on ``recall.notifications`` (key
-``<recall id>/<customer id>``, so a redelivered request overwrites the same keys) and audit
-records: one per customer found (whose data was read) and one summary for the partition.
+choices, for ``retention.recall_index_days`` (docs/domain.md §7). Its other reader is the
+person's register extract, which lists their own entries (docs/domain.md §3.6, §7).
+
+A recall run is a record on ``recall.requests`` sent to *every* partition (the index is
+partitioned by customer); in each partition the personal-routing stage reads the index for
+the dates of the window and emits one notification per customer who bought the GTIN on
+``recall.notifications`` (key ``<recall id>/<customer id>``, so a redelivered request
+overwrites the same keys) and audit records: one per customer found (whose data was read)
+and one summary for the partition.
 
 Nothing here changes state: a run can be repeated and reads the same index.
 """

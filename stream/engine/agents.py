@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 # take_events batch: up to this many events, or what arrived within this many seconds.
 BATCH_MAX = 500
 # 0.01 s, not 0.05: each hop waited up to the window for a batch to fill, two hops before
-# receipts.totals; p50 at 200/s 130 -> 87 ms, throughput within noise (BENCHMARKS.md).
+# receipts.totals; p50 at 200/s 130 -> 87 ms, throughput within noise
+# (benchmarks/results/2026-12-07-diary.md, section 5).
 BATCH_WITHIN_S = 0.01
 # Exit code when the worker stops during a registry outage with records unprocessed.
 EXIT_UNPROCESSED = 75

@@ -1,5 +1,6 @@
-"""The Faust app of a worker: one agent and one RocksDB-backed table per stage of
-topologies.pipeline, and everything around them, wired in :func:`create_app`.
+"""The Faust app of a worker: one agent and one RocksDB-backed table per partitioned stage
+of topologies.pipeline (the catalogue is read whole, below), and everything around them, wired
+in :func:`create_app`.
 
 Facts that shape this (faust-streaming 0.15.x, see docs/architecture.md):
 - ``kafka://`` (aiokafka) transport; ``confluent://`` skips Faust's partition assignor.

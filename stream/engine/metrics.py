@@ -56,9 +56,9 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # Per-record counter increments are summed here (a dict update) and applied to the
-        # prometheus children by flush(): a prometheus-client inc() takes a lock and three
-        # calls, ~1.5 us, and a record makes about seven (BENCHMARKS.md). The flusher is
-        # registered before every metric, so any collect() -- a scrape, a test's
+        # prometheus children by flush(): a prometheus-client inc() takes a lock and three calls,
+        # ~1.5 us; a record makes about seven (benchmarks/results/2026-12-07-diary.md, section 3).
+        # The flusher is registered before every metric, so any collect() -- a scrape, a test's
         # get_sample_value() -- applies the pending counts before reading a value.
         self._pending: dict[Any, float] = {}
         r.register(_PendingFlusher(self))

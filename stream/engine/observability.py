@@ -196,10 +196,10 @@ def faust_sensors(app: Any, registry: CollectorRegistry) -> None:
     Faust calls the monitor for every record in and out of a stream, every table access and
     every send; the base Monitor keeps per-message statistics and the Prometheus one adds
     several labelled metric updates each time: 5-8 % of the worker's main thread in a py-spy
-    profile (BENCHMARKS.md), for ``faust_*`` figures our own metrics already give
-    (``purchase_stream_events_in_total``, ``records_out_total``, stage latency). What the
-    dashboards use from Faust -- commit latency, rebalances, assignment -- comes from the
-    hooks kept. tests/unit/test_patches.py checks each hook overridden here is one Faust's
+    profile (benchmarks/results/2026-12-07-diary.md, section 3), for ``faust_*`` figures our own
+    metrics already give (``purchase_stream_events_in_total``, ``records_out_total``, stage
+    latency). What the dashboards use from Faust -- commit latency, rebalances, assignment -- comes
+    from the hooks kept. tests/unit/test_patches.py checks each hook overridden here is one Faust's
     Monitor has (a renamed hook would silently come back).
     """
     from aiohttp.web import Response

@@ -3,10 +3,10 @@
 Faust's own send path (``Topic.send_soon`` -> ProducerBuffer -> ``publish_message`` ->
 aiokafka) costs several event-loop round trips and objects per record; one receipt makes
 ~16 records (outputs and changelog writes), and that path was the largest single cost of
-the worker in a py-spy profile (BENCHMARKS.md). ``Producer.produce`` here is one C call
-that queues the record for librdkafka's own thread, with no ``await`` -- which is also what
-the worker's batches need (stream/engine/agents.py: a batch runs without an await, so it cannot be
-cancelled half-way).
+the worker in a py-spy profile (benchmarks/results/2026-12-07-diary.md, section 2).
+``Producer.produce`` here is one C call that queues the record for librdkafka's own thread, with no
+``await`` -- which is also what the worker's batches need (stream/engine/agents.py: a batch runs
+without an await, so it cannot be cancelled half-way).
 
 Delivery before commit, the at-least-once contract: Faust flushes ``app.producer`` before it
 commits offsets and when partitions are revoked; :func:`attach` wraps that flush so it also

@@ -104,7 +104,8 @@ def idle_fetch_wait(seconds: float = IDLE_FETCH_WAIT_S) -> None:
     ignores the wait and answers at once: aiokafka then re-fetches in a tight loop, ~2 400
     requests a second from one consumer on an idle topic (measured), which cost a worker's
     consumer thread ~0.45 of a core and the broker as much again, even while the worker had
-    nothing to do -- on 2 cores, CPU taken from the processing itself (BENCHMARKS.md).
+    nothing to do -- on 2 cores, CPU taken from the processing itself
+    (benchmarks/results/2026-12-07-diary.md, section 1).
     aiokafka has no public back-off for empty fetches (``fetch_min_bytes`` only asks the
     broker, which ignores it too). Here a fetch that returned no records sooner than
     ``seconds`` after it was sent is followed by a pause for the rest of ``seconds``: no
@@ -264,10 +265,11 @@ def partition_db(table: Any, partition: int) -> Any:
     Faust's public table API (``table[key]``) reads and writes the partition of the *current
     event*, keeps an unbounded in-memory index of every key, and sends the changelog through
     its per-record producer path (the largest single cost of the worker in a py-spy profile,
-    BENCHMARKS.md). stream/engine/state.py's TableState writes a named partition directly
-    and sends the changelog itself, so a batch that mixes partitions stays correct. The Store
-    has no public per-partition accessor; ``Store._db_for_partition`` is the one Faust's own
-    get/set use. Looked up on every use: Faust closes and reopens databases on rebalance.
+    benchmarks/results/2026-12-07-diary.md, section 2). stream/engine/state.py's TableState writes a
+    named partition directly and sends the changelog itself, so a batch that mixes partitions stays
+    correct. The Store has no public per-partition accessor; ``Store._db_for_partition`` is the one
+    Faust's own get/set use. Looked up on every use: Faust closes and reopens databases on
+    rebalance.
     """
     return table.data._db_for_partition(partition)
 

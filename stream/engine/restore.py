@@ -1,13 +1,13 @@
 """Bulk restore of the worker's tables from their changelogs, before Faust starts.
 
 Faust restores a table partition by passing every changelog record through its consumer,
-the Conductor, a queue and a per-record recovery loop: about 4 800 records/s on this
-machine (BENCHMARKS.md), so a worker with the national register (8 M+ state records) would
-spend about half an hour restoring. This module does the same work before the Faust worker
-starts: librdkafka reads each changelog partition from the offset its local database holds
-to the high watermark of now, the records are written to the partition's RocksDB with the
-same raw puts and deletes as ``faust.stores.rocksdb.Store.apply_changelog_batch``, and the
-offset key Faust keeps in the database is set to the last offset applied. Faust's own
+the Conductor, a queue and a per-record recovery loop: 7 763 records/s measured on this
+machine, so a worker with the national state (18.2 M state records) would restore for about
+40 minutes; this module takes an estimated 6 (BENCHMARKS.md). It does the same work before
+the Faust worker starts: librdkafka reads each changelog partition from the offset its local
+database holds to the high watermark of now, the records are written to the partition's
+RocksDB with the same raw puts and deletes as ``faust.stores.rocksdb.Store.apply_changelog_batch``,
+and the offset key Faust keeps in the database is set to the last offset applied. Faust's own
 recovery then starts from there and only reads what was written since.
 
 It restores every partition, not only the ones the group will assign: the assignment is not

@@ -141,7 +141,8 @@ def run_worker(settings: Settings, rules: Rules) -> None:
     # Faust's terminal spinner, when the level is WARNING or above, sets the root logger to
     # DEBUG (so it can spin on every record): aiokafka's per-request debug() calls then build
     # LogRecords that are filtered only at the handler, ~10 % of the worker's CPU in a py-spy
-    # profile (BENCHMARKS.md). We never run on a terminal that needs it.
+    # profile (benchmarks/results/2026-12-07-diary.md, section 3). We never run on a terminal
+    # that needs it.
     worker.spinner = None
     try:
         worker.execute_from_commandline()

@@ -101,11 +101,11 @@ class RestingReader:
     A Kafka broker holds an empty fetch for ``fetch.wait.max.ms``; the embedded noida-db
     answers at once, and librdkafka then re-fetches in a tight loop: ~0.43 of a core per idle
     feed consumer in a worker with no traffic, and the broker's CPU to answer it
-    (BENCHMARKS.md). librdkafka has no backoff for empty fetches, and ``pause``/``resume``
-    delayed records by up to 1.3 s and skipped one at a logical offset. So the reader keeps
-    every partition's next offset itself (numeric from the start), and when a poll finds
-    nothing it unassigns, rests ``rest_s`` and assigns again at those offsets: nothing is
-    skipped, and the first record after a quiet spell waits at most ``rest_s`` longer.
+    (benchmarks/results/2026-12-07-diary.md, section 1). librdkafka has no backoff for empty
+    fetches, and ``pause``/``resume`` delayed records by up to 1.3 s and skipped one at a logical
+    offset. So the reader keeps every partition's next offset itself (numeric from the start), and
+    when a poll finds nothing it unassigns, rests ``rest_s`` and assigns again at those offsets:
+    nothing is skipped, and the first record after a quiet spell waits at most ``rest_s`` longer.
     """
 
     def __init__(

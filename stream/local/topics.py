@@ -21,7 +21,7 @@ DAY_MS = 24 * HOUR_MS
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    key: str  # what the key is (documentation + README table)
+    key: str  # what the key is (documentation + docs/architecture.md's topic table)
     encoding: str  # "avro" | "json"
     schema: str | None  # Avro full name, e.g. "fi.coop.purchase.Receipt"
     compacted: bool

@@ -3,11 +3,12 @@
 fastavro (compiled) interprets the parsed schema for every record: per field it looks the type
 up in dicts and dispatches on it, ~0.5 µs a field. A function written for one schema does only
 the field's own work: on this project's records it encodes in about half of fastavro's time
-and decodes in 60-90 % of it (BENCHMARKS.md, section 7). ``compile_schema`` writes such
-functions for the subset of Avro the project's schemas use -- records, arrays, ``["null", T]``
-unions, string, bytes, int, long, boolean, double -- and returns ``None`` for anything else,
-in which case :class:`stream.serde.codec.Codec` keeps using fastavro. The codec also keeps fastavro
-for schema resolution (a writer schema that differs from the reader's) and for error messages.
+and decodes in 60-90 % of it (benchmarks/results/2026-12-07-diary.md, section 7). ``compile_schema``
+writes such functions for the subset of Avro the project's schemas use -- records, arrays,
+``["null", T]`` unions, string, bytes, int, long, boolean, double -- and returns ``None`` for
+anything else, in which case :class:`stream.serde.codec.Codec` keeps using fastavro. The codec also
+keeps fastavro for schema resolution (a writer schema that differs from the reader's) and for error
+messages.
 
 Byte-for-byte the same as fastavro's ``schemaless_writer``; decoding gives the same values as
 its ``schemaless_reader`` (tests/unit/test_avro_compiled.py compares both on every topic's

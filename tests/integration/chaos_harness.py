@@ -724,7 +724,7 @@ class ChaosRun:
         known = {e["key"] for e in register if e["topic"] == "customer.cards"}
         # The workers join before anything is written: on the embedded broker a member that
         # joins while another commits makes that commit fail (IllegalGeneration) and the
-        # group can then rebalance for minutes (README, liveness). The faults, not the
+        # group can then rebalance for minutes (docs/reliability.md, Method). The faults, not the
         # start, are what this suite measures.
         self.workers = [self.worker(0).start(), self.worker(1).start()]
         wait_group_stable(self.workers, PARTITIONS, timeout=180)
@@ -1134,8 +1134,8 @@ def _compare_sets(
 
 def beyond_consent(workers: list[dict[str, Any]], consents: list[dict[str, Any]]) -> list[str]:
     """Line items (and counters) the workers hold in a store its owner's consent, as the input
-    topic states it, does not allow: an independent check of the privacy rule (README,
-    "Consent in time"), not a comparison with ``replay``.
+    topic states it, does not allow: an independent check of the privacy rule (docs/domain.md
+    §3, "Consent in time"), not a comparison with ``replay``.
 
     Per customer and flag: ``on_since`` is the start of the current unbroken run of "on"
     records, never earlier than the latest record with the flag off; versions not above the

@@ -9,8 +9,8 @@
   project's alert rules.
 - :func:`panel_queries` / :func:`rule_expressions` read every query of the Grafana dashboards
   and every alert expression; :func:`as_grafana_would` substitutes Grafana's variables.
-- :func:`render_dashboard` plots a dashboard's panels from ``query_range`` (the README's
-  picture of the pipeline overview comes from it).
+- :func:`render_dashboard` plots a dashboard's panels from ``query_range`` (the picture
+  of the pipeline overview in docs/architecture.md comes from it).
 """
 
 from __future__ import annotations

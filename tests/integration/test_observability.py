@@ -7,8 +7,8 @@ Then every query of every Grafana dashboard panel must be valid *and return data
 every alert expression must be valid and evaluate without error inside Prometheus.
 
 Set ``PURCHASE_STREAM_OVERVIEW_PNG=docs/img/pipeline-overview.png`` (and optionally
-``PURCHASE_STREAM_OVERVIEW_SECONDS=240`` for a longer run) to render the README's picture of
-the pipeline overview from this run's series.
+``PURCHASE_STREAM_OVERVIEW_SECONDS=240`` for a longer run) to render the picture of the
+pipeline overview in docs/architecture.md from this run's series.
 """
 
 from __future__ import annotations

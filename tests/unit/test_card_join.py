@@ -216,7 +216,7 @@ def test_unknown_chain_fails_closed_with_rules_from_config() -> None:
 
 
 def test_total_only_stray_lines_not_stored_while_parked() -> None:
-    # DOMAIN §1: stray lines of a total-only chain are dropped *before anything is stored*;
+    # docs/domain.md §1: stray lines of a total-only chain are dropped *before anything is stored*;
     # a parked receipt is stored (in the stage's state and its changelog).
     state = MemoryState()
     r = receipt(chain="HOTEL", total_cents=7_000, bonus_eligible_cents=7_000)
@@ -389,7 +389,7 @@ def test_only_expired_parked_receipts_are_dead_lettered() -> None:
 
 
 def test_card_closed_while_receipts_parked_releases_them_as_anonymous() -> None:
-    # DOMAIN §3.1: a receipt whose card is not known (here: known to be closed) is anonymous
+    # docs/domain.md §3.1: a receipt whose card is not known (here: known to be closed) is anonymous
     # and still feeds group aggregates (§3.5). It must neither be identified nor wait for a
     # card that will never arrive and then be dead-lettered.
     state = MemoryState()

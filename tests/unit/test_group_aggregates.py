@@ -193,7 +193,7 @@ def test_dedupe_marks_expire_after_the_window() -> None:
         "seen|R-3",
         f"seenx|{later // DAY_MS:08d}|R-3",
     }
-    # The aggregates themselves are kept (no person data; DOMAIN §7).
+    # The aggregates themselves are kept (no person data; docs/domain.md §7).
     assert sorted(stored(state, "agg|")) == ["agg|STORE-01|2024-03-05", "agg|STORE-01|2024-04-11"]
 
 

@@ -67,8 +67,8 @@ def test_total_only_chain_is_not_held_to_its_stray_lines() -> None:
 
 
 def test_total_only_chain_stray_lines_cannot_make_the_receipt_invalid() -> None:
-    # DOMAIN §1: for a total-only chain stray lines are dropped; "the outlet name and the total
-    # are kept". A malformed stray line must therefore not lose the total record.
+    # docs/domain.md §1: for a total-only chain stray lines are dropped; "the outlet name and
+    # the total are kept". A malformed stray line must therefore not lose the total record.
     stray = [
         line(1, GTIN_MILK, 100, unit="LTR"),
         line(1, "", 100),
@@ -259,7 +259,7 @@ def test_unknown_chain_lines_not_adding_up_accepted_as_total_only() -> None:
 
 
 def test_total_only_receipt_with_malformed_stray_lines_keeps_its_total() -> None:
-    # DOMAIN §1: stray lines of a total-only chain are dropped; the total is kept.
+    # docs/domain.md §1: stray lines of a total-only chain are dropped; the total is kept.
     state = MemoryState()
     c = card()
     run(card_join, state, "customer.cards", c["card_number"], c, T0)

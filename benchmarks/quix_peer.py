@@ -63,7 +63,7 @@ from quixstreams import Application, message_context
 from stream.engine.runner import RawRecord, Runner
 from stream.engine.state import CachedCatalog, RocksState
 from stream.kafka_config import client_config
-from stream.local.admin import COMPACT_TUNING
+from stream.local.topic_admin import COMPACT_TUNING
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import HttpRegistryClient
 from stream.settings import load_rules, load_settings

@@ -59,7 +59,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from stream.local.admin import create_topics
+    from stream.local.topic_admin import create_topics
 
     settings = settings_from(args)
     result = create_topics(settings.broker, settings.partitions, settings.replication_factor)

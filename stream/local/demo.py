@@ -89,8 +89,8 @@ def run_demo(
     seed: int,
     keep: bool = False,
 ) -> int:
-    from stream.local.admin import group_lag
     from stream.local.broker import EmbeddedBroker, free_port
+    from stream.local.offsets import group_lag
     from stream.local.provision import create_local_topics
     from stream.local.registry_server import EmbeddedRegistryServer
     from stream.serde.codec import Codec

@@ -53,9 +53,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream.engine.patches import FATAL
 from stream.engine.runner import Outgoing
-from stream.local.admin import create_topics, read_all
 from stream.local.broker import EmbeddedBroker, free_port
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
+from stream.local.topic_admin import create_topics
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
 from stream.serde.schema_registry import (

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import HttpRegistryClient

@@ -27,9 +27,10 @@ import pytest
 
 from stream.engine.restore import load_synced
 from stream.engine.runner import Outgoing
-from stream.local.admin import create_topics, read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
+from stream.local.topic_admin import create_topics
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import (
     HttpRegistryClient,

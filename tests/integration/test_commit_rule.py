@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stream.engine.agents import EXIT_FAILED
-from stream.local.admin import committed_offsets, read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import committed_offsets, read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import HttpRegistryClient

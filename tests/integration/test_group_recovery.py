@@ -34,10 +34,11 @@ from typing import Any
 
 import pytest
 
-from stream.local.admin import committed_offsets, create_topics, group_lag
-from stream.local.admin import lag as partition_lag
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import committed_offsets, group_lag
+from stream.local.offsets import lag as partition_lag
 from stream.local.registry_server import EmbeddedRegistryServer
+from stream.local.topic_admin import create_topics
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import HttpRegistryClient
 from stream.simulator.generator import SimConfig, generate

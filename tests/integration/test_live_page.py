@@ -22,8 +22,8 @@ import requests
 from confluent_kafka import Producer
 
 from stream.kafka_config import producer_config
-from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import HttpRegistryClient

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.local.admin import Record
+from stream.local.offsets import Record
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import InMemoryRegistry
 from stream.simulator.generator import SimConfig, bad_bytes_replay_events, generate

@@ -18,7 +18,7 @@ from typing import Any
 import fastavro
 
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.serde.schemas import schema as parsed_schema
 from stream.simulator.generator import SimConfig, generate
 from stream.tools.replay import encode_event

@@ -33,7 +33,7 @@ from stream.engine.runner import RawRecord, Runner
 from stream.engine.state import TableState
 from stream.local.clients import AdminError
 from stream.local.offsets import read_range
-from stream.serde.schema_registry import RegistryUnavailableError
+from stream.serde.registry_store import RegistryUnavailableError
 from topologies.pipeline import Stage
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from stream.engine.restore import restore_tables, wipe_unsynced
 from stream.local.topic_admin import max_message_bytes
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
-from stream.serde.schema_registry import RegistryAccessError, RegistryError
+from stream.serde.registry_store import RegistryAccessError, RegistryError
 from stream.settings import Settings
 from topologies.rules import Rules
 

@@ -94,7 +94,7 @@ def run_demo(
     from stream.local.provision import create_local_topics
     from stream.local.registry_server import EmbeddedRegistryServer
     from stream.serde.codec import Codec
-    from stream.serde.schema_registry import HttpRegistryClient
+    from stream.serde.registry_client import ConfluentRegistryClient
     from stream.serve import auth
     from stream.simulator.generator import SimConfig, generate
     from stream.simulator.pos import produce
@@ -156,7 +156,7 @@ def run_demo(
             start_ms=int(time.time() * 1000),
             receipts_per_second=rate,
         )
-        codec = Codec(HttpRegistryClient(registry.url))
+        codec = Codec(ConfluentRegistryClient(registry.url))
 
         viewer: dict[str, Any] = {}
 

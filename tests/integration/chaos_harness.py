@@ -59,10 +59,8 @@ from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topic_admin import create_topics
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
-from stream.serde.schema_registry import (
-    HttpRegistryClient,
-    InMemoryRegistry,
-)
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
 from stream.simulator.generator import SimConfig, generate
 from stream.tools.replay import Driver, decoded_output, encode_event, replay_events
@@ -704,7 +702,7 @@ class ChaosRun:
         if self.registry is None:
             self.start_infra()
         assert self.registry is not None
-        codec = Codec(HttpRegistryClient(self.registry.url))
+        codec = Codec(ConfluentRegistryClient(self.registry.url))
         start_ms = int(time.time() * 1000)
         expected_s = 60.0 * len(self.scale.faults)  # generous: the sender is stopped early
         cfg = SimConfig(

@@ -26,10 +26,8 @@ from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import (
-    HttpRegistryClient,
-    InMemoryRegistry,
-)
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
 from stream.simulator.generator import SimConfig, generate
 from stream.tools.replay import Driver, decoded_output, encode_event
@@ -100,7 +98,7 @@ def test_worker_on_broker_matches_replay(
         extra_env={"PURCHASE_STREAM_API_JWT_SECRET": API_SECRET},
     ).start()
     try:
-        codec = Codec(HttpRegistryClient(registry.url))
+        codec = Codec(ConfluentRegistryClient(registry.url))
         for phase in (a, b, c):
             produce_events(own_broker.bootstrap, codec, phase)
             worker.wait_idle()

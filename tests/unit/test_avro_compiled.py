@@ -21,7 +21,7 @@ from stream.local.topics import TOPICS
 from stream.serde import schemas
 from stream.serde.avro_compiled import compile_schema
 from stream.serde.codec import Codec, DecodeError, EncodeError
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
 from stream.simulator.generator import SimConfig, generate
 from stream.tools.replay import Driver, encode_event

@@ -15,7 +15,7 @@ from stream.engine.metrics import Metrics
 from stream.engine.observability import add_process_metrics
 from stream.engine.runner import RawRecord, Runner, purchase_time_ms
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
 from topologies.pipeline import Stage
 from topologies.records import Emit, StepResult

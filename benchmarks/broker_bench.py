@@ -43,7 +43,8 @@ from stream.local.offsets import group_lag
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topic_admin import create_topics
 from stream.serde.codec import Codec
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import encode_event
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable
 

@@ -27,7 +27,8 @@ def _child(checkpoints: list[int], households: int, seed: int) -> None:
     from stream.serde.codec import Codec
     from stream.serde.registry_store import InMemoryRegistry
     from stream.settings import load_rules
-    from stream.simulator.generator import SimConfig, generate
+    from stream.simulator.config import SimConfig
+    from stream.simulator.generator import generate
     from stream.tools.replay import Driver, encode_event
 
     state_dir = Path(tempfile.mkdtemp(prefix="bench-growth-"))

@@ -96,7 +96,8 @@ def run_demo(
     from stream.serde.codec import Codec
     from stream.serde.registry_client import ConfluentRegistryClient
     from stream.serve import auth
-    from stream.simulator.generator import SimConfig, generate
+    from stream.simulator.config import SimConfig
+    from stream.simulator.generator import generate
     from stream.simulator.pos import produce
 
     root = Path(tempfile.mkdtemp(prefix="purchase-stream-demo-"))

@@ -22,7 +22,8 @@ import orjson
 
 from stream.engine.state import RocksState
 from stream.serve.queries import household_bonus_month
-from stream.simulator.generator import SimConfig, SimStats, generate
+from stream.simulator.config import SimConfig, SimStats
+from stream.simulator.generator import generate
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 HOUR = 3_600_000

@@ -62,7 +62,8 @@ from stream.serde.codec import Codec, DecodeError
 from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import Driver, decoded_output, encode_event, replay_events
 from stream.tools.replay_io import dump
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable

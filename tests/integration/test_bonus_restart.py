@@ -35,7 +35,8 @@ from stream.serde.codec import Codec
 from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import Driver, encode_event
 from tests.integration.tansu import TansuBroker
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events

@@ -41,7 +41,8 @@ from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topic_admin import create_topics
 from stream.serde.codec import Codec
 from stream.serde.registry_client import ConfluentRegistryClient
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from tests.integration.tansu import TansuBroker
 from tests.integration.worker_harness import (
     WorkerProcess,

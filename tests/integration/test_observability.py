@@ -28,7 +28,8 @@ from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serve.auth import issue
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.simulator.pos import produce
 from tests.integration.prometheus_harness import (
     DASHBOARDS,

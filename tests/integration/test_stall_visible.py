@@ -32,7 +32,8 @@ from stream.local.broker import EmbeddedBroker
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.serde.registry_client import ConfluentRegistryClient
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import encode_event
 from tests.integration.prometheus_harness import PrometheusServer, require_binary
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events

@@ -245,7 +245,8 @@ def test_a_stages_state_gauge_is_read_after_the_events_that_change_it() -> None:
     # after counted receipts, with no knowledge of the stage itself.
     import contextlib
 
-    from stream.simulator.generator import SimConfig, generate
+    from stream.simulator.config import SimConfig
+    from stream.simulator.generator import generate
     from stream.tools.replay import Driver, encode_event
     from topologies import household_bonus
 

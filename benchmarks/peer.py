@@ -103,7 +103,7 @@ def transport(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
 
 def faust_hop(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
     """The transport loop as a Faust app with the worker's engine settings (faust_hop.py)."""
-    from stream.local.broker import free_port
+    from stream.local.reachability import free_port
 
     group = "bench-faust-hop"
     log_path = env.tmp / "faust-hop.log"

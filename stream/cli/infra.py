@@ -14,7 +14,7 @@ from stream.settings import load_rules
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from stream.engine.worker import run_worker
-    from stream.local.broker import is_reachable
+    from stream.local.reachability import is_reachable
 
     settings = settings_from(args)
     if not is_reachable(settings.broker, timeout=5):

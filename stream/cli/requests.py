@@ -60,7 +60,7 @@ def cmd_bonus(args: argparse.Namespace) -> int:
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
-    from stream.serve.api import recall_request
+    from stream.serve.recalls import recall_request
 
     try:
         request = recall_request(

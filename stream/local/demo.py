@@ -89,9 +89,10 @@ def run_demo(
     seed: int,
     keep: bool = False,
 ) -> int:
-    from stream.local.broker import EmbeddedBroker, free_port
+    from stream.local.broker import EmbeddedBroker
     from stream.local.offsets import group_lag
     from stream.local.provision import create_local_topics
+    from stream.local.reachability import free_port
     from stream.local.registry_server import EmbeddedRegistryServer
     from stream.serde.codec import Codec
     from stream.serde.registry_client import ConfluentRegistryClient

@@ -53,8 +53,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream.engine.patches import FATAL
 from stream.engine.runner import Outgoing
-from stream.local.broker import EmbeddedBroker, free_port
+from stream.local.broker import EmbeddedBroker
 from stream.local.offsets import read_all
+from stream.local.reachability import free_port
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topic_admin import create_topics
 from stream.local.topics import TOPICS

@@ -23,7 +23,7 @@ from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serve import auth
-from stream.serve.api import ENDPOINTS
+from stream.serve.endpoints import ENDPOINTS
 from stream.settings import load_rules
 from tests.integration import api_scenario as sc
 from tests.integration.worker_harness import WorkerProcess, produce_events, wait_group_stable

@@ -16,7 +16,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from stream.local import clients, offsets, topic_admin
-from stream.local.broker import BrokerError, EmbeddedBroker, free_port, is_reachable
+from stream.local.broker import BrokerError, EmbeddedBroker
+from stream.local.reachability import free_port, is_reachable
 from stream.local.topics import TOPICS
 
 PARTITIONS = 4

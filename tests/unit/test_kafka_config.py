@@ -133,7 +133,7 @@ def test_every_client_constructor_gets_the_security(
     from stream.serde.codec import Codec
     from stream.serde.schema_registry import registry_from_url
     from stream.serve import live
-    from stream.serve.api import recall_request
+    from stream.serve.recalls import recall_request
     from stream.simulator import pos
     from stream.tools import topic_view
 

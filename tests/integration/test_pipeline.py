@@ -125,7 +125,7 @@ def test_worker_on_broker_matches_replay(
         driver.feed(*encode_event(rcodec, e))
 
     # The worker's HTTP API serves the same Bonus figures as the query on replay state.
-    from stream.serve.queries import household_bonus_month
+    from topologies.queries.household_bonus import household_bonus_month
 
     bonus_state = driver.states["household_bonus"]
     for (hh, month), body in served.items():

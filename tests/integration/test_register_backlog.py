@@ -20,11 +20,11 @@ from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
 from stream.serde.registry_client import ConfluentRegistryClient
-from stream.serve.queries import household_bonus_month
 from stream.settings import load_rules
 from stream.tools.replay import Driver, encode_event
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import GTIN_MILK, card, line, receipt
+from topologies.queries.household_bonus import household_bonus_month
 
 
 def test_a_receipt_whose_card_closed_during_the_backlog_keeps_its_household(

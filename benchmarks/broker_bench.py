@@ -6,7 +6,7 @@ started and left to catch up on it: that is start-up and is not timed. Then:
 
 - throughput: the receipts are produced as one backlog (the producer is far faster than
   the workers) and the clock runs from the first send until the group's committed offsets
-  have reached the end of every stage input (``stream.local.admin.lag`` == 0). Faust commits every
+  have reached the end of every stage input (``stream.local.offsets.lag`` == 0). Faust commits every
   2.8 s, so the figure includes up to one commit interval; the sizes keep that small.
 - latency: receipts are sent at a fixed rate by a connected producer with ``purchased_at``
   and the broker timestamp set to the send time; a consumer of ``receipts.totals`` (written
@@ -38,11 +38,13 @@ from benchmarks.common import (
     row,
 )
 from stream.kafka_config import client_config, producer_config
-from stream.local.admin import create_topics, group_lag
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import group_lag
 from stream.local.registry_server import EmbeddedRegistryServer
+from stream.local.topic_admin import create_topics
 from stream.serde.codec import Codec
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import encode_event
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable
 

@@ -18,9 +18,10 @@ from typing import Any
 import fastavro
 
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.serde.schemas import schema as parsed_schema
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import encode_event
 
 RESULTS = Path(__file__).resolve().parent / "results"

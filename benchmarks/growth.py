@@ -25,9 +25,10 @@ def _child(checkpoints: list[int], households: int, seed: int) -> None:
     import os
 
     from stream.serde.codec import Codec
-    from stream.serde.schema_registry import InMemoryRegistry
+    from stream.serde.registry_store import InMemoryRegistry
     from stream.settings import load_rules
-    from stream.simulator.generator import SimConfig, generate
+    from stream.simulator.config import SimConfig
+    from stream.simulator.generator import generate
     from stream.tools.replay import Driver, encode_event
 
     state_dir = Path(tempfile.mkdtemp(prefix="bench-growth-"))

@@ -103,7 +103,7 @@ def transport(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
 
 def faust_hop(env: bb.Env, backlog: list[Any]) -> dict[str, Any]:
     """The transport loop as a Faust app with the worker's engine settings (faust_hop.py)."""
-    from stream.local.broker import free_port
+    from stream.local.reachability import free_port
 
     group = "bench-faust-hop"
     log_path = env.tmp / "faust-hop.log"
@@ -180,7 +180,7 @@ def _backlog(
 ) -> dict[str, Any]:
     """The throughput clock of ``broker_bench.throughput``, the same for both runtimes: from
     the first send of the backlog to the moment the group's committed offsets first reach
-    the end of every stage input (``Env.wait_idle``: ``stream.local.admin.lag`` == 0, held 3 s),
+    the end of every stage input (``Env.wait_idle``: ``stream.local.offsets.lag`` == 0, held 3 s),
     CPU of the runtime's process and of the broker over that span (plus the settle), and the
     records each topic gained (outputs per topic, table changelogs per stage)."""
     before = _topic_counts(env.bootstrap)

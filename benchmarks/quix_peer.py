@@ -8,7 +8,7 @@ by one Quix Streams ``Application``:
   receipts.identified, customer.consents and recall.requests -> personal_routing;
   aggregates.contributions -> group_aggregates; receipts.totals -> household_bonus). Each
   record runs through the project's own ``stream.engine.runner.Runner.process`` for its stage (same
-  Runner, ``Codec`` over ``HttpRegistryClient``, rules from ``stream.settings.load_rules()``,
+  Runner, ``Codec`` over ``ConfluentRegistryClient``, rules from ``stream.settings.load_rules()``,
   ``wall_clock=time.time`` as in the worker);
 - every output is produced to its real topic with the Application's own producer (the one
   ``StreamingDataFrame.to_topic`` uses, which Quix flushes before it commits offsets, like
@@ -63,9 +63,9 @@ from quixstreams import Application, message_context
 from stream.engine.runner import RawRecord, Runner
 from stream.engine.state import CachedCatalog, RocksState
 from stream.kafka_config import client_config
-from stream.local.admin import COMPACT_TUNING
+from stream.local.topic_admin import COMPACT_TUNING
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from stream.settings import load_rules, load_settings
 from topologies import catalog as catalog_topology
 from topologies.pipeline import STAGES, Stage
@@ -149,7 +149,10 @@ def main() -> None:
     catalog_state = MemoryState()
     catalog = CachedCatalog(catalog_state, catalog_topology.key)
     runner = Runner(
-        Codec(HttpRegistryClient(registry_url)), load_rules(), catalog=catalog, wall_clock=time.time
+        Codec(ConfluentRegistryClient(registry_url)),
+        load_rules(),
+        catalog=catalog,
+        wall_clock=time.time,
     )
     states: dict[str, list[Any]] = {}
     for stage in STAGES:

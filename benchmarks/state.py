@@ -34,7 +34,7 @@ from benchmarks.common import dir_bytes, fmt, header, log, proc_rss_bytes, row
 from stream.engine.app import table_name
 from stream.engine.partitioning import key_partition
 from stream.engine.state import TableState
-from stream.local.admin import end_offsets
+from stream.local.offsets import end_offsets
 from stream.simulator.catalogue_data import _luhn_digit
 from topologies import card_join, household_bonus, personal_routing
 from topologies.context import Context

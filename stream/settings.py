@@ -247,7 +247,9 @@ class _MappingEnvSource(EnvSettingsSource):
 
     ``load_settings(env=...)`` lets tests and the demo pass an environment without mutating
     the process's. ``_load_env_vars`` is the source's one hook that reads ``os.environ``; the
-    rest (prefix, case, parsing) stays the library's. tests/unit/test_settings.py checks this.
+    rest (prefix, case, parsing) stays the library's. tests/unit/test_settings.py checks this,
+    and that the private hook, its signature and ``parse_env_vars``' import path are as used
+    here (pydantic-settings is pinned exactly in pyproject.toml for them).
     """
 
     def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:

@@ -15,11 +15,14 @@ from topologies import consent as consent_rules
 from topologies import counters
 from topologies.context import Context
 from topologies.personal_stores import (
+    COUNTERS,
     COUNTERS_TOPIC,
     FLAG_STORE,
     GATED,
+    RECEIPT_TOTALS,
     Erased,
     audit,
+    customer_prefix,
     erased_key,
     expiry_key,
     output_key,
@@ -78,7 +81,7 @@ def on_consent(ctx: Context, state: State, key: str | None, value: Consent | Non
 def _purge(state: State, prefix: str, cid: str, result: StepResult) -> int:
     topic = GATED[prefix][0]
     deleted = 0
-    for skey, _ in list(state.items(f"{prefix}|{cid}|")):
+    for skey, _ in list(state.items(customer_prefix(prefix, cid))):
         state.delete(skey)
         rid = skey[len(prefix) + len(cid) + 2 :]
         result.emits.append(Emit(topic, output_key(cid, rid), None))
@@ -93,7 +96,7 @@ def _purge_counters(ctx: Context, state: State, cid: str, result: StepResult) ->
     so a null value could not say which month went: the removal is an explicit record.
     """
     deleted = 0
-    prefix = f"cn|{cid}|"
+    prefix = customer_prefix(COUNTERS, cid)
     for skey, _ in list(state.items(prefix)):
         state.delete(skey)
         month = skey[len(prefix) :]
@@ -116,7 +119,7 @@ def erase(ctx: Context, state: State, cid: str, result: StepResult) -> None:
         counts[GATED[prefix][0]] = _purge(state, prefix, cid, result)
     counts[COUNTERS_TOPIC] = _purge_counters(ctx, state, cid, result)
     recall_entries = totals = 0
-    for skey, stored in list(state.items(f"rt|{cid}|")):
+    for skey, stored in list(state.items(customer_prefix(RECEIPT_TOTALS, cid))):
         total: ReceiptTotal = stored
         day = ctx.rules.local_date(total["purchased_at"])
         state.delete(expiry_key(day, cid, total["receipt_id"]))

@@ -19,6 +19,7 @@ from topologies.personal_stores import (
     counter_key,
     expiry_key,
     output_key,
+    store_key,
 )
 from topologies.records import Emit, StepResult
 from topologies.state import State
@@ -96,9 +97,9 @@ def _purge_day(ctx: Context, state: State, store: str, day: str, result: StepRes
             n += _purge_counter_month(ctx, state, cid, day[:7], result)
             continue
         prefix = next(p for p, s in RETAINED.items() if s == store)
-        if state.get(f"{prefix}|{cid}|{rid}") is None:
+        if state.get(store_key(prefix, cid, rid)) is None:
             continue
-        state.delete(f"{prefix}|{cid}|{rid}")
+        state.delete(store_key(prefix, cid, rid))
         if prefix in GATED:
             result.emits.append(Emit(GATED[prefix][0], output_key(cid, rid), None))
         n += 1

@@ -42,7 +42,11 @@ from topologies.personal_erasure import on_consent
 from topologies.personal_retention import RETENTION_SWEEP_KEY, index_for_expiry, purge_expired
 from topologies.personal_stores import (
     COUNTERS_TOPIC,
+    ERECEIPTS,
     GATED,
+    LINE_ITEMS,
+    RECEIPT_TOTALS,
+    SIGNALS,
     Erased,
     RecallEntry,
     counter_key,
@@ -50,6 +54,7 @@ from topologies.personal_stores import (
     output_key,
     recall_key,
     register_key,
+    store_key,
 )
 from topologies.record_types import (
     CardLink,
@@ -123,7 +128,7 @@ def _on_receipt(
     if key != cid:
         result.rejects.append(Reject("key_mismatch", "identified receipt not keyed by customer"))
         return result
-    rt_key = f"rt|{cid}|{rid}"
+    rt_key = store_key(RECEIPT_TOTALS, cid, rid)
     stored_total: ReceiptTotal | None = state.get(rt_key)
     if stored_total is not None:
         result.events["duplicate"] += 1
@@ -164,7 +169,7 @@ def _on_receipt(
                 for line, p in zip(lines, products, strict=True)
             ],
         }
-        state.set(f"pl|{cid}|{rid}", record)
+        state.set(store_key(LINE_ITEMS, cid, rid), record)
         result.emits.append(Emit("personal.line_items", okey, record))
         _count(ctx, state, cid, rid, t, lines, products, result)
 
@@ -179,7 +184,7 @@ def _on_receipt(
             "month": ctx.rules.local_month(t),
             "groups": group_totals(ctx, lines),
         }
-        state.set(f"ms|{cid}|{rid}", signal)
+        state.set(store_key(SIGNALS, cid, rid), signal)
         result.emits.append(Emit("marketing.signals", okey, signal))
 
     # E-receipt archive: the whole receipt as stored (total-only chains: no lines).
@@ -187,7 +192,7 @@ def _on_receipt(
     result.routed[("ereceipt", reason)] += n
     if reason == consent_rules.ALLOWED:
         archived: EReceipt = {"customer_id": cid, "receipt": {**receipt, "lines": lines}}
-        state.set(f"er|{cid}|{rid}", archived)
+        state.set(store_key(ERECEIPTS, cid, rid), archived)
         result.emits.append(Emit("ereceipts.archive", okey, archived))
 
     # Recall index: legal duty, whatever the consent; product-level chains only.
@@ -259,7 +264,7 @@ def _reemit(
 ) -> None:
     okey = output_key(cid, rid)
     for prefix, (topic, _purpose, _flag) in GATED.items():
-        stored = state.get(f"{prefix}|{cid}|{rid}")
+        stored = state.get(store_key(prefix, cid, rid))
         if stored is not None:
             result.emits.append(Emit(topic, okey, stored))
             if prefix == "pl":

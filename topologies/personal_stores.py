@@ -31,19 +31,25 @@ from topologies import consent as consent_rules
 from topologies.context import Context
 from topologies.records import Emit, audit_emit
 
+# store prefixes: the per-receipt stores (``<prefix>|<customer>|<receipt>``) and the counters
+RECEIPT_TOTALS = "rt"
+LINE_ITEMS = "pl"
+SIGNALS = "ms"
+ERECEIPTS = "er"
+COUNTERS = "cn"
 # store prefix -> (output topic, purpose label, gating consent flag)
 GATED = {
-    "pl": ("personal.line_items", "personal", consent_rules.PRODUCT_LEVEL_SERVICES),
-    "ms": ("marketing.signals", "marketing", consent_rules.MARKETING_TARGETING),
-    "er": ("ereceipts.archive", "ereceipt", consent_rules.E_RECEIPTS),
+    LINE_ITEMS: ("personal.line_items", "personal", consent_rules.PRODUCT_LEVEL_SERVICES),
+    SIGNALS: ("marketing.signals", "marketing", consent_rules.MARKETING_TARGETING),
+    ERECEIPTS: ("ereceipts.archive", "ereceipt", consent_rules.E_RECEIPTS),
 }
 FLAG_STORE = {flag: prefix for prefix, (_t, _p, flag) in GATED.items()}
 # store prefix -> retention store name (topologies.rules.RETENTION_STORES)
 RETAINED = {
-    "pl": "personal_line_items",
-    "ms": "marketing_signals",
-    "er": "ereceipts",
-    "rt": "receipt_totals",
+    LINE_ITEMS: "personal_line_items",
+    SIGNALS: "marketing_signals",
+    ERECEIPTS: "ereceipts",
+    RECEIPT_TOTALS: "receipt_totals",
 }
 COUNTERS_TOPIC = "smobiili.counters"
 
@@ -68,6 +74,16 @@ class RecallEntry(TypedDict):
 ACTOR = "purchase-stream"
 
 
+def store_key(prefix: str, customer_id: str, receipt_id: str) -> str:
+    """State key of a receipt's record in a per-receipt store (``rt``, ``pl``, ``ms``, ``er``)."""
+    return f"{prefix}|{customer_id}|{receipt_id}"
+
+
+def customer_prefix(prefix: str, customer_id: str) -> str:
+    """The key prefix of everything one store (``prefix``) holds about one customer."""
+    return f"{prefix}|{customer_id}|"
+
+
 def register_key(customer_id: str, card_number: str) -> str:
     """State key of a person's periods on one card."""
     return f"reg|{customer_id}|{card_number}"
@@ -90,7 +106,7 @@ def recall_key(date: str, customer_id: str, receipt_id: str) -> str:
 
 def counter_key(customer_id: str, month: str) -> str:
     """State key of a person's S-mobiili counters for a Helsinki month ``YYYY-MM``."""
-    return f"cn|{customer_id}|{month}"
+    return f"{COUNTERS}|{customer_id}|{month}"
 
 
 def expiry_key(date: str, customer_id: str, receipt_id: str) -> str:

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    from stream.serde.schema_registry import RegistryAccessError
+    from stream.serde.registry_store import RegistryAccessError
 
     try:
         code = int(args.func(args))

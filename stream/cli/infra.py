@@ -14,7 +14,7 @@ from stream.settings import load_rules
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from stream.engine.worker import run_worker
-    from stream.local.broker import is_reachable
+    from stream.local.reachability import is_reachable
 
     settings = settings_from(args)
     if not is_reachable(settings.broker, timeout=5):
@@ -59,7 +59,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from stream.local.admin import create_topics
+    from stream.local.topic_admin import create_topics
 
     settings = settings_from(args)
     result = create_topics(settings.broker, settings.partitions, settings.replication_factor)

@@ -98,9 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--household", required=True, help="household id")
     bo.add_argument("--month", required=True, type=month_arg, help="YYYY-MM (Helsinki time)")
     bo.set_defaults(func=cmd_bonus)
-
-    for cmd in (bo,):
-        add_audit_args(cmd, "customer_request")
+    add_audit_args(bo, "customer_request")
 
     e = sub.add_parser("extract", help="register extract of one customer (JSON; audited)")
     e.add_argument("--state-dir", required=True)

@@ -30,8 +30,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_bonus(args: argparse.Namespace) -> int:
     from stream.engine.state import RocksState
-    from stream.serve.queries import household_bonus_month
     from topologies import household_bonus
+    from topologies.queries.household_bonus import household_bonus_month
 
     stage_dir = Path(args.state_dir) / household_bonus.STAGE
     if not stage_dir.is_dir():
@@ -63,7 +63,7 @@ def cmd_bonus(args: argparse.Namespace) -> int:
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
-    from stream.serve.api import recall_request
+    from stream.serve.recalls import recall_request
 
     try:
         request = recall_request(

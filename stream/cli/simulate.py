@@ -12,7 +12,7 @@ from stream.cli.common import settings_from
 
 
 def _sim_config(args: argparse.Namespace) -> Any:
-    from stream.simulator.generator import SimConfig
+    from stream.simulator.config import SimConfig
 
     kwargs: dict[str, Any] = {
         "seed": args.seed,

@@ -31,8 +31,9 @@ from stream.engine.offsets import OffsetTracker
 from stream.engine.output import Output
 from stream.engine.runner import RawRecord, Runner
 from stream.engine.state import TableState
-from stream.local.admin import AdminError, read_range
-from stream.serde.schema_registry import RegistryUnavailableError
+from stream.local.clients import AdminError
+from stream.local.offsets import read_range
+from stream.serde.registry_store import RegistryUnavailableError
 from topologies.pipeline import Stage
 
 log = logging.getLogger(__name__)

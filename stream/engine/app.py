@@ -45,10 +45,11 @@ from stream.engine.patches import (
 )
 from stream.engine.runner import Outgoing, Runner
 from stream.kafka_config import configure as configure_kafka
-from stream.local.admin import COMPACT_TUNING
+from stream.local.topic_admin import COMPACT_TUNING
 from stream.serde.codec import Codec
 from stream.serde.schema_registry import registry_from_settings
-from stream.serve.api import MAX_BODY_BYTES, Api, edge
+from stream.serve.api import Api
+from stream.serve.edge import MAX_BODY_BYTES, edge
 from stream.serve.live import LiveFeed
 from stream.settings import Settings
 from topologies import household_bonus, personal_routing

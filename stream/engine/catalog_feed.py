@@ -31,7 +31,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from stream.engine.runner import Outgoing, RawRecord, Runner
 from stream.engine.state import CachedCatalog
-from stream.local.admin import RestingReader, assigned_consumer
+from stream.local.clients import RestingReader, assigned_consumer
 from topologies import catalog as catalog_topology
 from topologies.pipeline import STAGE_BY_NAME
 from topologies.state import MemoryState

@@ -3,7 +3,7 @@
 Issue 16: a worker restarted after ``kill -9`` sat in the group's join loop for minutes with
 no partition, and nothing showed it -- ``/healthz`` said ok, and the consumer-lag gauges
 cover only partitions the worker holds, so there were none. Here the group's *committed*
-offsets and the partitions' watermarks are read from the broker (stream/local/admin.py
+offsets and the partitions' watermarks are read from the broker (stream/local/offsets.py
 ``GroupOffsets``: not through the worker's consumer, which has nothing to say while it
 holds no partition), for every partition the group consumes, whether or not this worker
 holds it, every ``COLLECT_INTERVAL_S``.
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.engine.metrics import Metrics
-from stream.local.admin import GroupOffsets, PartitionOffsets
+from stream.local.offsets import GroupOffsets, PartitionOffsets
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from stream.local.admin import AdminError, committed_offsets
+from stream.local.clients import AdminError
+from stream.local.offsets import committed_offsets
 from stream.local.topics import TOPICS
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ It restores every partition, not only the ones the group will assign: the assign
 known before the worker joins. A partition that goes to another worker then stays at the
 offset restored here, and so does a partition Faust owned once and lost in a rebalance. If
 such a database is assigned again after the changelog's tombstones were compacted away
-(``delete.retention.ms``, 24 h: ``stream.local.admin.COMPACT_TUNING``), recovery from its old
+(``delete.retention.ms``, 24 h: ``stream.local.topic_admin.COMPACT_TUNING``), recovery from its old
 offset would never see those deletions and deleted keys, purged personal data among them,
 would come back. So every partition database carries a *synced-at* time in a sidecar file
 (``SYNCED_FILE`` in the table directory): when the database held everything its changelog
@@ -52,7 +52,8 @@ from stream.engine.patches import (
     TIMED_OUT,
     TRANSPORT,
 )
-from stream.local.admin import COMPACT_TUNING, _client_config
+from stream.local.clients import client_config_for
+from stream.local.topic_admin import COMPACT_TUNING
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ def restore_partition(
 
 def restore_consumer(bootstrap: str) -> Consumer:
     return Consumer(
-        _client_config(
+        client_config_for(
             bootstrap,
             **{
                 "group.id": "purchase-stream-restore",

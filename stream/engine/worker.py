@@ -15,10 +15,10 @@ from pathlib import Path
 
 from stream.engine.app import create_app
 from stream.engine.restore import restore_tables, wipe_unsynced
-from stream.local.admin import max_message_bytes
+from stream.local.topic_admin import max_message_bytes
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
-from stream.serde.schema_registry import RegistryAccessError, RegistryError
+from stream.serde.registry_store import RegistryAccessError, RegistryError
 from stream.settings import Settings
 from topologies.rules import Rules
 

@@ -35,10 +35,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from stream.local.reachability import free_port, is_reachable, metadata_ok, port_open_at
+from stream.local.reachability import free_port, metadata_ok, port_open_at
 
-# free_port and is_reachable are imported from here by the CLI and the tests.
-__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "is_reachable", "noida_binary"]
+__all__ = ["BrokerError", "EmbeddedBroker", "noida_binary"]
 
 log = logging.getLogger(__name__)
 

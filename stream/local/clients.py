@@ -20,10 +20,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from stream.engine.patches import PARTITION_EOF
 from stream.kafka_config import client_config
-
-__all__ = ["PARTITION_EOF"]
 
 
 class AdminError(RuntimeError):
@@ -38,7 +35,7 @@ def _servers(bootstrap: str) -> str:
     return ",".join(s.strip().removeprefix("kafka://") for s in bootstrap.split(",") if s.strip())
 
 
-def _client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+def client_config_for(bootstrap: str, **extra: Any) -> dict[str, Any]:
     return client_config(  # with the TLS/SASL settings (stream/kafka_config.py)
         _servers(bootstrap),
         **{
@@ -50,13 +47,13 @@ def _client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     )
 
 
-def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient(_client_config(bootstrap))
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient(client_config_for(bootstrap))
 
 
-def _throwaway_consumer(bootstrap: str, extra: Mapping[str, Any] | None = None) -> Consumer:
+def throwaway_consumer(bootstrap: str, extra: Mapping[str, Any] | None = None) -> Consumer:
     return Consumer(
-        _client_config(
+        client_config_for(
             bootstrap,
             **{
                 "group.id": f"purchase-stream-admin-{uuid.uuid4().hex}",
@@ -82,7 +79,7 @@ def assigned_consumer(
     reads all of it, and nothing is committed). ``group.id`` is required by librdkafka but
     never joined."""
     consumer = Consumer(
-        _client_config(
+        client_config_for(
             bootstrap,
             **{
                 "group.id": f"purchase-stream-{name}",
@@ -143,7 +140,7 @@ class RestingReader:
         return msgs
 
 
-def _topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int]:
+def topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int]:
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:

@@ -89,14 +89,16 @@ def run_demo(
     seed: int,
     keep: bool = False,
 ) -> int:
-    from stream.local.admin import group_lag
-    from stream.local.broker import EmbeddedBroker, free_port
+    from stream.local.broker import EmbeddedBroker
+    from stream.local.offsets import group_lag
     from stream.local.provision import create_local_topics
+    from stream.local.reachability import free_port
     from stream.local.registry_server import EmbeddedRegistryServer
     from stream.serde.codec import Codec
-    from stream.serde.schema_registry import HttpRegistryClient
+    from stream.serde.registry_client import ConfluentRegistryClient
     from stream.serve import auth
-    from stream.simulator.generator import SimConfig, generate
+    from stream.simulator.config import SimConfig
+    from stream.simulator.generator import generate
     from stream.simulator.pos import produce
 
     root = Path(tempfile.mkdtemp(prefix="purchase-stream-demo-"))
@@ -156,7 +158,7 @@ def run_demo(
             start_ms=int(time.time() * 1000),
             receipts_per_second=rate,
         )
-        codec = Codec(HttpRegistryClient(registry.url))
+        codec = Codec(ConfluentRegistryClient(registry.url))
 
         viewer: dict[str, Any] = {}
 

@@ -14,13 +14,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from stream.local.clients import (
-    PARTITION_EOF,
-    AdminError,
-    _admin,
-    _throwaway_consumer,
-    _topic_partitions,
-)
+from stream.engine.patches import PARTITION_EOF
+from stream.local.clients import AdminError, admin_client, throwaway_consumer, topic_partitions
 
 
 class Record(NamedTuple):
@@ -34,7 +29,7 @@ class Record(NamedTuple):
 
 
 def _partitions_of(bootstrap: str, topic: str, timeout: float) -> int:
-    count = _topic_partitions(_admin(bootstrap), timeout).get(topic)
+    count = topic_partitions(admin_client(bootstrap), timeout).get(topic)
     if count is None:
         raise AdminError(f"topic {topic!r} does not exist on {bootstrap}")
     return count
@@ -43,7 +38,7 @@ def _partitions_of(bootstrap: str, topic: str, timeout: float) -> int:
 def watermarks(bootstrap: str, topic: str, timeout: float = 10) -> dict[int, tuple[int, int]]:
     """``{partition: (low, high)}`` watermark offsets of ``topic``."""
     count = _partitions_of(bootstrap, topic, timeout)
-    consumer = _throwaway_consumer(bootstrap)
+    consumer = throwaway_consumer(bootstrap)
     try:
         out: dict[int, tuple[int, int]] = {}
         for p in range(count):
@@ -71,7 +66,7 @@ def committed_offsets(
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(count)])
     # Keep a reference to the client until the future resolves: a collected AdminClient
     # destroys its handle and the future then fails or never completes.
-    admin = _admin(bootstrap)
+    admin = admin_client(bootstrap)
     futures = admin.list_consumer_group_offsets([request], request_timeout=timeout)
     try:
         answer = futures[group].result(timeout=timeout + 5)
@@ -122,7 +117,7 @@ def read_range(
     """
     deadline = time.monotonic() + timeout
     records: list[Record] = []
-    consumer = _throwaway_consumer(bootstrap, {"enable.partition.eof": True})
+    consumer = throwaway_consumer(bootstrap, {"enable.partition.eof": True})
     try:
         consumer.assign([TopicPartition(topic, partition, first)])
         while True:
@@ -165,7 +160,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Record]:
     records: list[Record] = []
     if not ends:
         return records
-    consumer = _throwaway_consumer(bootstrap, {"enable.partition.eof": True})
+    consumer = throwaway_consumer(bootstrap, {"enable.partition.eof": True})
     try:
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         pending = set(ends)
@@ -230,7 +225,7 @@ class GroupOffsets:
     def __init__(self, bootstrap: str, group: str, topics: Iterable[str], partitions: int) -> None:
         self.group = group
         self.tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        self._admin = _admin(bootstrap)
+        self._admin = admin_client(bootstrap)
 
     def read(self, timeout: float = 5.0) -> dict[tuple[str, int], PartitionOffsets]:
         from confluent_kafka import IsolationLevel

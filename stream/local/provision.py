@@ -3,7 +3,7 @@
 The registry's topics (stream/local/topics.py) and the worker's table changelogs, which Faust
 names after the worker's tables (:func:`stream.engine.app.table_name`), so this module
 depends on the engine; the engine does not depend on it (no import cycle through
-:mod:`stream.local.admin`).
+:mod:`stream.local.topic_admin`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from stream.local.clients import AdminError, TopicMismatchError, _admin, _topic_partitions
+from stream.local.clients import AdminError, TopicMismatchError, admin_client, topic_partitions
 from stream.local.topics import LOCAL_KEEP_WHOLE, LOCAL_SEGMENT_MS, TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ def create_topics(
             raise AdminError(f"unknown topic(s) {unknown}; the registry has {sorted(TOPICS)}")
         specs = [TOPICS[n] for n in wanted]
     deadline = time.monotonic() + timeout
-    admin = _admin(bootstrap)
-    existing = _topic_partitions(admin, timeout)
+    admin = admin_client(bootstrap)
+    existing = topic_partitions(admin, timeout)
 
     configs = {s.name: topic_config(s, replication_factor) for s in specs}
     if local_retention_ms is not None:
@@ -220,7 +220,7 @@ def _left(deadline: float) -> float:
 def _wait_for_metadata(admin: AdminClient, names: list[str], deadline: float) -> dict[str, int]:
     """Poll metadata until all ``names`` exist; a newly created topic may lag behind."""
     while True:
-        current = _topic_partitions(admin, _left(deadline))
+        current = topic_partitions(admin, _left(deadline))
         missing = [n for n in names if n not in current]
         if not missing:
             return {n: current[n] for n in names}
@@ -231,7 +231,7 @@ def _wait_for_metadata(admin: AdminClient, names: list[str], deadline: float) ->
 
 def describe(bootstrap: str, timeout: float = 10, include_internal: bool = False) -> dict[str, int]:
     """``{topic: partition count}`` of the cluster (``__*`` topics only if asked)."""
-    found = _topic_partitions(_admin(bootstrap), timeout)
+    found = topic_partitions(admin_client(bootstrap), timeout)
     return {n: p for n, p in sorted(found.items()) if include_internal or not n.startswith("__")}
 
 
@@ -240,7 +240,7 @@ def max_message_bytes(bootstrap: str, topics: Iterable[str], timeout: float = 10
 
     Empty when the broker does not answer: the caller keeps its configured limit.
     """
-    admin = _admin(bootstrap)
+    admin = admin_client(bootstrap)
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics]
     found: dict[str, int] = {}
     try:
@@ -273,7 +273,7 @@ def create_local_changelogs(
         )
         for table in table_names
     ]
-    failed = {n: e for n, e in _create(_admin(bootstrap), new, 30).items() if e is not None}
+    failed = {n: e for n, e in _create(admin_client(bootstrap), new, 30).items() if e is not None}
     if failed:
         detail = "; ".join(f"{n}: {e.str()}" for n, e in sorted(failed.items()))
         raise AdminError(f"could not create changelog topics on {bootstrap}: {detail}")

@@ -17,7 +17,7 @@ Errors:
   bounded reason (``undecodable``, ``unknown_schema_id``, ``schema_mismatch``) for the dead
   letter and the metric label.
 - :class:`EncodeError` (a ``ValueError``) means the record does not fit the topic's schema.
-- A :class:`stream.serde.schema_registry.RegistryError` other than "not found" (registry down)
+- A :class:`stream.serde.registry_store.RegistryError` other than "not found" (registry down)
   propagates from both: it is not the record's fault, so it must not dead-letter the record.
 """
 
@@ -38,7 +38,7 @@ from fastavro.validation import ValidationError, validate
 from stream.local.topics import TOPICS, spec
 from stream.serde import schemas
 from stream.serde.avro_compiled import Decoder, Encoder, Truncated, compile_schema
-from stream.serde.schema_registry import SchemaNotFoundError, SchemaRegistry
+from stream.serde.registry_store import SchemaNotFoundError, SchemaRegistry
 
 UNDECODABLE = "undecodable"
 UNKNOWN_SCHEMA_ID = "unknown_schema_id"

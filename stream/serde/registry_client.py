@@ -138,10 +138,6 @@ class ConfluentRegistryClient:
         return [str(s) for s in self._call("subjects", self._client.get_subjects)]
 
 
-# The name the code and tests have always used for the HTTP registry client.
-HttpRegistryClient = ConfluentRegistryClient
-
-
 def _is_certificate_error(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:

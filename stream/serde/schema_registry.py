@@ -6,14 +6,13 @@ schema by id -- captured by :class:`SchemaRegistry`. Implementations:
 - :class:`InMemoryRegistry` (:mod:`stream.serde.registry_store`): ids in a dict; optionally
   persisted to a JSON file so ids survive a restart (``replay``) and can be shared by
   processes on one machine (``file://`` URLs).
-- :class:`ConfluentRegistryClient` (also known as ``HttpRegistryClient``;
-  :mod:`stream.serde.registry_client`): confluent-kafka's ``SchemaRegistryClient`` (basic
-  auth, TLS, retries, caches) behind our interface; production (Confluent Schema Registry,
-  Karapace) and multi-process local runs.
+- :class:`ConfluentRegistryClient` (:mod:`stream.serde.registry_client`): confluent-kafka's
+  ``SchemaRegistryClient`` (basic auth, TLS, retries, caches) behind our interface;
+  production (Confluent Schema Registry, Karapace) and multi-process local runs.
 - the embedded server for local runs and tests lives in :mod:`stream.local.registry_server`.
 
 This module chooses one from a setting (:func:`registry_from_url`,
-:func:`registry_from_settings`) and re-exports the names the rest of the code imports.
+:func:`registry_from_settings`).
 """
 
 from __future__ import annotations
@@ -24,53 +23,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from stream.serde.registry_client import ConfluentRegistryClient, HttpRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serde.registry_store import (
-    CONTENT_TYPE,
-    INCOMPATIBLE_SCHEMA,
-    INVALID_SCHEMA,
-    INVALID_VERSION,
-    SCHEMA_NOT_FOUND,
-    SUBJECT_NOT_FOUND,
-    VERSION_NOT_FOUND,
-    IncompatibleSchemaError,
     InMemoryRegistry,
-    InvalidSchemaError,
-    RegisteredSchema,
     RegistryAccessError,
     RegistryError,
-    RegistryUnavailableError,
-    SchemaNotFoundError,
     SchemaRegistry,
-    backward_compatible,
-    normalize,
 )
 
-__all__ = [
-    "CONTENT_TYPE",
-    "INCOMPATIBLE_SCHEMA",
-    "INVALID_SCHEMA",
-    "INVALID_VERSION",
-    "SCHEMA_NOT_FOUND",
-    "SUBJECT_NOT_FOUND",
-    "VERSION_NOT_FOUND",
-    "ConfluentRegistryClient",
-    "HttpRegistryClient",
-    "InMemoryRegistry",
-    "IncompatibleSchemaError",
-    "InvalidSchemaError",
-    "RegisteredSchema",
-    "RegistryAccessError",
-    "RegistryError",
-    "RegistryUnavailableError",
-    "SchemaNotFoundError",
-    "SchemaRegistry",
-    "backward_compatible",
-    "check_access",
-    "normalize",
-    "registry_from_settings",
-    "registry_from_url",
-]
+__all__ = ["check_access", "registry_from_settings", "registry_from_url"]
 
 _MEMORY_REGISTRIES: dict[str, InMemoryRegistry] = {}
 _MEMORY_LOCK = threading.Lock()

@@ -37,7 +37,7 @@ from stream.engine.metrics import Metrics
 from stream.serde.codec import Codec
 from stream.serve import pages
 from stream.serve.audit import AuditTrail
-from stream.serve.edge import MAX_BODY_BYTES, Edge, NoRequestContent, edge, http_limits
+from stream.serve.edge import Edge, NoRequestContent, http_limits
 from stream.serve.endpoints import (
     E_COUNTERS,
     E_EXTRACT,
@@ -49,20 +49,18 @@ from stream.serve.endpoints import (
     E_STAFF_EXTRACT,
     E_STAFF_RECALL,
     E_STAFF_RECEIPTS,
-    ENDPOINTS,
-    OPENAPI,
     P_APP,
     P_FAVICON,
     P_OPENAPI,
 )
 from stream.serve.live_stream import LiveStream
 from stream.serve.reads import Reads
-from stream.serve.recalls import Recalls, recall_request
+from stream.serve.recalls import Recalls
 from stream.serve.routing import Owners
 from stream.settings import Settings
 from topologies.rules import Rules
 
-__all__ = ["ENDPOINTS", "MAX_BODY_BYTES", "OPENAPI", "Api", "edge", "recall_request"]
+__all__ = ["Api"]
 
 Handler = Callable[..., Awaitable[Any]]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from stream.engine.state import RocksState
-from stream.serve.queries import personal_extract
 from topologies.card_join import STAGE as CARD_STAGE
 from topologies.personal_routing import STAGE as PERSONAL_STAGE
+from topologies.queries.personal import personal_extract
 from topologies.rules import Rules
 
 

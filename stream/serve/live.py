@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, KafkaException
 
-from stream.local.admin import RestingReader, assigned_consumer
+from stream.local.clients import RestingReader, assigned_consumer
 from stream.serde.codec import Codec, DecodeError
 from topologies.access import Viewer
 

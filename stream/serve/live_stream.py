@@ -18,11 +18,11 @@ from aiohttp import web as aioweb
 from stream.serve.audit import AuditTrail, audit_context
 from stream.serve.endpoints import E_LIVE, E_MEMBERSHIP, OWN_PURPOSE
 from stream.serve.identity import viewer_of
-from stream.serve.queries import membership
 from stream.serve.routing import Owners
 from stream.settings import Settings
 from topologies import access
 from topologies.access import Viewer
+from topologies.queries.personal import membership
 
 KEEP_ALIVE_S = 15
 

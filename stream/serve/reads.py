@@ -6,7 +6,7 @@
    *before* any data is read, so a refusal reveals nothing about whether the data exists;
 3. routing: the subject's key decides the table partition; a partition another worker owns
    is answered by that worker (:mod:`stream.serve.routing`);
-4. the read itself, on this worker's partition, by a query of :mod:`stream.serve.queries`.
+4. the read itself, on this worker's partition, by a query of :mod:`topologies.queries`.
 
 What the audit record says (who, whose, what, why) is filled in on the request's
 :class:`~stream.serve.audit.AuditContext` along the way; the edge writes it.
@@ -23,19 +23,18 @@ from stream.engine.state import TableState
 from stream.serve.audit import audit_context
 from stream.serve.endpoints import OWN_PURPOSE, Refusal, month_problem
 from stream.serve.identity import viewer_of
-from stream.serve.queries import (
-    counters_month,
-    household_month,
-    membership,
-    personal_extract,
-    purchases_month,
-    receipts_month,
-    register_members,
-)
 from stream.serve.routing import Owners
 from stream.settings import Settings
 from topologies import access
 from topologies.access import Viewer
+from topologies.queries.household_bonus import household_month, register_members
+from topologies.queries.personal import (
+    counters_month,
+    membership,
+    personal_extract,
+    purchases_month,
+    receipts_month,
+)
 from topologies.rules import Rules
 
 # check(viewer) -> (allowed, subject customer id or None, routing key, purpose)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from stream.simulator.config import CARDS, CONSENTS, Event
 from stream.simulator.world import _Person, _World
-from topologies.consent import FLAGS as CONSENT_FLAGS
+from topologies import consent
 
 
 class _Changes(_World):
@@ -51,18 +51,18 @@ class _Changes(_World):
                 "customer_id": cid,
                 "version": 1,
                 "effective_at": effective_at,
-                "product_level_services": rng.random() < 0.8,
-                "marketing_targeting": rng.random() < 0.4,
-                "external_audiences": rng.random() < 0.15,
-                "direct_marketing": rng.random() < 0.3,
-                "e_receipts": rng.random() < 0.25,
+                consent.PRODUCT_LEVEL_SERVICES: rng.random() < 0.8,
+                consent.MARKETING_TARGETING: rng.random() < 0.4,
+                consent.EXTERNAL_AUDIENCES: rng.random() < 0.15,
+                consent.DIRECT_MARKETING: rng.random() < 0.3,
+                consent.E_RECEIPTS: rng.random() < 0.25,
                 "source": source,
             }
-            if not any(record[f] for f in CONSENT_FLAGS):
-                record["product_level_services"] = True
+            if not any(record[f] for f in consent.FLAGS):
+                record[consent.PRODUCT_LEVEL_SERVICES] = True
             stats.consent_opt_ins += 1
         else:
-            flag = rng.choices(CONSENT_FLAGS, weights=(0.4, 0.3, 0.08, 0.12, 0.1))[0]
+            flag = rng.choices(consent.FLAGS, weights=(0.4, 0.3, 0.08, 0.12, 0.1))[0]
             record = dict(current)
             record[flag] = not current[flag]
             record["version"] = current["version"] + 1

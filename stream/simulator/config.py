@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from topologies import consent
+
 Event = dict[str, Any]
 
 
@@ -38,10 +40,9 @@ BAD_KINDS = ("total_mismatch", "eligible_mismatch", "negative_sale", "bad_gtin")
 DEFAULT_BAD_KINDS = ("total_mismatch", "eligible_mismatch", "negative_sale")
 
 
-# SimConfig fields that are fractions
+# SimConfig fields that are fractions (a share field per consent flag, named like the flag)
 _SHARES = (
-    "no_consent", "product_level_services", "marketing_targeting", "external_audiences",
-    "direct_marketing", "e_receipts", "anonymous", "returns", "late", "bad", "duplicates",
+    "no_consent", *consent.FLAGS, "anonymous", "returns", "late", "bad", "duplicates",
     "unknown_cards", "total_only_with_lines", "late_cards", "consent_changes", "stale_consents",
     "household_moves", "card_closures", "erasures", "uncatalogued_products", "role_changes",
     "unversioned_cards",

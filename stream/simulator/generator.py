@@ -34,52 +34,25 @@ from pathlib import Path
 
 import orjson
 
-from stream.simulator.catalogue_data import (
-    CHAINS,
-    PRODUCT_GROUPS,
-    PRODUCT_LEVEL_CHAINS,
-    gtin_check_digit,
-    is_valid_gtin,
-)
 from stream.simulator.changes import _Changes
 from stream.simulator.config import (
-    BAD_KINDS,
     CARDS,
     CATALOG,
     CONSENTS,
-    DEFAULT_BAD_KINDS,
-    DEFAULT_MIX,
     DEFAULT_START_MS,
     HOUR_MS,
     RECEIPTS,
-    TOTAL_ONLY_CHAINS,
     Event,
     SimConfig,
     SimStats,
 )
 from stream.simulator.receipts import _Receipts
 from stream.simulator.world import _count
-from topologies.consent import FLAGS as CONSENT_FLAGS
 
-# The simulator's public names, importable from here as before the split.
 __all__ = [
-    "BAD_KINDS",
-    "CHAINS",
-    "CONSENT_FLAGS",
-    "DEFAULT_BAD_KINDS",
-    "DEFAULT_MIX",
-    "DEFAULT_START_MS",
-    "PRODUCT_GROUPS",
-    "PRODUCT_LEVEL_CHAINS",
-    "TOTAL_ONLY_CHAINS",
-    "Event",
-    "SimConfig",
-    "SimStats",
     "bad_bytes_events",
     "bad_bytes_replay_events",
     "generate",
-    "gtin_check_digit",
-    "is_valid_gtin",
     "read_jsonl",
     "simulate",
     "write_jsonl",

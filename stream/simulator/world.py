@@ -24,6 +24,7 @@ from stream.simulator.catalogue_data import (
     gtin_check_digit,
 )
 from stream.simulator.config import DAY_MS, ORIGINS, Event, SimConfig, SimStats
+from topologies import consent
 
 _T = TypeVar("_T")
 
@@ -264,11 +265,11 @@ class _World:
                 "customer_id": person.customer_id,
                 "version": version,
                 "effective_at": cfg.start_ms - rng.randrange(DAY_MS, 700 * DAY_MS),
-                "product_level_services": rng.random() < cfg.product_level_services,
-                "marketing_targeting": rng.random() < cfg.marketing_targeting,
-                "external_audiences": rng.random() < cfg.external_audiences,
-                "direct_marketing": rng.random() < cfg.direct_marketing,
-                "e_receipts": rng.random() < cfg.e_receipts,
+                consent.PRODUCT_LEVEL_SERVICES: rng.random() < cfg.product_level_services,
+                consent.MARKETING_TARGETING: rng.random() < cfg.marketing_targeting,
+                consent.EXTERNAL_AUDIENCES: rng.random() < cfg.external_audiences,
+                consent.DIRECT_MARKETING: rng.random() < cfg.direct_marketing,
+                consent.E_RECEIPTS: rng.random() < cfg.e_receipts,
                 "source": rng.choices(
                     ("migration", "S-mobiili", "customer-service"), weights=(0.5, 0.35, 0.15)
                 )[0]

@@ -30,7 +30,7 @@ from stream.engine.runner import DLQ_TOPIC, Outgoing, RawRecord, Runner
 from stream.engine.state import CachedCatalog, RocksState
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, EncodeError
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from topologies import catalog as catalog_topology
 from topologies.pipeline import STAGE_FOR_TOPIC, STAGES
 from topologies.records import AUDIT_TOPIC, Reject, audit_record

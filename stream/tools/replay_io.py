@@ -37,7 +37,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from stream.kafka_config import producer_config
-from stream.local.admin import Record, read_all
+from stream.local.offsets import Record, read_all
 from stream.serde.codec import Codec, DecodeError, EncodeError
 from stream.simulator.pos import BrokerUnavailableError, ProducerFatalError
 from stream.tools.replay import INPUT_TOPICS, encode_event

@@ -33,8 +33,8 @@ from typing import Any, TextIO
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Producer
 from confluent_kafka import TopicPartition as TP
 
+from stream.engine.patches import PARTITION_EOF
 from stream.kafka_config import client_config, producer_config
-from stream.local.clients import PARTITION_EOF
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
 from topologies.records import AUDIT_TOPIC, audit_record

@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from stream.engine.state import RocksState
-from stream.serve.queries import household_bonus_month
-from stream.simulator.generator import SimConfig, SimStats, generate
+from stream.simulator.config import SimConfig, SimStats
+from stream.simulator.generator import generate
+from topologies.queries.household_bonus import household_bonus_month
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 HOUR = 3_600_000

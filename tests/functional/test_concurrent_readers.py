@@ -20,7 +20,8 @@ import orjson
 import pytest
 
 from stream.engine.state import RocksState
-from stream.simulator.generator import SimConfig, SimStats, generate
+from stream.simulator.config import SimConfig, SimStats
+from stream.simulator.generator import generate
 from topologies import household_bonus
 from topologies.personal_routing import STAGE as PERSONAL_STAGE
 

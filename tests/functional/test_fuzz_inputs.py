@@ -52,7 +52,7 @@ from stream.engine.runner import DLQ_TOPIC, Outgoing
 from stream.local.topics import TOPICS
 from stream.serde import codec as codec_module
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
 from stream.tools.replay import INPUT_TOPICS, Driver
 from tests.avro_strategies import LONG_MAX, LONG_MIN, LONGS, for_record, strings

@@ -10,10 +10,10 @@ result must not depend on that: the same records in purchase order give the same
 
 from __future__ import annotations
 
-from stream.serve.queries import household_bonus_month
 from stream.settings import load_rules
 from stream.tools.replay import Driver
 from tests.unit.topo_helpers import GTIN_MILK, card, line, receipt, utc_ms
+from topologies.queries.household_bonus import household_bonus_month
 
 RULES = load_rules()
 MAR = utc_ms(2024, 3, 1)

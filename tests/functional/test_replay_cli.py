@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from stream.simulator.generator import SimConfig, SimStats, generate
+from stream.simulator.config import SimConfig, SimStats
+from stream.simulator.generator import generate
 
 HOUR = 3_600_000
 DAY = 24 * HOUR

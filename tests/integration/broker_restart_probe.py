@@ -24,8 +24,10 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream.local.admin import create_topics, read_all
-from stream.local.broker import EmbeddedBroker, free_port
+from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
+from stream.local.reachability import free_port
+from stream.local.topic_admin import create_topics
 
 TOPIC = "pos.receipts"
 

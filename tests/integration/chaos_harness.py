@@ -53,17 +53,18 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream.engine.patches import FATAL
 from stream.engine.runner import Outgoing
-from stream.local.admin import create_topics, read_all
-from stream.local.broker import EmbeddedBroker, free_port
+from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
+from stream.local.reachability import free_port
 from stream.local.registry_server import EmbeddedRegistryServer
+from stream.local.topic_admin import create_topics
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
-from stream.serde.schema_registry import (
-    HttpRegistryClient,
-    InMemoryRegistry,
-)
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import Driver, decoded_output, encode_event, replay_events
 from stream.tools.replay_io import dump
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable
@@ -703,7 +704,7 @@ class ChaosRun:
         if self.registry is None:
             self.start_infra()
         assert self.registry is not None
-        codec = Codec(HttpRegistryClient(self.registry.url))
+        codec = Codec(ConfluentRegistryClient(self.registry.url))
         start_ms = int(time.time() * 1000)
         expected_s = 60.0 * len(self.scale.faults)  # generous: the sender is stopped early
         cfg = SimConfig(

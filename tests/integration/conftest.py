@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.local.admin import create_topics
 from stream.local.broker import BrokerError, EmbeddedBroker
+from stream.local.topic_admin import create_topics
 
 PARTITIONS = 4
 REPLICATION_FACTOR = 1

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from stream.local.broker import free_port
+from stream.local.reachability import free_port
 from tests.integration.conftest import broker_required
 
 ROOT = Path(__file__).resolve().parents[2]

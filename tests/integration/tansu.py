@@ -19,7 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from stream.local.broker import BrokerError, free_port, is_reachable
+from stream.local.broker import BrokerError
+from stream.local.reachability import free_port, is_reachable
 
 
 def tansu_binary() -> Path:

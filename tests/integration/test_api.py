@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serve import auth
-from stream.serve.api import ENDPOINTS
+from stream.serve.endpoints import ENDPOINTS
 from stream.settings import load_rules
 from tests.integration import api_scenario as sc
 from tests.integration.worker_harness import WorkerProcess, produce_events, wait_group_stable
@@ -58,7 +58,7 @@ def test_api_roles_tokens_routing_and_audit(
 ) -> None:
     broker = broker_factory("api", topics=True)
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
-    codec = Codec(HttpRegistryClient(registry.url))
+    codec = Codec(ConfluentRegistryClient(registry.url))
     workers = start_workers(broker.bootstrap, registry.url, tmp_path, 2)
     try:
         wait_group_stable(workers, 4)

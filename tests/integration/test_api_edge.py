@@ -24,11 +24,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serve import auth
 from stream.settings import load_rules
 from tests.integration import api_scenario as sc
@@ -91,7 +91,7 @@ def edge(
         extra_env={"PURCHASE_STREAM_API_JWT_SECRET": sc.SECRET},
     ).start()  # fmt: skip
     try:
-        codec = Codec(HttpRegistryClient(registry.url))
+        codec = Codec(ConfluentRegistryClient(registry.url))
         now = int(time.time() * 1000)
         produce_events(broker.bootstrap, codec, sc.world(now - 60_000))
         produce_events(

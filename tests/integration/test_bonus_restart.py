@@ -27,16 +27,16 @@ import pytest
 
 from stream.engine.restore import load_synced
 from stream.engine.runner import Outgoing
-from stream.local.admin import create_topics, read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
+from stream.local.topic_admin import create_topics
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import (
-    HttpRegistryClient,
-    InMemoryRegistry,
-)
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import Driver, encode_event
 from tests.integration.tansu import TansuBroker
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events
@@ -106,7 +106,7 @@ def test_tallies_after_two_stops_mid_stream_equal_replay(
     a, b, c = phases(list(generate(cfg)))
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
     app_id = f"restart-{uuid.uuid4().hex[:8]}"
-    codec = Codec(HttpRegistryClient(registry.url))
+    codec = Codec(ConfluentRegistryClient(registry.url))
 
     def start(state_dir: Path) -> WorkerProcess:
         return WorkerProcess(

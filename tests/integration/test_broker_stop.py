@@ -20,8 +20,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream.local.admin import end_offsets
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import end_offsets
 from tests.integration.conftest import broker_required
 
 RECORDS = 300_000

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stream.engine.agents import EXIT_FAILED
-from stream.local.admin import committed_offsets, read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import committed_offsets, read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import card, receipt
 
@@ -45,7 +45,7 @@ def test_a_failed_produce_stops_the_worker_and_nothing_after_it_is_committed(
     app_id = f"it-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(broker.bootstrap, registry.url, tmp_path / "worker", app_id=app_id)
     try:
-        codec = Codec(HttpRegistryClient(registry.url))
+        codec = Codec(ConfluentRegistryClient(registry.url))
         produce_events(broker.bootstrap, codec, events)
         log = open(worker.log_path, "ab")  # noqa: SIM115 - closed below
         crashing = subprocess.Popen(

@@ -34,13 +34,15 @@ from typing import Any
 
 import pytest
 
-from stream.local.admin import committed_offsets, create_topics, group_lag
-from stream.local.admin import lag as partition_lag
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import committed_offsets, group_lag
+from stream.local.offsets import lag as partition_lag
 from stream.local.registry_server import EmbeddedRegistryServer
+from stream.local.topic_admin import create_topics
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
-from stream.simulator.generator import SimConfig, generate
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from tests.integration.tansu import TansuBroker
 from tests.integration.worker_harness import (
     WorkerProcess,
@@ -159,7 +161,7 @@ def test_kill_9_restart_resumes_and_clean_stop_hands_over(
 ) -> None:
     broker, env = scenario
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
-    codec = Codec(HttpRegistryClient(registry.url))
+    codec = Codec(ConfluentRegistryClient(registry.url))
     now = int(time.time() * 1000)
     cfg = SimConfig(
         seed=16, households=60, receipts=900, start_ms=now - 900_000, receipts_per_second=2.0

@@ -27,7 +27,7 @@ from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topics import TOPICS
 from stream.serde import schemas
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import ConfluentRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from stream.tools.topic_view import inspect_topic, is_personal, read_records
 from tests.tls_certs import make_certs
 

@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 
 from stream.kafka_config import producer_config
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.serve.live import COUNTERS_TOPIC, LiveFeed
 from topologies import counters as counters_topology
 from topologies.access import CUSTOMER, Viewer

@@ -22,11 +22,11 @@ import requests
 from confluent_kafka import Producer
 
 from stream.kafka_config import producer_config
-from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from stream.tools.replay import encode_event
 from tests.integration import api_scenario as sc
 from tests.integration.test_api import start_workers
@@ -79,7 +79,7 @@ def worker_env(
 ) -> Iterator[tuple[EmbeddedBroker, Codec, Any]]:
     broker = broker_factory("live", topics=True)
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
-    codec = Codec(HttpRegistryClient(registry.url))
+    codec = Codec(ConfluentRegistryClient(registry.url))
     now = int(time.time() * 1000)
     produce_events(broker.bootstrap, codec, sc.world(now - 60_000))
     (worker,) = start_workers(broker.bootstrap, registry.url, tmp_path, 1)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from stream.local.admin import watermarks
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import watermarks
 from stream.local.provision import create_local_topics
 from stream.settings import Settings
 

@@ -26,9 +26,10 @@ from typing import Any
 from stream.local.broker import EmbeddedBroker
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serve.auth import issue
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.simulator.pos import produce
 from tests.integration.prometheus_harness import (
     DASHBOARDS,
@@ -112,7 +113,7 @@ def test_dashboards_and_alerts_on_real_prometheus(
             produce(
                 events(),
                 bootstrap=own_broker.bootstrap,
-                codec=Codec(HttpRegistryClient(registry.url)),
+                codec=Codec(ConfluentRegistryClient(registry.url)),
                 rate=RATE,
                 bad_bytes=BAD_BYTES,
             )

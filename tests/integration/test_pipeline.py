@@ -21,17 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import (
-    HttpRegistryClient,
-    InMemoryRegistry,
-)
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import Driver, decoded_output, encode_event
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events
 
@@ -100,7 +99,7 @@ def test_worker_on_broker_matches_replay(
         extra_env={"PURCHASE_STREAM_API_JWT_SECRET": API_SECRET},
     ).start()
     try:
-        codec = Codec(HttpRegistryClient(registry.url))
+        codec = Codec(ConfluentRegistryClient(registry.url))
         for phase in (a, b, c):
             produce_events(own_broker.bootstrap, codec, phase)
             worker.wait_idle()
@@ -126,7 +125,7 @@ def test_worker_on_broker_matches_replay(
         driver.feed(*encode_event(rcodec, e))
 
     # The worker's HTTP API serves the same Bonus figures as the query on replay state.
-    from stream.serve.queries import household_bonus_month
+    from topologies.queries.household_bonus import household_bonus_month
 
     bonus_state = driver.states["household_bonus"]
     for (hh, month), body in served.items():

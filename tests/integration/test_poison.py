@@ -22,11 +22,11 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from stream.engine.runner import DLQ_TOPIC
-from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
+from stream.serde.registry_client import ConfluentRegistryClient
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import GTIN_MILK, card, line, receipt
 
@@ -93,7 +93,7 @@ def test_oversized_receipts_are_dead_lettered_and_the_partition_goes_on(
         broker.bootstrap, registry.url, tmp_path / "worker", app_id=f"it-{uuid.uuid4().hex[:8]}"
     ).start()
     try:
-        codec = Codec(HttpRegistryClient(registry.url))
+        codec = Codec(ConfluentRegistryClient(registry.url))
         produce_events(broker.bootstrap, codec, events)
         worker.wait_idle()
         assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()

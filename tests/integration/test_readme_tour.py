@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream.local.broker import free_port
+from stream.local.reachability import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("start", "find", "customer", "staff", "second-worker")

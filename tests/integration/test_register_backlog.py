@@ -15,16 +15,16 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from stream.local.admin import read_all
 from stream.local.broker import EmbeddedBroker
+from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
-from stream.serve.queries import household_bonus_month
+from stream.serde.registry_client import ConfluentRegistryClient
 from stream.settings import load_rules
 from stream.tools.replay import Driver, encode_event
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.unit.topo_helpers import GTIN_MILK, card, line, receipt
+from topologies.queries.household_bonus import household_bonus_month
 
 
 def test_a_receipt_whose_card_closed_during_the_backlog_keeps_its_household(
@@ -54,7 +54,7 @@ def test_a_receipt_whose_card_closed_during_the_backlog_keeps_its_household(
         broker.bootstrap, registry.url, tmp_path / "worker", app_id=f"it-{uuid.uuid4().hex[:8]}"
     )
     try:
-        codec = Codec(HttpRegistryClient(registry.url))
+        codec = Codec(ConfluentRegistryClient(registry.url))
         worker.start()
         produce_events(broker.bootstrap, codec, before)
         worker.wait_idle()

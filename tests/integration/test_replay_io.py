@@ -17,9 +17,10 @@ import orjson
 from stream.local.broker import EmbeddedBroker
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, bad_bytes_replay_events, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import bad_bytes_replay_events, generate
 from stream.tools.replay_io import TOPIC_RANK
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,9 @@ import pytest
 
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import ConfluentRegistryClient
-from stream.simulator.generator import SimConfig, generate
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from tests.integration.worker_harness import WorkerProcess, produce_events
 from tests.tls_certs import make_certs
 

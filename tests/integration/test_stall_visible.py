@@ -31,8 +31,9 @@ from confluent_kafka import Producer
 from stream.local.broker import EmbeddedBroker
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import HttpRegistryClient
-from stream.simulator.generator import SimConfig, generate
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import encode_event
 from tests.integration.prometheus_harness import PrometheusServer, require_binary
 from tests.integration.worker_harness import WorkerProcess, phases, produce_events
@@ -73,7 +74,7 @@ def test_a_stalled_group_shows_on_metrics_healthz_and_in_an_alert(
     prometheus = require_binary("prometheus", "prometheus")
     broker = broker_factory("stall", topics=True)
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
-    codec = Codec(HttpRegistryClient(registry.url))
+    codec = Codec(ConfluentRegistryClient(registry.url))
     now = int(time.time() * 1000)
     cfg = SimConfig(
         seed=161, households=40, receipts=400, start_ms=now - 600_000, receipts_per_second=2.0
@@ -170,7 +171,7 @@ def test_a_partition_that_does_not_advance_shows_on_metrics_and_healthz(
     """
     broker = broker_factory("stall-partition", topics=True)
     registry = EmbeddedRegistryServer("127.0.0.1", 0, tmp_path / "schemas.json").start()
-    codec = Codec(HttpRegistryClient(registry.url))
+    codec = Codec(ConfluentRegistryClient(registry.url))
     now = int(time.time() * 1000)
     cfg = SimConfig(
         seed=162, households=30, receipts=200, start_ms=now - 600_000, receipts_per_second=2.0

@@ -13,8 +13,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from stream.local.admin import group_lag
-from stream.local.broker import free_port
+from stream.local.offsets import group_lag
+from stream.local.reachability import free_port
 from stream.serde.codec import Codec
 from stream.tools.replay import encode_event
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import yaml
 
 from stream.engine.app import create_app
-from stream.serve.api import ENDPOINTS, OPENAPI
-from stream.serve.endpoints import UNAUDITED
+from stream.serve.endpoints import ENDPOINTS, OPENAPI, UNAUDITED
 from stream.settings import load_rules, load_settings
 
 PUBLIC = {"/v1/openapi.yaml", "/app/", "/favicon.ico", "/healthz", "/metrics"}

@@ -21,9 +21,10 @@ from stream.local.topics import TOPICS
 from stream.serde import schemas
 from stream.serde.avro_compiled import compile_schema
 from stream.serde.codec import Codec, DecodeError, EncodeError
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import Driver, encode_event
 
 LONGS = [0, 1, -1, 63, -64, 64, -65, 8191, -8192, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)]

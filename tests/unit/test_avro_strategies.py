@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from stream.local.topics import TOPICS
 from stream.serde import schemas
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from tests.avro_strategies import LONG_MAX, LONG_MIN, LONGS, for_record, from_schema
 
 CODEC = Codec(InMemoryRegistry())

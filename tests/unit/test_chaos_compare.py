@@ -8,9 +8,10 @@ import copy
 from typing import Any
 
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import Driver, decoded_output, encode_event
 from tests.integration.chaos_harness import (
     OPT_IN_GRACE_MS,

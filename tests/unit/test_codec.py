@@ -22,7 +22,7 @@ from stream.serde.codec import (
     DecodeError,
     EncodeError,
 )
-from stream.serde.schema_registry import InMemoryRegistry, RegistryUnavailableError
+from stream.serde.registry_store import InMemoryRegistry, RegistryUnavailableError
 
 DATA = Path(__file__).parent / "data"
 NS = "fi.coop.purchase"

@@ -20,7 +20,8 @@ import pytest
 
 from stream.engine.runner import RawRecord, Runner
 from stream.settings import load_rules
-from stream.simulator.generator import SimConfig, generate
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import generate
 from stream.tools.replay import Driver, encode_event
 from tests.conftest import CHAOS_FULL
 from topologies.pipeline import STAGE_BY_NAME, STAGES

@@ -133,7 +133,7 @@ def test_every_client_constructor_gets_the_security(
     from stream.serde.codec import Codec
     from stream.serde.schema_registry import registry_from_url
     from stream.serve import live
-    from stream.serve.api import recall_request
+    from stream.serve.recalls import recall_request
     from stream.simulator import pos
     from stream.tools import topic_view
 
@@ -151,8 +151,8 @@ def test_every_client_constructor_gets_the_security(
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", lambda **kw: aio.append(kw))
 
     codec = Codec(registry_from_url("memory://kafka-config-test"))
-    clients._admin(bootstrap)  # create_topics, describe, max_message_bytes
-    clients._throwaway_consumer(bootstrap)  # group_lag, read_range
+    clients.admin_client(bootstrap)  # create_topics, describe, max_message_bytes
+    clients.throwaway_consumer(bootstrap)  # group_lag, read_range
     catalog_feed.CatalogFeed(bootstrap, 4)._new_consumer()
     feed = live.LiveFeed(bootstrap, codec, 4)
     feed._stop.set()
@@ -208,12 +208,12 @@ def test_every_client_constructor_gets_the_security(
 
 
 CONSTRUCTORS = {"Producer", "Consumer", "AdminClient"}
-BUILDERS = {"client_config", "producer_config", "_client_config", "output_config"}
+BUILDERS = {"client_config", "producer_config", "client_config_for", "output_config"}
 
 
 def test_no_client_is_built_from_a_raw_dict() -> None:
     """Every confluent-kafka client in stream/ and benchmarks/ is built from a config made by
-    stream/kafka_config.py (directly or through producer_config / admin._client_config), so a
+    stream/kafka_config.py (directly or through producer_config / clients.client_config_for), so a
     new client cannot forget the TLS/SASL settings."""
     offenders = []
     for path in sorted([*ROOT.glob("stream/**/*.py"), *ROOT.glob("benchmarks/*.py")]):
@@ -231,10 +231,10 @@ def test_no_client_is_built_from_a_raw_dict() -> None:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
     # and the builders themselves end in kafka_config.client_config
-    from stream.local import admin
+    from stream.local import clients
     from stream.simulator import pos
 
     kafka_config._security = KafkaSecurity(protocol="SSL")
-    assert admin._client_config("b:1")["security.protocol"] == "SSL"
+    assert clients.client_config_for("b:1")["security.protocol"] == "SSL"
     assert kafka_config.producer_config("b:1")["security.protocol"] == "SSL"
     assert pos.producer_config is kafka_config.producer_config  # the name output.py imports

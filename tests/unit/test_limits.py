@@ -15,7 +15,7 @@ import pytest
 
 from stream.engine.runner import DLQ_TOPIC, RawRecord, Runner
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
 from stream.tools.replay import Driver
 from tests.unit.topo_helpers import DAY_MS, GTIN_MILK, MINUTE_MS, card, line, receipt

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream.engine.liveness import NO_ASSIGNMENT, NOT_ADVANCING, StallDetector
-from stream.local.admin import PartitionOffsets
+from stream.local.offsets import PartitionOffsets
 
 A = ("pos.receipts", 0)
 B = ("pos.receipts", 1)

@@ -3,7 +3,7 @@ local_topic_config); production configs untouched."""
 
 from __future__ import annotations
 
-from stream.local.admin import local_topic_config, topic_config
+from stream.local.topic_admin import local_topic_config, topic_config
 from stream.local.topics import LOCAL_KEEP_WHOLE, TOPICS
 
 TEN_MIN = 600_000

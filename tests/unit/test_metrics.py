@@ -15,7 +15,7 @@ from stream.engine.metrics import Metrics
 from stream.engine.observability import add_process_metrics
 from stream.engine.runner import RawRecord, Runner, purchase_time_ms
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
+from stream.serde.registry_store import InMemoryRegistry
 from stream.settings import load_rules
 from topologies.pipeline import Stage
 from topologies.records import Emit, StepResult
@@ -245,7 +245,8 @@ def test_a_stages_state_gauge_is_read_after_the_events_that_change_it() -> None:
     # after counted receipts, with no knowledge of the stage itself.
     import contextlib
 
-    from stream.simulator.generator import SimConfig, generate
+    from stream.simulator.config import SimConfig
+    from stream.simulator.generator import generate
     from stream.tools.replay import Driver, encode_event
     from topologies import household_bonus
 

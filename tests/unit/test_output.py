@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from stream.engine.output import Output
-from stream.local.broker import free_port
+from stream.local.reachability import free_port
 
 
 def _unreachable() -> Output:

@@ -15,16 +15,16 @@ import pytest
 
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import (
-    ConfluentRegistryClient,
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.serde.registry_store import (
     IncompatibleSchemaError,
     InvalidSchemaError,
     RegistryAccessError,
     RegistryError,
     RegistryUnavailableError,
     SchemaNotFoundError,
-    registry_from_settings,
 )
+from stream.serde.schema_registry import registry_from_settings
 from stream.settings import load_settings
 from tests.tls_certs import Certs, make_certs
 

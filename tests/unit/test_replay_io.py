@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.local.admin import Record
+from stream.local.offsets import Record
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import InMemoryRegistry
-from stream.simulator.generator import SimConfig, bad_bytes_replay_events, generate
+from stream.serde.registry_store import InMemoryRegistry
+from stream.simulator.config import SimConfig
+from stream.simulator.generator import bad_bytes_replay_events, generate
 from stream.tools.replay import encode_event
 from stream.tools.replay_io import merge_partitions, produce_file, record_event
 

@@ -15,15 +15,15 @@ import pytest
 from stream.local.registry_server import EmbeddedRegistryServer
 from stream.serde import schemas
 from stream.serde.codec import Codec
-from stream.serde.schema_registry import (
-    HttpRegistryClient,
+from stream.serde.registry_client import ConfluentRegistryClient
+from stream.serde.registry_store import (
     IncompatibleSchemaError,
     InMemoryRegistry,
     InvalidSchemaError,
     RegistryUnavailableError,
     SchemaNotFoundError,
-    registry_from_url,
 )
+from stream.serde.schema_registry import registry_from_url
 
 CARD = schemas.schema_text("fi.coop.purchase.Card")
 RECEIPT = schemas.schema_text("fi.coop.purchase.Receipt")
@@ -121,7 +121,7 @@ def test_registry_from_url(tmp_path: Path) -> None:
     file_reg = registry_from_url(f"file://{tmp_path}/r.json")
     assert isinstance(file_reg, InMemoryRegistry) and file_reg.path == tmp_path / "r.json"
     http = registry_from_url("http://registry:8081/")
-    assert isinstance(http, HttpRegistryClient) and http.url == "http://registry:8081"
+    assert isinstance(http, ConfluentRegistryClient) and http.url == "http://registry:8081"
     with pytest.raises(ValueError, match="unsupported"):
         registry_from_url("kafka://x")
 
@@ -130,10 +130,10 @@ def test_registry_from_url(tmp_path: Path) -> None:
 
 
 def test_http_client_against_embedded_server(server: EmbeddedRegistryServer) -> None:
-    client = HttpRegistryClient(server.url)
+    client = ConfluentRegistryClient(server.url)
     assert client.register("customer.cards-value", CARD) == 1
     assert client.register("pos.receipts-value", RECEIPT) == 2
-    fresh = HttpRegistryClient(server.url)  # no cache
+    fresh = ConfluentRegistryClient(server.url)  # no cache
     assert fresh.register("customer.cards-value", CARD) == 1
     assert fresh.get_schema(2) == RECEIPT
     assert fresh.subjects() == ["customer.cards-value", "pos.receipts-value"]
@@ -148,7 +148,7 @@ def test_http_client_against_embedded_server(server: EmbeddedRegistryServer) -> 
 
 
 def test_server_rest_details(server: EmbeddedRegistryServer) -> None:
-    HttpRegistryClient(server.url).register("a/b-value", CARD)  # subject needing quoting
+    ConfluentRegistryClient(server.url).register("a/b-value", CARD)  # subject needing quoting
     with urllib.request.urlopen(f"{server.url}/subjects") as resp:
         assert resp.headers["Content-Type"] == "application/vnd.schemaregistry.v1+json"
         assert json.load(resp) == ["a/b-value"]
@@ -165,7 +165,7 @@ def test_server_rest_details(server: EmbeddedRegistryServer) -> None:
 
 
 def test_unreachable_registry_is_not_a_missing_schema() -> None:
-    client = HttpRegistryClient(f"http://127.0.0.1:{free_port()}", timeout=2)
+    client = ConfluentRegistryClient(f"http://127.0.0.1:{free_port()}", timeout=2)
     with pytest.raises(RegistryUnavailableError):
         client.get_schema(1)
     # a worker must not dead-letter records because the registry is down
@@ -178,11 +178,11 @@ def test_ids_survive_a_server_restart(tmp_path: Path) -> None:
     path = tmp_path / "registry.json"
     port = free_port()
     with EmbeddedRegistryServer("127.0.0.1", port, path) as first:
-        client = HttpRegistryClient(first.url)
+        client = ConfluentRegistryClient(first.url)
         assert client.register("customer.cards-value", CARD) == 1
         assert client.register("pos.receipts-value", RECEIPT) == 2
     with EmbeddedRegistryServer("127.0.0.1", port, path) as second:
-        client = HttpRegistryClient(second.url)
+        client = ConfluentRegistryClient(second.url)
         assert client.get_schema(1) == CARD
         assert client.register("pos.receipts-value", RECEIPT) == 2
         assert (
@@ -195,8 +195,8 @@ def test_ids_survive_a_server_restart(tmp_path: Path) -> None:
 
 def test_producer_and_worker_processes_share_ids(server: EmbeddedRegistryServer) -> None:
     # separate codecs and clients, as in the POS producer and a worker
-    producer = Codec(HttpRegistryClient(server.url))
-    worker = Codec(HttpRegistryClient(server.url))
+    producer = Codec(ConfluentRegistryClient(server.url))
+    worker = Codec(ConfluentRegistryClient(server.url))
     data = producer.encode("customer.cards", CARD_VALUE)
     assert worker.decode("customer.cards", data) == CARD_VALUE
 
@@ -207,7 +207,7 @@ def test_producer_and_worker_processes_share_ids(server: EmbeddedRegistryServer)
 def test_confluent_client_against_embedded_server(server: EmbeddedRegistryServer) -> None:
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-    ours = HttpRegistryClient(server.url)
+    ours = ConfluentRegistryClient(server.url)
     assert ours.register("customer.cards-value", CARD) == 1
     theirs = SchemaRegistryClient({"url": server.url})
     assert theirs.register_schema("customer.cards-value", Schema(CARD, "AVRO")) == 1
@@ -228,7 +228,7 @@ def test_wire_format_interoperates_with_confluent_serdes(server: EmbeddedRegistr
 
     ctx = SerializationContext("customer.cards", MessageField.VALUE)
     client = SchemaRegistryClient({"url": server.url})
-    codec = Codec(HttpRegistryClient(server.url))
+    codec = Codec(ConfluentRegistryClient(server.url))
     # their serializer -> our codec
     data = AvroSerializer(client, CARD)(CARD_VALUE, ctx)
     assert codec.decode("customer.cards", data) == CARD_VALUE
@@ -245,7 +245,7 @@ CARD_V1 = (DATA / "Card.previous.avsc").read_text()
 
 
 def test_the_new_card_schema_is_a_backward_compatible_version_of_the_old(server) -> None:
-    client = HttpRegistryClient(server.url)
+    client = ConfluentRegistryClient(server.url)
     old_id = client.register("customer.cards-value", CARD_V1)
     codec = Codec(client)
     new_id = codec.schema_id("customer.cards")  # registers the current Card schema
@@ -261,7 +261,7 @@ def test_the_new_card_schema_is_a_backward_compatible_version_of_the_old(server)
 
 
 def test_the_registry_refuses_a_version_that_cannot_read_the_old_data(server) -> None:
-    client = HttpRegistryClient(server.url)
+    client = ConfluentRegistryClient(server.url)
     client.register("customer.cards-value", CARD_V1)
     breaking = json.loads(schemas.schema_text("fi.coop.purchase.Card"))
     del breaking["fields"][-1]["default"]  # a new field without a default: old data lacks it

@@ -238,3 +238,40 @@ def test_every_variable_the_repository_sets_is_known() -> None:
             found.setdefault(name, str(path.relative_to(ROOT)))
     typo_example = "PURCHASE_STREAM_BROKR"  # the README's example of a refused typo
     assert {n: w for n, w in found.items() if n not in known and n != typo_example} == {}
+
+
+def test_the_pydantic_settings_internals_the_mapping_source_relies_on() -> None:
+    """stream/settings.py's ``_MappingEnvSource`` overrides pydantic-settings' private
+    ``EnvSettingsSource._load_env_vars`` and calls ``parse_env_vars`` from
+    ``pydantic_settings.sources.utils``; pydantic-settings is pinned exactly in
+    pyproject.toml. An upgrade that moves the helper, renames the hook, changes either's
+    signature or stops reading the environment through the hook fails here first."""
+    import importlib.metadata
+    import inspect
+    import re
+    import tomllib
+
+    from pydantic_settings import EnvSettingsSource
+    from pydantic_settings.sources import utils
+
+    from stream.settings import Settings, _MappingEnvSource
+
+    # the installed version is the pinned one
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [pin] = [d for d in deps if re.match(r"pydantic-settings\b", d)]
+    assert pin == f"pydantic-settings=={importlib.metadata.version('pydantic-settings')}"
+    # the hook: there, taking only self, and the one place the source reads os.environ
+    hook = EnvSettingsSource._load_env_vars  # noqa: SLF001 - the private hook pinned here
+    assert list(inspect.signature(hook).parameters) == ["self"]
+    assert "parse_env_vars(os.environ," in inspect.getsource(hook)
+    assert "self.env_vars = self._load_env_vars()" in inspect.getsource(EnvSettingsSource.__init__)
+    # the helper, at the import path stream/settings.py uses, with the parameters it passes
+    assert list(inspect.signature(utils.parse_env_vars).parameters) == [
+        "env_vars",
+        "case_sensitive",
+        "ignore_empty",
+        "parse_none_str",
+    ]
+    # and the override is what the source reads: the given mapping, not os.environ
+    source = _MappingEnvSource(Settings, {"PURCHASE_STREAM_BROKER": "kafka:9092"})
+    assert source.env_vars == {"purchase_stream_broker": "kafka:9092"}

@@ -18,19 +18,19 @@ import orjson
 import pytest
 
 from stream.simulator import pos
-from stream.simulator.generator import (
+from stream.simulator.catalogue_data import PRODUCT_LEVEL_CHAINS, gtin_check_digit, is_valid_gtin
+from stream.simulator.config import (
     BAD_KINDS,
     DEFAULT_BAD_KINDS,
     DEFAULT_START_MS,
-    PRODUCT_LEVEL_CHAINS,
     TOTAL_ONLY_CHAINS,
     SimConfig,
     SimStats,
+)
+from stream.simulator.generator import (
     bad_bytes_events,
     bad_bytes_replay_events,
     generate,
-    gtin_check_digit,
-    is_valid_gtin,
     read_jsonl,
     simulate,
     write_jsonl,
@@ -113,7 +113,8 @@ def test_consumers_may_modify_the_events_they_get() -> None:
 
 def test_stream_does_not_depend_on_hash_randomisation(tmp_path: Path) -> None:
     code = (
-        "import hashlib, orjson; from stream.simulator.generator import SimConfig, generate; "
+        "import hashlib, orjson; from stream.simulator.config import SimConfig; "
+        "from stream.simulator.generator import generate; "
         "h = hashlib.sha256(); "
         "[h.update(orjson.dumps(e)) for e in generate("
         "SimConfig(seed=5, households=200, receipts=1500, products=150))]; print(h.hexdigest())"

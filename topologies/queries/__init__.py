@@ -1,4 +1,4 @@
-"""Read queries over the stages' state, for the CLI and the HTTP API (``stream/serve/queries.py``).
+"""Read queries over the stages' state, for the CLI and the HTTP API (``stream/serve/reads.py``).
 
 Nothing here writes: each function reads one stage's state (a :class:`topologies.state.State`
 of that stage, which the readers open read-only) and returns plain JSON-ready values.

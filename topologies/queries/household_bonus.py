@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from topologies.bonus_ledger import tally_key
+from topologies.bonus_ledger import new_tally, tally_key
 from topologies.state import State
 
 
@@ -16,6 +17,29 @@ def query(state: State, household_id: str, month: str) -> dict[str, Any] | None:
     if tally is None:
         return None
     statements = [s for _, s in state.items(f"stmt|{household_id}|{month}|")]
+    return _answer(household_id, month, tally, statements)
+
+
+def household_bonus_month(state: State, household_id: str, month: str) -> dict[str, Any]:
+    """The household's Bonus figures for a month; all zero when it has no receipt yet."""
+    found = query(state, household_id, month)
+    if found is not None:
+        return found
+    return _answer(household_id, month, new_tally(household_id, month), [])
+
+
+def household_month(state: State, household_id: str, month: str) -> dict[str, Any]:
+    """Everything the ledger holds for a household-month; topologies.access filters it."""
+    return {
+        "bonus": household_bonus_month(state, household_id, month),
+        "receipts": household_receipts(state, household_id, month),
+        "members": household_members(state, household_id),
+    }
+
+
+def _answer(
+    household_id: str, month: str, tally: Mapping[str, Any], statements: list[Any]
+) -> dict[str, Any]:
     return {
         "household_id": household_id,
         "month": month,

@@ -41,7 +41,7 @@ def client_config_for(bootstrap: str, **extra: Any) -> dict[str, Any]:
         **{
             "log.connection.close": False,
             # librdkafka logs connection failures to stderr unless it has a logger.
-            "logger": logging.getLogger("stream.local.admin.librdkafka"),
+            "logger": logging.getLogger("stream.local.clients.librdkafka"),
             **extra,
         },
     )

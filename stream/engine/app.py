@@ -155,6 +155,16 @@ def faust_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        # No standby replicas. Faust's standby reads lose records: a standby partition's
+        # catch-up (its database's offset to the high watermark when standbys start) was
+        # dropped while the database's offset key moved past it, so the next owner computed
+        # from stale state and the S-mobiili counters lost receipts (the chaos suite,
+        # docs/reliability.md "Standby replicas"; faust-streaming issue #212 reports the
+        # same for global tables). Without standbys a partition's database is written only
+        # by its owner, by the bulk restore at start (stream/engine/restore.py) and by
+        # Faust's active recovery, which seeks before it fetches; a partition that moves
+        # here reads what it lacks from the changelog when it is assigned.
+        table_standby_replicas=0,
         broker_session_timeout=settings.broker_session_timeout_s,
         # Static membership: a worker restarted after kill -9 replaces its dead member
         # (noida-db never evicts it); a clean stop still leaves (stream/engine/membership.py).

@@ -67,6 +67,7 @@ from stream.simulator.config import SimConfig
 from stream.simulator.generator import generate
 from stream.tools.replay import Driver, decoded_output, encode_event, replay_events
 from stream.tools.replay_io import dump
+from tests.integration.state_check import stale_partitions
 from tests.integration.worker_harness import WorkerProcess, wait_group_stable
 from topologies.consent import E_RECEIPTS, MARKETING_TARGETING, PRODUCT_LEVEL_SERVICES
 from topologies.consent import GATED_FLAGS as CONSENT_FLAGS
@@ -176,6 +177,9 @@ class ChaosReport:
     # Input records the broker acknowledged and no longer holds: invisible to the comparison
     # with replay (which reads the same topics), so checked against the sender's receipts.
     inputs_lost_by_broker: list[str] = field(default_factory=list)
+    # Table partitions whose local database lacks changelog records below the offset it
+    # claims (tests/integration/state_check.py): the next owner computes from stale state.
+    stale_state: list[str] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -219,6 +223,8 @@ class ChaosReport:
             f"line items beyond consent: {len(self.beyond_consent)}",
             f"input records acknowledged by the broker, then missing: "
             f"{len(self.inputs_lost_by_broker)}",
+            f"table partitions whose local state disagrees with its changelog: "
+            f"{len(self.stale_state)}",
             "phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.seconds.items()),
         ]
         for t in self.topics:
@@ -227,6 +233,7 @@ class ChaosReport:
                     rows.append(f"  {t.topic} {what}: {len(keys)}, e.g. {keys[:3]}")
         if self.beyond_consent:
             rows.append(f"  beyond consent, e.g. {self.beyond_consent[:3]}")
+        rows += [f"  stale state: {s}" for s in self.stale_state]
         rows += [f"note: {n}" for n in self.notes]
         return "\n".join(rows)
 
@@ -250,6 +257,7 @@ class ChaosReport:
             "differ": self.differ,
             "beyond_consent": len(self.beyond_consent),
             "inputs_lost_by_broker": len(self.inputs_lost_by_broker),
+            "stale_state": self.stale_state,
             "receipts_sent": self.receipts_sent,
             "events_sent": self.events_sent,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
@@ -779,6 +787,15 @@ class ChaosRun:
         if not drained:
             self.notes.append(f"the group did not drain to lag 0 within {limit:.0f} s")
         compare_at = time.monotonic()
+        # The workers' local state against their changelogs, on stopped workers.
+        for i, w in enumerate(self.workers):
+            if w.proc is not None and w.proc.poll() is None and (code := w.stop(timeout=60)):
+                self.notes.append(f"worker{i} stopped with exit code {code} after the drain")
+        stale = stale_partitions(
+            self.broker.bootstrap,
+            self.app_id,
+            {f"worker{i}": self.workdir / f"worker{i}" for i in range(len(self.workers))},
+        )
         topics, beyond = self.compare(codec)
         self.timings["dump+replay+compare"] = time.monotonic() - compare_at
         self.timings["total"] = time.monotonic() - began
@@ -796,6 +813,7 @@ class ChaosRun:
             notes=self.notes,
             traffic_errors=list(self.sender.errors),
             inputs_lost_by_broker=self.broker_lost,
+            stale_state=stale,
         )
 
     # faults
@@ -1219,6 +1237,7 @@ def main(argv: list[str] | None = None) -> int:
         and report.lost == report.double == report.differ == len(report.beyond_consent) == 0
         and not report.traffic_errors
         and not report.inputs_lost_by_broker
+        and not report.stale_state
     )
     return 0 if ok else 1
 

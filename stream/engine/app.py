@@ -40,6 +40,7 @@ from stream.engine.output import Output, attach
 from stream.engine.patches import (
     idle_fetch_wait,
     one_ack_per_offset,
+    retry_failed_commits,
     static_member_leaves_on_stop,
     strict_producer_flush,
 )
@@ -136,6 +137,7 @@ def patch_libraries() -> None:
     idle_fetch_wait()
     static_member_leaves_on_stop()
     one_ack_per_offset()
+    retry_failed_commits()
 
 
 def faust_app(settings: Settings) -> faust.App:

@@ -8,7 +8,8 @@ module touches a library's ``_private`` names (ruff SLF001 checks it; this modul
 one exception).
 
 The patches of library classes (:func:`strict_producer_flush`, :func:`idle_fetch_wait`,
-:func:`static_member_leaves_on_stop`) are idempotent and process-wide: they change the
+:func:`static_member_leaves_on_stop`, :func:`one_ack_per_offset`,
+:func:`retry_failed_commits`) are idempotent and process-wide: they change the
 class, so every app in the process gets them (the worker applies them before it builds
 its app).
 """
@@ -224,6 +225,15 @@ def one_ack_per_offset() -> None:
         return
 
     def _new_offset(self: Any, tp: Any) -> int | None:
+        new = _new_acked_offset(self, tp)
+        # A commit that failed (retry_failed_commits) is offered again, never backwards.
+        retry: int | None = self.__dict__.get("_ps_uncommitted", {}).pop(tp, None)
+        committed = self._committed_offset[tp]
+        if retry is not None and (committed is None or retry > committed):
+            return retry if new is None else max(new, retry)
+        return new
+
+    def _new_acked_offset(self: Any, tp: Any) -> int | None:
         acked = self._acked[tp]
         if not acked:
             return None
@@ -254,6 +264,51 @@ def one_ack_per_offset() -> None:
     Consumer._ps_faust_new_offset = Consumer._new_offset  # type: ignore[attr-defined]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer._ps_one_ack_per_offset = True  # type: ignore[attr-defined]
+
+
+def retry_failed_commits() -> None:
+    """Faust's ``Consumer._commit_offsets`` records offsets as committed even when the commit
+    failed; here a failed commit is retried at the next commit instead.
+
+    faust-streaming 0.15.3 ends ``_commit_offsets`` with ``self._committed_offset.update(...)``
+    whatever ``did_commit`` says, and ``_new_offset`` has already consumed those acks: the
+    partition then commits again only when a *newer* record is acked. A commit that failed
+    around a broker restart (``UnknownMemberIdError``) left a partition's group offset 140
+    records behind for minutes while every record had been processed (the full chaos
+    schedule, seed 4742): its lag never went down, and a quiet partition would keep that lag
+    until its next record. Here the committed offsets of a failed commit are put back and the
+    offset is kept per partition (``Consumer._ps_uncommitted``); :func:`one_ack_per_offset`'s
+    ``_new_offset`` offers it again at the next commit (only if it is still above what the
+    consumer last committed or read back at an assignment, so never backwards).
+    """
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer, "_ps_retry_failed_commits", False):
+        return
+    commit_offsets = Consumer._commit_offsets
+
+    async def _commit_offsets(
+        self: Any, offsets: Mapping[Any, int], start_new_transaction: bool = True
+    ) -> bool:
+        before = {tp: self._committed_offset[tp] for tp in offsets}
+        did_commit: bool = await commit_offsets(
+            self, offsets, start_new_transaction=start_new_transaction
+        )
+        uncommitted = self.__dict__.setdefault("_ps_uncommitted", {})
+        if did_commit:
+            for tp in offsets:
+                uncommitted.pop(tp, None)
+            return did_commit
+        assignment = self.assignment()
+        for tp, offset in offsets.items():
+            self._committed_offset[tp] = before[tp]
+            if tp in assignment:
+                uncommitted[tp] = max(offset, uncommitted.get(tp, offset))
+        return did_commit
+
+    ORIGINALS["Consumer._commit_offsets"] = commit_offsets
+    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
+    Consumer._ps_retry_failed_commits = True  # type: ignore[attr-defined]
 
 
 # -- faust: a table's per-partition RocksDB databases ----------------------------------------

@@ -102,7 +102,8 @@ def test_strict_flush_waits_for_the_message_in_flight() -> None:
 
 def test_faust_commits_only_after_flushing_the_producer() -> None:
     # stream/engine/output.py's attach() chains its flush to app.producer.flush on this.
-    source = inspect.getsource(FaustConsumer._commit_offsets)
+    faust_commit = patches.ORIGINALS.get("Consumer._commit_offsets", FaustConsumer._commit_offsets)
+    source = inspect.getsource(faust_commit)
     assert source.index("await self.app.producer.flush()") < source.index(
         "await self._commit(committable_offsets)"
     )
@@ -449,3 +450,108 @@ def test_the_worker_applies_one_ack_per_offset() -> None:
     patch_libraries()
     assert getattr(FaustConsumer, "_ps_one_ack_per_offset", False)
     assert _params(_faust_new_offset()) == ["self", "tp"]
+
+
+# -- retry_failed_commits -------------------------------------------------------------------
+
+
+def _committing(results: list[bool]) -> Any:
+    """Faust's own _commit_offsets and bookkeeping on a bare object whose broker commit
+    answers ``results`` in turn; returns the object and the offsets the broker accepted."""
+    import logging
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    c = _bookkeeping(FaustConsumer._new_offset)
+    accepted: list[dict[Any, int]] = []
+
+    async def _commit(offsets: dict[Any, int]) -> bool:
+        ok = results.pop(0)
+        if ok:
+            accepted.append(dict(offsets))
+        return ok
+
+    async def flush() -> None:
+        return None
+
+    c._commit = _commit
+    c.in_transaction = False
+    c.log = SimpleNamespace(
+        dev=lambda *a, **k: None, info=lambda *a, **k: None, warning=lambda *a, **k: None
+    )
+    c.log.logger = logging.getLogger("test")
+    c.assignment = lambda: {TP("pos.receipts", 1)}
+    c.app.producer = SimpleNamespace(flush=flush)
+    c.app.tables = SimpleNamespace(on_commit=lambda offsets: None)
+    c.app.monitor = SimpleNamespace(on_tp_commit=lambda offsets: None)
+    for name in ("_commit_offsets", "_filter_committable_offsets"):
+        setattr(c, name, getattr(FaustConsumer, name).__get__(c))
+    return c, accepted
+
+
+def _commit_round(c: Any, tp: Any) -> None:
+    offsets = c._filter_committable_offsets([tp])
+    if offsets:
+        asyncio.run(c._commit_offsets(offsets))
+
+
+def test_faust_counts_a_failed_commit_as_committed() -> None:
+    # What the patch changes: unpatched, the failed offset is recorded and never sent again.
+    from faust.types import TP
+
+    tp = TP("pos.receipts", 1)
+    c, accepted = _committing([False, True])
+    c._commit_offsets = patches.ORIGINALS.get(
+        "Consumer._commit_offsets", FaustConsumer._commit_offsets
+    ).__get__(c)
+    c._committed_offset[tp] = 10
+    for offset in range(10, 20):
+        c.ack(_Message(tp, offset))
+    _commit_round(c, tp)
+    assert c._committed_offset[tp] == 20 and accepted == []  # believed, not committed
+    _commit_round(c, tp)
+    assert accepted == []  # nothing new acked: no commit is ever sent again
+
+
+def test_a_failed_commit_is_sent_again_at_the_next_commit() -> None:
+    from faust.types import TP
+
+    patches.one_ack_per_offset()
+    patches.retry_failed_commits()
+    tp = TP("pos.receipts", 1)
+    c, accepted = _committing([False, True, True])
+    c._committed_offset[tp] = 10
+    for offset in range(10, 20):
+        c.ack(_Message(tp, offset))
+    _commit_round(c, tp)  # the broker refuses it (a rebalance, a broker restart)
+    assert c._committed_offset[tp] == 10 and accepted == []
+    _commit_round(c, tp)  # no record since: the same offset again
+    assert accepted == [{tp: 20}] and c._committed_offset[tp] == 20
+    for offset in range(20, 25):
+        c.ack(_Message(tp, offset))
+    _commit_round(c, tp)
+    assert accepted[-1] == {tp: 25}
+
+
+def test_a_failed_commit_is_never_sent_backwards() -> None:
+    from faust.types import TP
+
+    patches.one_ack_per_offset()
+    patches.retry_failed_commits()
+    tp = TP("pos.receipts", 1)
+    c, accepted = _committing([False])
+    c._committed_offset[tp] = 10
+    for offset in range(10, 20):
+        c.ack(_Message(tp, offset))
+    _commit_round(c, tp)
+    c._committed_offset[tp] = 30  # an assignment read the group's offset, further on
+    _commit_round(c, tp)
+    assert accepted == []
+
+
+def test_the_worker_applies_retry_failed_commits() -> None:
+    from stream.engine.app import patch_libraries
+
+    patch_libraries()
+    assert getattr(FaustConsumer, "_ps_retry_failed_commits", False)

@@ -109,9 +109,10 @@ class Settings(BaseSettings):
     # whose partitions have lag and commit nothing, for this long is stalled: /healthz 503,
     # purchase_stream_stalled, alert PurchaseStreamWorkerStalled (stream/engine/liveness.py).
     stall_after_s: float = 120.0
-    # A partition this worker holds that has lag and commits nothing for this long, while
-    # the worker is not restoring, rebalancing or waiting for the schema registry, stops the
-    # worker (exit 71) for its supervisor to restart it (stream/engine/liveness.py). 0 = never.
+    # A partition this worker holds that had lag all through the last this-many seconds and
+    # committed (almost) nothing in them, while the worker is not restoring, rebalancing or
+    # waiting for the schema registry, stops the worker (exit 71) for its supervisor to
+    # restart it (stream/engine/liveness.py CrawlWatch, a sliding window). 0 = never.
     restart_stuck_after_s: float = 25.0
     # How often the worker runs each stage's time-driven work (retention purge, parking
     # expiry, Bonus month close) on the partitions it owns.

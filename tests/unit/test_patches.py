@@ -565,6 +565,7 @@ def test_faust_store_drops_databases_without_closing_them() -> None:
     revoke = inspect.getsource(
         patches.ORIGINALS.get("Store.revoke_partitions", frocks.Store.revoke_partitions)
     )
+
     def closes(src: str) -> bool:
         return any("close(" in line.split("#")[0] for line in src.splitlines())
 

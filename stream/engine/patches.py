@@ -342,7 +342,7 @@ def table_stores_without_wal() -> None:
     Why: the worker trusts local state only after a clean stop
     (stream/engine/worker.py, ``discard_state_unless_stopped_cleanly``); after a crash every
     database is discarded and restored from the changelogs, which are the durability. The WAL
-    therefore only paid for itself never, at one sequential write per ``put`` (measured on the
+    therefore bought nothing, at one ``write()`` per ``put`` (measured on the
     replay core: benchmarks/results/2026-12-07-no-wal.md). Without it, writes since the last
     memtable flush live only in memory, so Faust's store must flush before it drops a
     database: its ``Store.stop`` and ``Store.revoke_partitions`` pop the databases from

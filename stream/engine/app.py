@@ -42,6 +42,7 @@ from stream.engine.patches import (
     one_ack_per_offset,
     static_member_leaves_on_stop,
     strict_producer_flush,
+    table_stores_without_wal,
 )
 from stream.engine.runner import Outgoing, Runner
 from stream.kafka_config import configure as configure_kafka
@@ -136,6 +137,7 @@ def patch_libraries() -> None:
     idle_fetch_wait()
     static_member_leaves_on_stop()
     one_ack_per_offset()
+    table_stores_without_wal()
 
 
 def faust_app(settings: Settings) -> faust.App:

@@ -318,3 +318,79 @@ def http_parser_limits(web: Any, max_line_size: int, max_field_size: int) -> Non
     """
     runner = web._runner
     runner._kwargs.update(max_line_size=max_line_size, max_field_size=max_field_size)
+
+
+# -- faust: the table stores' RocksDB write-ahead log ----------------------------------------
+
+# Errors of the explicit flushes below ("table[partition]: error"), for the worker's clean-stop
+# decision (stream/engine/worker.py): a stop with one of them leaves no clean-stop marker.
+STATE_FLUSH_FAILURES: list[str] = []
+
+
+def _flush_db(store: Any, partition: int, db: Any) -> None:
+    try:
+        db.flush()
+    except Exception as exc:  # noqa: BLE001 - recorded, and the stop is then not clean
+        STATE_FLUSH_FAILURES.append(f"{store.table.name}[{partition}]: {exc}")
+        log.error("flushing %s[%d] failed: %s", store.table.name, partition, exc)
+
+
+def table_stores_without_wal() -> None:
+    """Open Faust's ``rocksdb://`` partition databases with RocksDB's write-ahead log off, and
+    flush their memtables whenever Faust lets go of them (revocation, stop).
+
+    Why: the worker trusts local state only after a clean stop
+    (stream/engine/worker.py, ``discard_state_unless_stopped_cleanly``); after a crash every
+    database is discarded and restored from the changelogs, which are the durability. The WAL
+    therefore bought nothing, at one ``write()`` per ``put`` (measured on the
+    replay core: benchmarks/results/2026-12-07-no-wal.md). Without it, writes since the last
+    memtable flush live only in memory, so Faust's store must flush before it drops a
+    database: its ``Store.stop`` and ``Store.revoke_partitions`` pop the databases from
+    ``Store._dbs`` *without closing them* (faust-streaming 0.15.3 has the ``db.close()``
+    commented out) and leave the rest to garbage collection -- RocksDB's destructor does
+    flush a database written without WAL, but only if the object is collected before the
+    process ends. Here each database is flushed explicitly first (``Rdict.flush()``, which
+    waits for the flush), and a failed flush is recorded in :data:`STATE_FLUSH_FAILURES` so
+    that the stop is not marked clean. Faust has no option for write options; the databases
+    come from ``RocksDBOptions.open`` (also what stream/engine/restore.py opens them with, so
+    the bulk restore writes without WAL too and its ``close()`` flushes).
+
+    Relies on (tests/unit/test_patches.py): ``RocksDBOptions.open(path, *, read_only)``
+    returns the rocksdict ``Rdict``, ``Store.stop`` and ``Store.revoke_partitions(table,
+    tps)`` pop databases from ``Store._dbs`` without closing them, and ``Store.table``.
+    """
+    from faust.stores.rocksdb import RocksDBOptions, Store
+    from rocksdict import WriteOptions
+
+    if getattr(Store, "_ps_no_wal", False):
+        return
+    ORIGINALS["RocksDBOptions.open"] = open_ = RocksDBOptions.open
+    ORIGINALS["Store.stop"] = stop = Store.stop
+    ORIGINALS["Store.revoke_partitions"] = revoke = Store.revoke_partitions
+
+    def open_no_wal(self: Any, path: Any, *, read_only: bool = False) -> Any:
+        db = open_(self, path, read_only=read_only)
+        if not read_only:
+            options = WriteOptions()
+            # rocksdict 0.3 stubs it as a method; at run time it is a property (the tests check).
+            options.disable_wal = True  # type: ignore[method-assign,assignment]
+            db.set_write_options(options)
+        return db
+
+    async def stop_flushed(self: Any) -> None:
+        for partition, db in list(self._dbs.items()):
+            _flush_db(self, partition, db)
+        await stop(self)
+
+    def revoke_flushed(self: Any, table: Any, tps: Any) -> None:
+        for tp in tps:
+            if tp.topic in table.changelog_topic.topics:
+                db = self._dbs.get(tp.partition)
+                if db is not None:
+                    _flush_db(self, tp.partition, db)
+        revoke(self, table, tps)
+
+    RocksDBOptions.open = open_no_wal  # type: ignore[method-assign]
+    Store.stop = stop_flushed  # type: ignore[method-assign]
+    Store.revoke_partitions = revoke_flushed  # type: ignore[method-assign]
+    Store._ps_no_wal = True  # type: ignore[attr-defined]

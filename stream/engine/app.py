@@ -137,7 +137,8 @@ def patch_libraries() -> None:
     idle_fetch_wait()
     static_member_leaves_on_stop()
     one_ack_per_offset()
-    table_stores_without_wal()
+    # A revoked partition whose database cannot be flushed stops the worker (commit rule).
+    table_stores_without_wal(on_revoke_failure=fatal_exit)
 
 
 def faust_app(settings: Settings) -> faust.App:

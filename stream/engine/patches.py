@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -322,38 +322,39 @@ def http_parser_limits(web: Any, max_line_size: int, max_field_size: int) -> Non
 
 # -- faust: the table stores' RocksDB write-ahead log ----------------------------------------
 
-# Errors of the explicit flushes below ("table[partition]: error"), for the worker's clean-stop
-# decision (stream/engine/worker.py): a stop with one of them leaves no clean-stop marker.
+# Failed flushes below ("table[partition]: error"): a stop with one is not clean (worker.py).
 STATE_FLUSH_FAILURES: list[str] = []
 
+# What a failed flush at a revocation does (the worker: agents.fatal_exit): the process may
+# own the partition again and would read a database that lost writes.
+_ON_REVOKE_FLUSH_FAILURE: list[Callable[[str], object]] = []
 
-def _flush_db(store: Any, partition: int, db: Any) -> None:
+
+def _flush_db(store: Any, partition: int, db: Any) -> bool:
     try:
         db.flush()
+        return True
     except Exception as exc:  # noqa: BLE001 - recorded, and the stop is then not clean
         STATE_FLUSH_FAILURES.append(f"{store.table.name}[{partition}]: {exc}")
         log.error("flushing %s[%d] failed: %s", store.table.name, partition, exc)
+        return False
 
 
-def table_stores_without_wal() -> None:
-    """Open Faust's ``rocksdb://`` partition databases with RocksDB's write-ahead log off, and
+def table_stores_without_wal(on_revoke_failure: Callable[[str], object] | None = None) -> None:
+    """Open Faust's ``rocksdb://`` partition databases without RocksDB's write-ahead log, and
     flush their memtables whenever Faust lets go of them (revocation, stop).
 
-    Why: the worker trusts local state only after a clean stop
-    (stream/engine/worker.py, ``discard_state_unless_stopped_cleanly``); after a crash every
-    database is discarded and restored from the changelogs, which are the durability. The WAL
-    therefore bought nothing, at one ``write()`` per ``put`` (measured on the
-    replay core: benchmarks/results/2026-12-07-no-wal.md). Without it, writes since the last
-    memtable flush live only in memory, so Faust's store must flush before it drops a
-    database: its ``Store.stop`` and ``Store.revoke_partitions`` pop the databases from
-    ``Store._dbs`` *without closing them* (faust-streaming 0.15.3 has the ``db.close()``
-    commented out) and leave the rest to garbage collection -- RocksDB's destructor does
-    flush a database written without WAL, but only if the object is collected before the
-    process ends. Here each database is flushed explicitly first (``Rdict.flush()``, which
-    waits for the flush), and a failed flush is recorded in :data:`STATE_FLUSH_FAILURES` so
-    that the stop is not marked clean. Faust has no option for write options; the databases
-    come from ``RocksDBOptions.open`` (also what stream/engine/restore.py opens them with, so
-    the bulk restore writes without WAL too and its ``close()`` flushes).
+    The worker trusts local state only after a clean stop (``worker.py``,
+    ``discard_state_unless_stopped_cleanly``): after a crash every database is restored from
+    the changelogs, which are the durability, so the WAL bought nothing but a ``write()`` per
+    ``put`` (benchmarks/results/2026-12-07-no-wal.md). Without it, Faust's store must flush
+    before it drops a database: ``Store.stop`` and ``Store.revoke_partitions`` pop them from
+    ``Store._dbs`` *without closing them* (0.15.3 has the ``db.close()`` commented out), and
+    the destructor's flush runs only if the object is collected before the process ends.
+    Each database is flushed first (``Rdict.flush()`` waits); a failed flush is recorded in
+    :data:`STATE_FLUSH_FAILURES` (the stop is then not clean) and at a revocation calls
+    ``on_revoke_failure`` (the worker stops without committing). Faust has no option for
+    write options; ``RocksDBOptions.open`` is also what the bulk restore opens with.
 
     Relies on (tests/unit/test_patches.py): ``RocksDBOptions.open(path, *, read_only)``
     returns the rocksdict ``Rdict``, ``Store.stop`` and ``Store.revoke_partitions(table,
@@ -362,6 +363,7 @@ def table_stores_without_wal() -> None:
     from faust.stores.rocksdb import RocksDBOptions, Store
     from rocksdict import WriteOptions
 
+    _ON_REVOKE_FLUSH_FAILURE[:] = [on_revoke_failure] if on_revoke_failure else []
     if getattr(Store, "_ps_no_wal", False):
         return
     ORIGINALS["RocksDBOptions.open"] = open_ = RocksDBOptions.open
@@ -386,8 +388,9 @@ def table_stores_without_wal() -> None:
         for tp in tps:
             if tp.topic in table.changelog_topic.topics:
                 db = self._dbs.get(tp.partition)
-                if db is not None:
-                    _flush_db(self, tp.partition, db)
+                if db is not None and not _flush_db(self, tp.partition, db):
+                    for on_failure in _ON_REVOKE_FLUSH_FAILURE:
+                        on_failure(f"table state of {table.name}[{tp.partition}] not flushed")
         revoke(self, table, tps)
 
     RocksDBOptions.open = open_no_wal  # type: ignore[method-assign]

@@ -554,6 +554,10 @@ def test_the_worker_applies_table_stores_without_wal() -> None:
     assert RocksDBOptions.open.__name__ == "open_no_wal"
     assert Store.stop.__name__ == "stop_flushed"
     assert Store.revoke_partitions.__name__ == "revoke_flushed"
+    from stream.engine.agents import fatal_exit
+
+    assert [fatal_exit] == patches._ON_REVOKE_FLUSH_FAILURE
+    patches.table_stores_without_wal()  # no handler for the other tests
 
 
 def test_faust_store_drops_databases_without_closing_them() -> None:
@@ -574,3 +578,27 @@ def test_faust_store_drops_databases_without_closing_them() -> None:
     assert list(inspect.signature(frocks.RocksDBOptions.open).parameters) in (
         ["self", "path", "read_only"],
     )
+
+
+def test_a_failed_flush_at_revocation_stops_the_worker(tmp_path: Path) -> None:
+    # The partition may come back to this process; its database would then lack writes.
+    stops: list[str] = []
+    patches.table_stores_without_wal(on_revoke_failure=stops.append)
+    app = _app(tmp_path)
+    table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
+
+    class _Broken:
+        def flush(self) -> None:
+            raise RuntimeError("disk full")
+
+    from faust.types import TP
+
+    table.data._dbs[3] = _Broken()
+    patches.STATE_FLUSH_FAILURES.clear()
+    try:
+        table.data.revoke_partitions(table, {TP(table.changelog_topic.get_topic_name(), 3)})
+        assert stops == [f"table state of {table.name}[3] not flushed"]
+        assert 3 not in table.data._dbs
+    finally:
+        patches.STATE_FLUSH_FAILURES.clear()
+        patches.table_stores_without_wal()  # no handler for the other tests

@@ -135,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             results.put(fig, {"error": f"{type(exc).__name__}: {exc}"})
         log(f"--- figure {fig} took {time.monotonic() - t0:.0f}s")
     results.data["total_seconds"] = round(time.monotonic() - t_all, 1)
+    # The targets, from the figures of this run (and, with --merge, the kept ones).
+    from benchmarks.report import target_rows, targets
+
+    results.data["targets"] = target_rows(results.data["figures"])
     results.save()
+    print("\nTargets (BENCHMARKS.md):\n")
+    print(targets(results.data["figures"]))
     print(f"\nwrote {LATEST} ({results.data['total_seconds']:.0f}s)")
     return 0
 

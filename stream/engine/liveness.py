@@ -115,30 +115,39 @@ MIN_PROGRESS_PER_S = 2.0
 
 @dataclass
 class CrawlWatch:
-    """Per held partition with lag: since when, from which committed offset, with what lag.
+    """Per held partition with lag: its committed offset and lag at each look.
 
-    Stuck: for the whole window the partition had lag, and it worked off less than the lag
-    it started with, at under :data:`MIN_PROGRESS_PER_S`. A quiet partition whose few
-    records arrive between commits keeps up with its (small) lag and is never stuck.
+    Stuck: over the last window the partition had lag at every look and worked off less than
+    the lag it had at the window's start, at under :data:`MIN_PROGRESS_PER_S`. The window
+    slides: a partition judged from the start of its lag instead, one that raced ahead and
+    then stopped dead, looked healthy for ever (the full chaos schedule, after a broker
+    restart: 365 -> 461 in seconds, then nothing for 150 s, and no restart).
     """
 
     window_s: float
-    _since: dict[TP, tuple[float, int, int]] = field(default_factory=dict)
+    # (time, committed, lag) per look, from the last look at or before the window's start.
+    _looks: dict[TP, list[tuple[float, int, int]]] = field(default_factory=dict)
 
     def observe(
         self, now: float, offsets: dict[TP, PartitionOffsets], owned: set[TP]
     ) -> tuple[TP, float, int] | None:
         """The worst stuck partition: (tp, seconds, records it advanced), or None."""
         held = {tp: offsets[tp] for tp in owned if tp in offsets}
-        self._since = {
-            tp: self._since.get(tp, (now, o.committed or 0, o.lag))
-            for tp, o in held.items()
-            if o.lag > 0
-        }
+        looks: dict[TP, list[tuple[float, int, int]]] = {}
+        for tp, o in held.items():
+            if o.lag <= 0:
+                continue  # caught up: a new lag starts a new history
+            seen = self._looks.get(tp, [])
+            seen.append((now, o.committed or 0, o.lag))
+            while len(seen) >= 2 and seen[1][0] <= now - self.window_s:
+                seen.pop(0)
+            looks[tp] = seen
+        self._looks = looks
         worst = None
-        for tp, (since, start, lag_then) in self._since.items():
+        for tp, seen in looks.items():
+            since, start, lag_then = seen[0]
             seconds = now - since
-            advanced = (held[tp].committed or 0) - start
+            advanced = seen[-1][1] - start
             slow = seconds >= self.window_s and advanced < min(
                 lag_then, MIN_PROGRESS_PER_S * seconds
             )

@@ -190,8 +190,8 @@ class Metrics:
         )
         self.table_disk_bytes = Gauge(
             "purchase_stream_rocksdb_disk_bytes",
-            "On-disk size of a stage's RocksDB state on this worker (all partitions, "
-            "standbys included), bytes",
+            "On-disk size of a stage's RocksDB state on this worker (every partition "
+            "database it holds, owned or restored at start), bytes",
             ["table"],
             registry=r,
         )

@@ -122,3 +122,19 @@ def test_a_partition_that_keeps_up_or_catches_up_is_not_stuck() -> None:
         assert quiet.observe(5.0 * i, {tp: _o(10 + i, 12 + i)}, {tp}) is None
     # Not held (another worker's): never this worker's problem.
     assert watch.observe(200.0, {tp: _o(420, 900)}, set()) is None
+
+
+def test_a_partition_that_stops_after_a_spell_of_progress_is_stuck() -> None:
+    # Seen in the full chaos schedule after a broker restart: receipts.identified[2] went
+    # from 365 to 461 within seconds, then committed nothing for 150 s with 140 records of
+    # lag. Judged against where the partition stood when it first had lag (365, lag 65), it
+    # had "worked off its lag", so the worker was never restarted.
+    from stream.engine.liveness import CrawlWatch
+
+    watch = CrawlWatch(25.0)
+    tp = ("receipts.identified", 2)
+    assert watch.observe(0.0, {tp: _o(365, 430)}, {tp}) is None
+    assert watch.observe(10.0, {tp: _o(461, 480)}, {tp}) is None  # fast progress
+    assert watch.observe(30.0, {tp: _o(461, 560)}, {tp}) is None  # the window had progress
+    # The last 25 s and more (since the look at 10 s) without a record committed.
+    assert watch.observe(50.0, {tp: _o(461, 590)}, {tp}) == (tp, 40.0, 0)

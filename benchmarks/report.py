@@ -28,6 +28,7 @@ def figures(f: dict[str, Any]) -> str:
             ("decode_encode", "fastavro decode + encode (ceiling)"),
             ("compiled_decode", "compiled codec decode (best of 3)"),
             ("compiled_decode_encode", "compiled codec decode + encode (not the ceiling)"),
+            ("json_identified_encode_decode", "orjson encode + decode of receipts.identified"),
         ):
             if k not in ce:  # runs before the compiled codec
                 continue

@@ -1,14 +1,15 @@
-"""Every place purchase-stream relies on a library's internals, fenced in this one module.
+"""Where purchase-stream relies on a library's internals (with stream/engine/store_patches.py).
 
 faust-streaming, mode and aiokafka are pinned exactly in pyproject.toml, and each function
 here has a test in tests/unit/test_patches.py that fails when an upgrade changes the
 attribute, signature or behaviour it relies on -- before a worker misbehaves. Each one says
 why a public API does not do the job (what was measured or seen). Nothing outside this
-module touches a library's ``_private`` names (ruff SLF001 checks it; this module is its
-one exception).
+module and store_patches.py touches a library's ``_private`` names (ruff SLF001 checks
+it; these two modules are its exceptions).
 
 The patches of library classes (:func:`strict_producer_flush`, :func:`idle_fetch_wait`,
-:func:`static_member_leaves_on_stop`) are idempotent and process-wide: they change the
+:func:`static_member_leaves_on_stop`, :func:`one_ack_per_offset`,
+:func:`retry_failed_commits`) are idempotent and process-wide: they change the
 class, so every app in the process gets them (the worker applies them before it builds
 its app).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -224,6 +225,15 @@ def one_ack_per_offset() -> None:
         return
 
     def _new_offset(self: Any, tp: Any) -> int | None:
+        new = _new_acked_offset(self, tp)
+        # A commit that failed (retry_failed_commits) is offered again, never backwards.
+        retry: int | None = self.__dict__.get("_ps_uncommitted", {}).pop(tp, None)
+        committed = self._committed_offset[tp]
+        if retry is not None and (committed is None or retry > committed):
+            return retry if new is None else max(new, retry)
+        return new
+
+    def _new_acked_offset(self: Any, tp: Any) -> int | None:
         acked = self._acked[tp]
         if not acked:
             return None
@@ -256,33 +266,49 @@ def one_ack_per_offset() -> None:
     Consumer._ps_one_ack_per_offset = True  # type: ignore[attr-defined]
 
 
-# -- faust: a table's per-partition RocksDB databases ----------------------------------------
+def retry_failed_commits() -> None:
+    """Faust's ``Consumer._commit_offsets`` records offsets as committed even when the commit
+    failed; here a failed commit is retried at the next commit instead.
 
-
-def partition_db(table: Any, partition: int) -> Any:
-    """The rocksdict database of one partition of a ``rocksdb://`` Faust table (opened if not).
-
-    Faust's public table API (``table[key]``) reads and writes the partition of the *current
-    event*, keeps an unbounded in-memory index of every key, and sends the changelog through
-    its per-record producer path (the largest single cost of the worker in a py-spy profile,
-    benchmarks/results/2026-12-07-diary.md, section 2). stream/engine/state.py's TableState writes a
-    named partition directly and sends the changelog itself, so a batch that mixes partitions stays
-    correct. The Store has no public per-partition accessor; ``Store._db_for_partition`` is the one
-    Faust's own get/set use. Looked up on every use: Faust closes and reopens databases on
-    rebalance.
+    faust-streaming 0.15.3 ends ``_commit_offsets`` with ``self._committed_offset.update(...)``
+    whatever ``did_commit`` says, and ``_new_offset`` has already consumed those acks: the
+    partition then commits again only when a *newer* record is acked. A commit that failed
+    around a broker restart (``UnknownMemberIdError``) left a partition's group offset 140
+    records behind for minutes while every record had been processed (the full chaos
+    schedule, seed 4742): its lag never went down, and a quiet partition would keep that lag
+    until its next record. Here the committed offsets of a failed commit are put back and the
+    offset is kept per partition (``Consumer._ps_uncommitted``); :func:`one_ack_per_offset`'s
+    ``_new_offset`` offers it again at the next commit (only if it is still above what the
+    consumer last committed or read back at an assignment, so never backwards).
     """
-    return table.data._db_for_partition(partition)
+    from faust.transport.consumer import Consumer
 
+    if getattr(Consumer, "_ps_retry_failed_commits", False):
+        return
+    commit_offsets = Consumer._commit_offsets
 
-def open_partition_dbs(table: Any) -> dict[int, Any]:
-    """The partition databases a Faust ``rocksdb://`` table has open now (a copy).
+    async def _commit_offsets(
+        self: Any, offsets: Mapping[Any, int], start_new_transaction: bool = True
+    ) -> bool:
+        before = {tp: self._committed_offset[tp] for tp in offsets}
+        did_commit: bool = await commit_offsets(
+            self, offsets, start_new_transaction=start_new_transaction
+        )
+        uncommitted = self.__dict__.setdefault("_ps_uncommitted", {})
+        if did_commit:
+            for tp in offsets:
+                uncommitted.pop(tp, None)
+            return did_commit
+        assignment = self.assignment()
+        for tp, offset in offsets.items():
+            self._committed_offset[tp] = before[tp]
+            if tp in assignment:
+                uncommitted[tp] = max(offset, uncommitted.get(tp, offset))
+        return did_commit
 
-    For what this worker holds: RocksDB's key estimates (metrics) and which databases not
-    to wipe (stream/engine/restore.py). Faust keeps them in ``Store._dbs`` and has no public
-    view of them; opening them through :func:`partition_db` would create databases for
-    partitions the worker does not hold. Empty for a store that is not RocksDB.
-    """
-    return dict(getattr(table.data, "_dbs", {}))
+    ORIGINALS["Consumer._commit_offsets"] = commit_offsets
+    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
+    Consumer._ps_retry_failed_commits = True  # type: ignore[attr-defined]
 
 
 # -- faust: the consumer's committed offsets --------------------------------------------------
@@ -318,82 +344,3 @@ def http_parser_limits(web: Any, max_line_size: int, max_field_size: int) -> Non
     """
     runner = web._runner
     runner._kwargs.update(max_line_size=max_line_size, max_field_size=max_field_size)
-
-
-# -- faust: the table stores' RocksDB write-ahead log ----------------------------------------
-
-# Failed flushes below ("table[partition]: error"): a stop with one is not clean (worker.py).
-STATE_FLUSH_FAILURES: list[str] = []
-
-# What a failed flush at a revocation does (the worker: agents.fatal_exit): the process may
-# own the partition again and would read a database that lost writes.
-_ON_REVOKE_FLUSH_FAILURE: list[Callable[[str], object]] = []
-
-
-def _flush_db(store: Any, partition: int, db: Any) -> bool:
-    try:
-        db.flush()
-        return True
-    except Exception as exc:  # noqa: BLE001 - recorded, and the stop is then not clean
-        STATE_FLUSH_FAILURES.append(f"{store.table.name}[{partition}]: {exc}")
-        log.error("flushing %s[%d] failed: %s", store.table.name, partition, exc)
-        return False
-
-
-def table_stores_without_wal(on_revoke_failure: Callable[[str], object] | None = None) -> None:
-    """Open Faust's ``rocksdb://`` partition databases without RocksDB's write-ahead log, and
-    flush their memtables whenever Faust lets go of them (revocation, stop).
-
-    The worker trusts local state only after a clean stop (``worker.py``,
-    ``discard_state_unless_stopped_cleanly``): after a crash every database is restored from
-    the changelogs, which are the durability, so the WAL bought nothing but a ``write()`` per
-    ``put`` (benchmarks/results/2026-12-07-no-wal.md). Without it, Faust's store must flush
-    before it drops a database: ``Store.stop`` and ``Store.revoke_partitions`` pop them from
-    ``Store._dbs`` *without closing them* (0.15.3 has the ``db.close()`` commented out), and
-    the destructor's flush runs only if the object is collected before the process ends.
-    Each database is flushed first (``Rdict.flush()`` waits); a failed flush is recorded in
-    :data:`STATE_FLUSH_FAILURES` (the stop is then not clean) and at a revocation calls
-    ``on_revoke_failure`` (the worker stops without committing). Faust has no option for
-    write options; ``RocksDBOptions.open`` is also what the bulk restore opens with.
-
-    Relies on (tests/unit/test_patches.py): ``RocksDBOptions.open(path, *, read_only)``
-    returns the rocksdict ``Rdict``, ``Store.stop`` and ``Store.revoke_partitions(table,
-    tps)`` pop databases from ``Store._dbs`` without closing them, and ``Store.table``.
-    """
-    from faust.stores.rocksdb import RocksDBOptions, Store
-    from rocksdict import WriteOptions
-
-    _ON_REVOKE_FLUSH_FAILURE[:] = [on_revoke_failure] if on_revoke_failure else []
-    if getattr(Store, "_ps_no_wal", False):
-        return
-    ORIGINALS["RocksDBOptions.open"] = open_ = RocksDBOptions.open
-    ORIGINALS["Store.stop"] = stop = Store.stop
-    ORIGINALS["Store.revoke_partitions"] = revoke = Store.revoke_partitions
-
-    def open_no_wal(self: Any, path: Any, *, read_only: bool = False) -> Any:
-        db = open_(self, path, read_only=read_only)
-        if not read_only:
-            options = WriteOptions()
-            # rocksdict 0.3 stubs it as a method; at run time it is a property (the tests check).
-            options.disable_wal = True  # type: ignore[method-assign,assignment]
-            db.set_write_options(options)
-        return db
-
-    async def stop_flushed(self: Any) -> None:
-        for partition, db in list(self._dbs.items()):
-            _flush_db(self, partition, db)
-        await stop(self)
-
-    def revoke_flushed(self: Any, table: Any, tps: Any) -> None:
-        for tp in tps:
-            if tp.topic in table.changelog_topic.topics:
-                db = self._dbs.get(tp.partition)
-                if db is not None and not _flush_db(self, tp.partition, db):
-                    for on_failure in _ON_REVOKE_FLUSH_FAILURE:
-                        on_failure(f"table state of {table.name}[{tp.partition}] not flushed")
-        revoke(self, table, tps)
-
-    RocksDBOptions.open = open_no_wal  # type: ignore[method-assign]
-    Store.stop = stop_flushed  # type: ignore[method-assign]
-    Store.revoke_partitions = revoke_flushed  # type: ignore[method-assign]
-    Store._ps_no_wal = True  # type: ignore[attr-defined]

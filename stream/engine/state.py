@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from rocksdict import AccessType, Options, Rdict, WriteOptions
 
-from stream.engine.patches import partition_db
+from stream.engine.store_patches import partition_db
 
 
 def rocks_options(block_cache_bytes: int = 16 * 1024 * 1024) -> Options:

@@ -177,7 +177,7 @@ def test_tallies_after_two_stops_mid_stream_equal_replay(
             tabledir = next((tmp_path / "worker-state").glob("**/tables"))
             on_disk = {p.name for p in tabledir.glob("*.db")}
             assert on_disk and on_disk <= set(load_synced(tabledir)), (on_disk, tabledir)
-            # The databases are written without RocksDB's WAL (patches.table_stores_without_wal):
+            # Written without RocksDB's WAL (store_patches.table_stores_without_wal):
             # what the clean stop left on disk holds every state record of the changelogs.
             _assert_databases_equal_changelogs(broker.bootstrap, app_id, tabledir)
         worker = start(tmp_path / "worker-state")

@@ -24,7 +24,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.producer import ProducerBuffer
 from prometheus_client import CollectorRegistry
 
-from stream.engine import patches
+from stream.engine import patches, store_patches
 from stream.engine.observability import faust_sensors
 from stream.engine.output import attach
 
@@ -102,7 +102,8 @@ def test_strict_flush_waits_for_the_message_in_flight() -> None:
 
 def test_faust_commits_only_after_flushing_the_producer() -> None:
     # stream/engine/output.py's attach() chains its flush to app.producer.flush on this.
-    source = inspect.getsource(FaustConsumer._commit_offsets)
+    faust_commit = patches.ORIGINALS.get("Consumer._commit_offsets", FaustConsumer._commit_offsets)
+    source = inspect.getsource(faust_commit)
     assert source.index("await self.app.producer.flush()") < source.index(
         "await self._commit(committable_offsets)"
     )
@@ -259,11 +260,11 @@ def _app(tmp_path: Path) -> faust.App:
 def test_partition_databases_of_a_rocksdb_table(tmp_path: Path) -> None:
     app = _app(tmp_path)
     table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
-    assert patches.open_partition_dbs(table) == {}
-    db = patches.partition_db(table, 2)
+    assert store_patches.open_partition_dbs(table) == {}
+    db = store_patches.partition_db(table, 2)
     db.put(b"k", b"v")
-    assert patches.partition_db(table, 2) is db  # the one Faust keeps open
-    assert patches.open_partition_dbs(table) == {2: db}
+    assert store_patches.partition_db(table, 2) is db  # the one Faust keeps open
+    assert store_patches.open_partition_dbs(table) == {2: db}
     # Faust's own reads find what was written there (the same database).
     assert table.data._get_bucket_for_key(b"k") is not None
     assert table.data.partition_path(2).is_dir()
@@ -461,20 +462,20 @@ _CHILD = """
 import asyncio, os, sys
 import faust
 from faust.types import TP
-from stream.engine import patches
+from stream.engine import store_patches
 
 mode, datadir = sys.argv[1], sys.argv[2]
 if mode != "unpatched":
-    patches.table_stores_without_wal()
+    store_patches.table_stores_without_wal()
 app = faust.App("nowal-test", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=datadir)
 table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
-held = patches.partition_db(table, 2)
+held = store_patches.partition_db(table, 2)
 held.put(b"k", b"v")
 if mode == "stop":
     asyncio.run(table.data.stop())
 elif mode == "revoke":
     table.data.revoke_partitions(table, {TP(table.changelog_topic.get_topic_name(), 2)})
-print(table.data.partition_path(2), patches.open_partition_dbs(table) == {}, flush=True)
+print(table.data.partition_path(2), store_patches.open_partition_dbs(table) == {}, flush=True)
 os._exit(0)
 """
 
@@ -526,7 +527,7 @@ def test_patched_store_flushes_a_database_it_revokes(tmp_path: Path) -> None:
 
 
 def test_a_failed_flush_is_recorded_so_the_stop_is_not_clean(tmp_path: Path) -> None:
-    patches.table_stores_without_wal()
+    store_patches.table_stores_without_wal()
     app = _app(tmp_path)
     table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
 
@@ -535,13 +536,13 @@ def test_a_failed_flush_is_recorded_so_the_stop_is_not_clean(tmp_path: Path) -> 
             raise RuntimeError("disk full")
 
     table.data._dbs[1] = _Broken()
-    patches.STATE_FLUSH_FAILURES.clear()
+    store_patches.STATE_FLUSH_FAILURES.clear()
     try:
         asyncio.run(table.data.stop())
-        assert [f"{table.name}[1]: disk full"] == patches.STATE_FLUSH_FAILURES
+        assert [f"{table.name}[1]: disk full"] == store_patches.STATE_FLUSH_FAILURES
         assert table.data._dbs == {}
     finally:
-        patches.STATE_FLUSH_FAILURES.clear()
+        store_patches.STATE_FLUSH_FAILURES.clear()
 
 
 def test_the_worker_applies_table_stores_without_wal() -> None:
@@ -556,8 +557,8 @@ def test_the_worker_applies_table_stores_without_wal() -> None:
     assert Store.revoke_partitions.__name__ == "revoke_flushed"
     from stream.engine.agents import fatal_exit
 
-    assert [fatal_exit] == patches._ON_REVOKE_FLUSH_FAILURE
-    patches.table_stores_without_wal()  # no handler for the other tests
+    assert [fatal_exit] == store_patches._ON_REVOKE_FLUSH_FAILURE
+    store_patches.table_stores_without_wal()  # no handler for the other tests
 
 
 def test_faust_store_drops_databases_without_closing_them() -> None:
@@ -583,7 +584,7 @@ def test_faust_store_drops_databases_without_closing_them() -> None:
 def test_a_failed_flush_at_revocation_stops_the_worker(tmp_path: Path) -> None:
     # The partition may come back to this process; its database would then lack writes.
     stops: list[str] = []
-    patches.table_stores_without_wal(on_revoke_failure=stops.append)
+    store_patches.table_stores_without_wal(on_revoke_failure=stops.append)
     app = _app(tmp_path)
     table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
 
@@ -594,11 +595,116 @@ def test_a_failed_flush_at_revocation_stops_the_worker(tmp_path: Path) -> None:
     from faust.types import TP
 
     table.data._dbs[3] = _Broken()
-    patches.STATE_FLUSH_FAILURES.clear()
+    store_patches.STATE_FLUSH_FAILURES.clear()
     try:
         table.data.revoke_partitions(table, {TP(table.changelog_topic.get_topic_name(), 3)})
         assert stops == [f"table state of {table.name}[3] not flushed"]
         assert 3 not in table.data._dbs
     finally:
-        patches.STATE_FLUSH_FAILURES.clear()
-        patches.table_stores_without_wal()  # no handler for the other tests
+        store_patches.STATE_FLUSH_FAILURES.clear()
+        store_patches.table_stores_without_wal()  # no handler for the other tests
+
+
+# -- retry_failed_commits -------------------------------------------------------------------
+
+
+def _committing(results: list[bool]) -> Any:
+    """Faust's own _commit_offsets and bookkeeping on a bare object whose broker commit
+    answers ``results`` in turn; returns the object and the offsets the broker accepted."""
+    import logging
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    c = _bookkeeping(FaustConsumer._new_offset)
+    accepted: list[dict[Any, int]] = []
+
+    async def _commit(offsets: dict[Any, int]) -> bool:
+        ok = results.pop(0)
+        if ok:
+            accepted.append(dict(offsets))
+        return ok
+
+    async def flush() -> None:
+        return None
+
+    c._commit = _commit
+    c.in_transaction = False
+    c.log = SimpleNamespace(
+        dev=lambda *a, **k: None, info=lambda *a, **k: None, warning=lambda *a, **k: None
+    )
+    c.log.logger = logging.getLogger("test")
+    c.assignment = lambda: {TP("pos.receipts", 1)}
+    c.app.producer = SimpleNamespace(flush=flush)
+    c.app.tables = SimpleNamespace(on_commit=lambda offsets: None)
+    c.app.monitor = SimpleNamespace(on_tp_commit=lambda offsets: None)
+    for name in ("_commit_offsets", "_filter_committable_offsets"):
+        setattr(c, name, getattr(FaustConsumer, name).__get__(c))
+    return c, accepted
+
+
+def _commit_round(c: Any, tp: Any) -> None:
+    offsets = c._filter_committable_offsets([tp])
+    if offsets:
+        asyncio.run(c._commit_offsets(offsets))
+
+
+def test_faust_counts_a_failed_commit_as_committed() -> None:
+    # What the patch changes: unpatched, the failed offset is recorded and never sent again.
+    from faust.types import TP
+
+    tp = TP("pos.receipts", 1)
+    c, accepted = _committing([False, True])
+    c._commit_offsets = patches.ORIGINALS.get(
+        "Consumer._commit_offsets", FaustConsumer._commit_offsets
+    ).__get__(c)
+    c._committed_offset[tp] = 10
+    for offset in range(10, 20):
+        c.ack(_Message(tp, offset))
+    _commit_round(c, tp)
+    assert c._committed_offset[tp] == 20 and accepted == []  # believed, not committed
+    _commit_round(c, tp)
+    assert accepted == []  # nothing new acked: no commit is ever sent again
+
+
+def test_a_failed_commit_is_sent_again_at_the_next_commit() -> None:
+    from faust.types import TP
+
+    patches.one_ack_per_offset()
+    patches.retry_failed_commits()
+    tp = TP("pos.receipts", 1)
+    c, accepted = _committing([False, True, True])
+    c._committed_offset[tp] = 10
+    for offset in range(10, 20):
+        c.ack(_Message(tp, offset))
+    _commit_round(c, tp)  # the broker refuses it (a rebalance, a broker restart)
+    assert c._committed_offset[tp] == 10 and accepted == []
+    _commit_round(c, tp)  # no record since: the same offset again
+    assert accepted == [{tp: 20}] and c._committed_offset[tp] == 20
+    for offset in range(20, 25):
+        c.ack(_Message(tp, offset))
+    _commit_round(c, tp)
+    assert accepted[-1] == {tp: 25}
+
+
+def test_a_failed_commit_is_never_sent_backwards() -> None:
+    from faust.types import TP
+
+    patches.one_ack_per_offset()
+    patches.retry_failed_commits()
+    tp = TP("pos.receipts", 1)
+    c, accepted = _committing([False])
+    c._committed_offset[tp] = 10
+    for offset in range(10, 20):
+        c.ack(_Message(tp, offset))
+    _commit_round(c, tp)
+    c._committed_offset[tp] = 30  # an assignment read the group's offset, further on
+    _commit_round(c, tp)
+    assert accepted == []
+
+
+def test_the_worker_applies_retry_failed_commits() -> None:
+    from stream.engine.app import patch_libraries
+
+    patch_libraries()
+    assert getattr(FaustConsumer, "_ps_retry_failed_commits", False)

@@ -45,6 +45,7 @@ from stream.engine.patches import (
     strict_producer_flush,
 )
 from stream.engine.runner import Outgoing, Runner
+from stream.engine.store_patches import table_stores_without_wal
 from stream.kafka_config import configure as configure_kafka
 from stream.local.topic_admin import COMPACT_TUNING
 from stream.serde.codec import Codec
@@ -132,12 +133,15 @@ def create_app(
 
 
 def patch_libraries() -> None:
-    """Every library patch the worker needs (stream/engine/patches.py), before the app."""
+    """Every library patch the worker needs (stream/engine/patches.py, store_patches.py),
+    before the app."""
     strict_producer_flush()
     idle_fetch_wait()
     static_member_leaves_on_stop()
     one_ack_per_offset()
     retry_failed_commits()
+    # A revoked partition whose database cannot be flushed stops the worker (commit rule).
+    table_stores_without_wal(on_revoke_failure=fatal_exit)
 
 
 def faust_app(settings: Settings) -> faust.App:

@@ -35,8 +35,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
 from stream.engine.metrics import Metrics
-from stream.engine.patches import committed_offsets, open_partition_dbs
+from stream.engine.patches import committed_offsets
 from stream.engine.state import TableState
+from stream.engine.store_patches import open_partition_dbs
 from topologies import card_join
 from topologies.pipeline import STAGES
 

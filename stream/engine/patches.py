@@ -1,11 +1,11 @@
-"""Every place purchase-stream relies on a library's internals, fenced in this one module.
+"""Where purchase-stream relies on a library's internals (with stream/engine/store_patches.py).
 
 faust-streaming, mode and aiokafka are pinned exactly in pyproject.toml, and each function
 here has a test in tests/unit/test_patches.py that fails when an upgrade changes the
 attribute, signature or behaviour it relies on -- before a worker misbehaves. Each one says
 why a public API does not do the job (what was measured or seen). Nothing outside this
-module touches a library's ``_private`` names (ruff SLF001 checks it; this module is its
-one exception).
+module and store_patches.py touches a library's ``_private`` names (ruff SLF001 checks
+it; these two modules are its exceptions).
 
 The patches of library classes (:func:`strict_producer_flush`, :func:`idle_fetch_wait`,
 :func:`static_member_leaves_on_stop`, :func:`one_ack_per_offset`,
@@ -309,35 +309,6 @@ def retry_failed_commits() -> None:
     ORIGINALS["Consumer._commit_offsets"] = commit_offsets
     Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
     Consumer._ps_retry_failed_commits = True  # type: ignore[attr-defined]
-
-
-# -- faust: a table's per-partition RocksDB databases ----------------------------------------
-
-
-def partition_db(table: Any, partition: int) -> Any:
-    """The rocksdict database of one partition of a ``rocksdb://`` Faust table (opened if not).
-
-    Faust's public table API (``table[key]``) reads and writes the partition of the *current
-    event*, keeps an unbounded in-memory index of every key, and sends the changelog through
-    its per-record producer path (the largest single cost of the worker in a py-spy profile,
-    benchmarks/results/2026-12-07-diary.md, section 2). stream/engine/state.py's TableState writes a
-    named partition directly and sends the changelog itself, so a batch that mixes partitions stays
-    correct. The Store has no public per-partition accessor; ``Store._db_for_partition`` is the one
-    Faust's own get/set use. Looked up on every use: Faust closes and reopens databases on
-    rebalance.
-    """
-    return table.data._db_for_partition(partition)
-
-
-def open_partition_dbs(table: Any) -> dict[int, Any]:
-    """The partition databases a Faust ``rocksdb://`` table has open now (a copy).
-
-    For what this worker holds: RocksDB's key estimates (metrics) and which databases not
-    to wipe (stream/engine/restore.py). Faust keeps them in ``Store._dbs`` and has no public
-    view of them; opening them through :func:`partition_db` would create databases for
-    partitions the worker does not hold. Empty for a store that is not RocksDB.
-    """
-    return dict(getattr(table.data, "_dbs", {}))
 
 
 # -- faust: the consumer's committed offsets --------------------------------------------------

@@ -13,10 +13,10 @@ import faust
 
 from stream.engine.agents import fatal_exit
 from stream.engine.output import Output
-from stream.engine.patches import open_partition_dbs
 from stream.engine.restore import mark_synced, wipe_unsynced
 from stream.engine.runner import Runner
 from stream.engine.state import TableState
+from stream.engine.store_patches import open_partition_dbs
 from topologies.pipeline import STAGES
 
 

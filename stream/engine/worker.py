@@ -15,6 +15,7 @@ from pathlib import Path
 
 from stream.engine.app import create_app
 from stream.engine.restore import restore_tables, wipe_unsynced
+from stream.engine.store_patches import STATE_FLUSH_FAILURES
 from stream.local.topic_admin import max_message_bytes
 from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError
@@ -152,6 +153,12 @@ def run_worker(settings: Settings, rules: Rules) -> None:
         delivered = parts["output"].close(10)
         # Faust flushed the producer and committed on the way out; a crashed service, an
         # error exit or os._exit (registry outage) leaves no marker.
-        if delivered and exc.code in (0, None) and app.crash_reason is None:
+        # The table databases are written without RocksDB's WAL: Faust's store flushed each
+        # one when it stopped (store_patches.table_stores_without_wal); a failed flush means local
+        # state may be behind its persisted offsets, so no marker either.
+        flushed = not STATE_FLUSH_FAILURES
+        if delivered and flushed and exc.code in (0, None) and app.crash_reason is None:
             mark_clean_stop(tabledir)
+        elif not flushed:
+            log.error("table state not flushed at stop (%s): no clean stop", STATE_FLUSH_FAILURES)
         raise

@@ -11,8 +11,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
-from stream.engine.patches import partition_db
 from stream.engine.restore import OFFSET_KEY, load_synced, restore_tables, wipe_unsynced
+from stream.engine.store_patches import partition_db
 from stream.kafka_config import producer_config
 
 PARTITIONS = 4

@@ -24,7 +24,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.producer import ProducerBuffer
 from prometheus_client import CollectorRegistry
 
-from stream.engine import patches
+from stream.engine import patches, store_patches
 from stream.engine.observability import faust_sensors
 from stream.engine.output import attach
 
@@ -260,11 +260,11 @@ def _app(tmp_path: Path) -> faust.App:
 def test_partition_databases_of_a_rocksdb_table(tmp_path: Path) -> None:
     app = _app(tmp_path)
     table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
-    assert patches.open_partition_dbs(table) == {}
-    db = patches.partition_db(table, 2)
+    assert store_patches.open_partition_dbs(table) == {}
+    db = store_patches.partition_db(table, 2)
     db.put(b"k", b"v")
-    assert patches.partition_db(table, 2) is db  # the one Faust keeps open
-    assert patches.open_partition_dbs(table) == {2: db}
+    assert store_patches.partition_db(table, 2) is db  # the one Faust keeps open
+    assert store_patches.open_partition_dbs(table) == {2: db}
     # Faust's own reads find what was written there (the same database).
     assert table.data._get_bucket_for_key(b"k") is not None
     assert table.data.partition_path(2).is_dir()
@@ -450,6 +450,159 @@ def test_the_worker_applies_one_ack_per_offset() -> None:
     patch_libraries()
     assert getattr(FaustConsumer, "_ps_one_ack_per_offset", False)
     assert _params(_faust_new_offset()) == ["self", "tp"]
+
+
+# -- table_stores_without_wal -------------------------------------------------------------
+
+# Runs in a child process that ends with os._exit(0): no garbage collection, no atexit, no
+# RocksDB destructor -- what is not flushed explicitly is lost, as after kill -9. The child
+# keeps its own reference to the partition database (as anything in the worker could), so
+# Faust dropping it from Store._dbs does not close it either.
+_CHILD = """
+import asyncio, os, sys
+import faust
+from faust.types import TP
+from stream.engine import store_patches
+
+mode, datadir = sys.argv[1], sys.argv[2]
+if mode != "unpatched":
+    store_patches.table_stores_without_wal()
+app = faust.App("nowal-test", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=datadir)
+table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
+held = store_patches.partition_db(table, 2)
+held.put(b"k", b"v")
+if mode == "stop":
+    asyncio.run(table.data.stop())
+elif mode == "revoke":
+    table.data.revoke_partitions(table, {TP(table.changelog_topic.get_topic_name(), 2)})
+print(table.data.partition_path(2), store_patches.open_partition_dbs(table) == {}, flush=True)
+os._exit(0)
+"""
+
+
+def _written_then_killed(tmp_path: Path, mode: str) -> bytes | None:
+    """Write k=v to partition 2 in a child, do ``mode``, os._exit; what the database holds."""
+    import subprocess
+    import sys
+
+    from rocksdict import Options, Rdict
+
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    path, dropped = out[0], out[1]
+    if mode in ("stop", "revoke"):
+        assert dropped == "True"  # Faust let go of the database (without closing it)
+    db = Rdict(path, options=Options(raw_mode=True))
+    try:
+        value: bytes | None = db.get(b"k")
+        return value
+    finally:
+        db.close()
+
+
+def test_faust_table_databases_keep_a_write_ahead_log_unpatched(tmp_path: Path) -> None:
+    # What the patch changes: Faust's own databases survive os._exit through their WAL.
+    assert _written_then_killed(tmp_path, "unpatched") == b"v"
+
+
+def test_patched_table_databases_write_without_wal(tmp_path: Path) -> None:
+    # Nothing flushed, no WAL: the write is gone (so the WAL is really off, and only the
+    # flushes below keep state across a stop).
+    assert _written_then_killed(tmp_path, "write") is None
+
+
+def test_patched_store_flushes_every_database_when_it_stops(tmp_path: Path) -> None:
+    # Fails if stop_flushed's flush is removed: the held database is neither closed nor
+    # collected, and the process ends without a destructor.
+    assert _written_then_killed(tmp_path, "stop") == b"v"
+
+
+def test_patched_store_flushes_a_database_it_revokes(tmp_path: Path) -> None:
+    assert _written_then_killed(tmp_path, "revoke") == b"v"
+
+
+def test_a_failed_flush_is_recorded_so_the_stop_is_not_clean(tmp_path: Path) -> None:
+    store_patches.table_stores_without_wal()
+    app = _app(tmp_path)
+    table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
+
+    class _Broken:
+        def flush(self) -> None:
+            raise RuntimeError("disk full")
+
+    table.data._dbs[1] = _Broken()
+    store_patches.STATE_FLUSH_FAILURES.clear()
+    try:
+        asyncio.run(table.data.stop())
+        assert [f"{table.name}[1]: disk full"] == store_patches.STATE_FLUSH_FAILURES
+        assert table.data._dbs == {}
+    finally:
+        store_patches.STATE_FLUSH_FAILURES.clear()
+
+
+def test_the_worker_applies_table_stores_without_wal() -> None:
+    from faust.stores.rocksdb import RocksDBOptions, Store
+
+    from stream.engine.app import patch_libraries
+
+    patch_libraries()
+    assert Store._ps_no_wal
+    assert RocksDBOptions.open.__name__ == "open_no_wal"
+    assert Store.stop.__name__ == "stop_flushed"
+    assert Store.revoke_partitions.__name__ == "revoke_flushed"
+    from stream.engine.agents import fatal_exit
+
+    assert [fatal_exit] == store_patches._ON_REVOKE_FLUSH_FAILURE
+    store_patches.table_stores_without_wal()  # no handler for the other tests
+
+
+def test_faust_store_drops_databases_without_closing_them() -> None:
+    # The reason for the explicit flushes: if Faust closes them again one day (rocksdict's
+    # close() flushes), the patch is redundant and can go.
+    import faust.stores.rocksdb as frocks
+
+    stop = inspect.getsource(patches.ORIGINALS.get("Store.stop", frocks.Store.stop))
+    revoke = inspect.getsource(
+        patches.ORIGINALS.get("Store.revoke_partitions", frocks.Store.revoke_partitions)
+    )
+
+    def closes(src: str) -> bool:
+        return any("close(" in line.split("#")[0] for line in src.splitlines())
+
+    assert "self._dbs.clear()" in stop and not closes(stop)
+    assert "self._dbs.pop(tp.partition, None)" in revoke and not closes(revoke)
+    assert list(inspect.signature(frocks.RocksDBOptions.open).parameters) in (
+        ["self", "path", "read_only"],
+    )
+
+
+def test_a_failed_flush_at_revocation_stops_the_worker(tmp_path: Path) -> None:
+    # The partition may come back to this process; its database would then lack writes.
+    stops: list[str] = []
+    store_patches.table_stores_without_wal(on_revoke_failure=stops.append)
+    app = _app(tmp_path)
+    table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
+
+    class _Broken:
+        def flush(self) -> None:
+            raise RuntimeError("disk full")
+
+    from faust.types import TP
+
+    table.data._dbs[3] = _Broken()
+    store_patches.STATE_FLUSH_FAILURES.clear()
+    try:
+        table.data.revoke_partitions(table, {TP(table.changelog_topic.get_topic_name(), 3)})
+        assert stops == [f"table state of {table.name}[3] not flushed"]
+        assert 3 not in table.data._dbs
+    finally:
+        store_patches.STATE_FLUSH_FAILURES.clear()
+        store_patches.table_stores_without_wal()  # no handler for the other tests
 
 
 # -- retry_failed_commits -------------------------------------------------------------------

@@ -112,3 +112,24 @@ def test_cached_catalog_serves_from_cache_until_invalidated() -> None:
     assert cat("640") == {"product_group": "DAIRY"}
     assert cat("640") == {"product_group": "DAIRY"}
     assert reads == ["product|640", "product|640"]
+
+
+def test_rocks_state_writes_without_wal_and_close_flushes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    child = (
+        "import os, sys\n"
+        "from stream.engine.state import RocksState\n"
+        "s = RocksState(sys.argv[1])\n"
+        "s.set('a', 1)\n"
+        "if sys.argv[2] == 'close':\n"
+        "    s.close()\n"
+        "os._exit(0)\n"
+    )
+    for mode, expected in (("kill", None), ("close", 1)):
+        path = tmp_path / mode
+        subprocess.run([sys.executable, "-c", child, str(path), mode], check=True, timeout=60)
+        s = RocksState(path)
+        assert s.get("a") == expected, mode  # no WAL: only a flush (close) keeps the write
+        s.close()

@@ -24,6 +24,23 @@ from stream.serde.registry_store import (
 )
 
 
+def client_httpx() -> Any:
+    """The httpx module the registry client was built on: its network errors (refused, reset,
+    timeout, TLS) escape the client after its retries.
+
+    confluent-kafka >= 2.13 picks httpx or httpx2 in its own ``_httpx_compat`` module and asks
+    callers to use that one; older ones (2.12, which the Quix peer's environment pins because
+    quixstreams needs confluent-kafka < 2.13) import plain httpx. Tested both ways.
+    """
+    import importlib
+
+    try:
+        compat = importlib.import_module("confluent_kafka.schema_registry.common._httpx_compat")
+    except ImportError:
+        return importlib.import_module("httpx")
+    return compat.httpx
+
+
 class ConfluentRegistryClient:
     """The production client: confluent-kafka's ``SchemaRegistryClient`` behind our interface.
 
@@ -75,10 +92,9 @@ class ConfluentRegistryClient:
         return f"ConfluentRegistryClient({self.url!r})"
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
-        # The httpx (or httpx2) the client was built on, as its own module asks: its network
-        # errors (refused, reset, timeout, TLS) escape the client after its retries.
-        from confluent_kafka.schema_registry.common._httpx_compat import httpx
         from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        httpx = client_httpx()
 
         try:
             return fn(*args)

@@ -281,3 +281,22 @@ def test_confluents_client_sees_the_compatibility_check(server) -> None:
     breaking = json.loads(schemas.schema_text("fi.coop.purchase.Card"))
     breaking["fields"][-1] = {"name": "version", "type": "long"}
     assert client.test_compatibility("customer.cards-value", Schema(json.dumps(breaking))) is False
+
+
+def test_the_clients_httpx_with_and_without_confluent_kafkas_compat_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # confluent-kafka >= 2.13 has _httpx_compat; 2.12 (the Quix peer's environment) has not:
+    # the benchmark's peer failed with ModuleNotFoundError on every registry call.
+    import sys
+    import types
+
+    from confluent_kafka.schema_registry.common import _httpx_compat
+
+    from stream.serde.registry_client import client_httpx
+
+    assert client_httpx() is _httpx_compat.httpx
+    plain = types.ModuleType("httpx")
+    monkeypatch.setitem(sys.modules, "confluent_kafka.schema_registry.common._httpx_compat", None)
+    monkeypatch.setitem(sys.modules, "httpx", plain)
+    assert client_httpx() is plain

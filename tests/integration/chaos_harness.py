@@ -794,7 +794,10 @@ class ChaosRun:
         stale = stale_partitions(
             self.broker.bootstrap,
             self.app_id,
-            {f"worker{i}": self.workdir / f"worker{i}" for i in range(len(self.workers))},
+            {
+                f"worker{i}": self.workdir / f"worker{i}" / "v1" / "tables"
+                for i in range(len(self.workers))
+            },
         )
         topics, beyond = self.compare(codec)
         self.timings["dump+replay+compare"] = time.monotonic() - compare_at

@@ -38,9 +38,14 @@ def stale_keys(
     return sorted(o for key, (o, value) in last.items() if get(key) != value)
 
 
-def stale_partitions(bootstrap: str, app_id: str, state_dirs: dict[str, Path]) -> list[str]:
+def stale_partitions(
+    bootstrap: str, app_id: str, table_dirs: dict[str, Path], exact: bool = False
+) -> list[str]:
     """``"worker0 personal_routing[2]: 67 keys, offsets 705..781"`` for every database in
-    ``state_dirs`` (name -> a worker's state dir) that disagrees with its changelog."""
+    ``table_dirs`` (name -> a worker's ``v1/tables`` directory) that disagrees with its
+    changelog: a record at or below the offset it claims that it lacks. ``exact``: after a
+    clean stop, every database must hold exactly its changelog's last values, whatever its
+    offset key says (no record missing, no key the changelog does not have)."""
     prefix, suffix = f"{app_id}-", "-changelog"
     names = admin_client(bootstrap).list_topics(timeout=30).topics
     changelogs = sorted(t for t in names if t.startswith(prefix) and t.endswith(suffix))
@@ -51,25 +56,35 @@ def stale_partitions(bootstrap: str, app_id: str, state_dirs: dict[str, Path]) -
         by_partition: dict[int, list[Record]] = {}
         for rec in records:
             by_partition.setdefault(rec.partition, []).append(rec)
-        for worker, state_dir in sorted(state_dirs.items()):
-            for db_path in sorted((state_dir / "v1" / "tables").glob(f"{store}-*.db")):
+        for worker, table_dir in sorted(table_dirs.items()):
+            for db_path in sorted(table_dir.glob(f"{store}-*.db")):
                 partition = int(db_path.stem.rsplit("-", 1)[1])
-                db = Rdict(
-                    str(db_path),
-                    options=Options(raw_mode=True),
-                    access_type=AccessType.read_only(),
-                )
-                try:
-                    raw = db.get(OFFSET_KEY)
-                    if raw is None:
-                        continue  # never restored nor written: claims nothing
-                    bad = stale_keys(by_partition.get(partition, []), db.get, int(raw))
-                finally:
-                    db.close()
-                if bad:
-                    name = store.removesuffix("-store")
-                    found.append(
-                        f"{worker} {name}[{partition}]: {len(bad)} keys, offsets "
-                        f"{bad[0]}..{bad[-1]} (database at {int(raw)})"
-                    )
+                problem = _compare(db_path, by_partition.get(partition, []), exact)
+                if problem:
+                    found.append(f"{worker} {store.removesuffix('-store')}[{partition}]: {problem}")
     return found
+
+
+def _compare(db_path: Path, changelog: list[Record], exact: bool) -> str | None:
+    db = Rdict(str(db_path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+    try:
+        raw = db.get(OFFSET_KEY)
+        if exact:
+            bad = stale_keys(
+                changelog, db.get, offset=max((r.offset for r in changelog), default=-1)
+            )
+            known = {rec.key for rec in changelog}
+            # .keys(): iterating a raw-mode Rdict itself raises (rocksdict 0.3).
+            keys = db.keys()
+            extra = sum(1 for k in keys if k != OFFSET_KEY and k not in known)
+            if bad or extra:
+                return f"{len(bad)} keys differ, {extra} keys not in the changelog"
+            return None
+        if raw is None:
+            return None  # never restored nor written: claims nothing
+        bad = stale_keys(changelog, db.get, int(raw))
+    finally:
+        db.close()
+    if not bad:
+        return None
+    return f"{len(bad)} keys, offsets {bad[0]}..{bad[-1]} (database at {int(raw)})"

@@ -526,17 +526,22 @@ def test_patched_store_flushes_a_database_it_revokes(tmp_path: Path) -> None:
     assert _written_then_killed(tmp_path, "revoke") == b"v"
 
 
-def test_a_failed_flush_is_recorded_so_the_stop_is_not_clean(tmp_path: Path) -> None:
-    store_patches.table_stores_without_wal()
-    app = _app(tmp_path)
-    table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
+class _UnflushableDb:
+    def flush(self) -> None:
+        raise RuntimeError("disk full")
 
-    class _Broken:
-        def flush(self) -> None:
-            raise RuntimeError("disk full")
 
-    table.data._dbs[1] = _Broken()
+def _table_with_unflushable_db(tmp_path: Path, partition: int, on_revoke_failure: Any) -> Any:
+    """A patched Faust table whose partition database fails every flush (no failures yet)."""
+    store_patches.table_stores_without_wal(on_revoke_failure=on_revoke_failure)
+    table = _app(tmp_path).Table("t", partitions=4, key_type=bytes, value_type=bytes)
+    table.data._dbs[partition] = _UnflushableDb()
     store_patches.STATE_FLUSH_FAILURES.clear()
+    return table
+
+
+def test_a_failed_flush_is_recorded_so_the_stop_is_not_clean(tmp_path: Path) -> None:
+    table = _table_with_unflushable_db(tmp_path, 1, None)
     try:
         asyncio.run(table.data.stop())
         assert [f"{table.name}[1]: disk full"] == store_patches.STATE_FLUSH_FAILURES
@@ -583,19 +588,10 @@ def test_faust_store_drops_databases_without_closing_them() -> None:
 
 def test_a_failed_flush_at_revocation_stops_the_worker(tmp_path: Path) -> None:
     # The partition may come back to this process; its database would then lack writes.
-    stops: list[str] = []
-    store_patches.table_stores_without_wal(on_revoke_failure=stops.append)
-    app = _app(tmp_path)
-    table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
-
-    class _Broken:
-        def flush(self) -> None:
-            raise RuntimeError("disk full")
-
     from faust.types import TP
 
-    table.data._dbs[3] = _Broken()
-    store_patches.STATE_FLUSH_FAILURES.clear()
+    stops: list[str] = []
+    table = _table_with_unflushable_db(tmp_path, 3, stops.append)
     try:
         table.data.revoke_partitions(table, {TP(table.changelog_topic.get_topic_name(), 3)})
         assert stops == [f"table state of {table.name}[3] not flushed"]

@@ -3,7 +3,9 @@
 Figures (``--only`` picks some; the default runs all, in this order):
 
 - ``core``: fastavro decode / decode+encode ceiling and the replay core on the same receipts
-  (figures 1 and 2: the ratio is measured side by side in the same run);
+  (figures 1 and 2: the ratio is measured side by side in the same run), then what batched
+  state would buy (``benchmarks/batched_state.py``: RocksDB write batches and one changelog
+  record per key per batch, on the stage code's own writes);
 - ``worker``: one and two Faust workers on the embedded broker, sustained receipts/s, and
   end-to-end latency at 400 and 4 000 receipts/s offered (figure 3);
 - ``peer``: the plain confluent-kafka consume->produce loop (the transport ceiling) and a
@@ -93,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
                 from benchmarks import core
 
                 n = args.receipts or size("core_receipts")
-                results.put("core", core.run(workload(n, args.households, args.seed)))
+                w = workload(n, args.households, args.seed)
+                results.put("core", core.run(w))
+                from benchmarks import batched_state
+
+                # On the first 20,000 receipts' worth of events: the figures are per receipt.
+                bs = workload(min(n, 20_000), args.households, args.seed)
+                results.put("batched_state", batched_state.run(bs))
             elif fig == "worker":
                 from benchmarks import broker_bench
 

@@ -49,11 +49,23 @@ class Stage:
     is_global: bool = False
     tick: Tick | None = None
     gauge: StateGauge | None = None
+    # Inputs whose records' outputs to a packed topic may wait for the end of the batch and
+    # go as one record per key (stream/engine/packing.py): only inputs that regenerate those
+    # outputs whole if the worker dies before they are sent.
+    packs_from: frozenset[str] = frozenset()
 
 
 STAGES: tuple[Stage, ...] = (
     Stage(catalog.STAGE, catalog.INPUTS, catalog.step, is_global=True),
-    Stage(card_join.STAGE, card_join.INPUTS, card_join.step, tick=card_join.tick),
+    Stage(
+        card_join.STAGE,
+        card_join.INPUTS,
+        card_join.step,
+        tick=card_join.tick,
+        # A receipt's contribution is the receipt's alone. Not customer.cards: a card
+        # record deletes the parking entries of the receipts it releases.
+        packs_from=frozenset({"pos.receipts"}),
+    ),
     Stage(
         personal_routing.STAGE,
         personal_routing.INPUTS,

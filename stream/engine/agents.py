@@ -27,8 +27,10 @@ from typing import Any, NoReturn
 
 import faust
 
+from stream.engine import packing
 from stream.engine.offsets import OffsetTracker
 from stream.engine.output import Output
+from stream.engine.packing import BATCH_MAX, BATCH_WITHIN_S
 from stream.engine.runner import RawRecord, Runner
 from stream.engine.state import TableState
 from stream.local.clients import AdminError
@@ -38,12 +40,6 @@ from topologies.pipeline import Stage
 
 log = logging.getLogger(__name__)
 
-# take_events batch: up to this many events, or what arrived within this many seconds.
-BATCH_MAX = 500
-# 0.01 s, not 0.05: each hop waited up to the window for a batch to fill, two hops before
-# receipts.totals; p50 at 200/s 130 -> 87 ms, throughput within noise
-# (benchmarks/results/2026-12-07-diary.md, section 5).
-BATCH_WITHIN_S = 0.01
 # Exit code when the worker stops during a registry outage with records unprocessed.
 EXIT_UNPROCESSED = 75
 # Exit code when processing or producing failed in a way a dead letter cannot cover (a
@@ -107,6 +103,7 @@ def bind_agent(
     """Make ``stage``'s agent on ``app``: its inputs through ``runner`` into ``output``."""
     source = app.topic(*stage.inputs, **RAW)
     states: dict[int, TableState] = {}
+    packer = packing.Packer(runner.rules.record_limit)
 
     async def run_stage(stream: Any) -> None:
         # take_events, not events(): with events() a worker restored from an empty state
@@ -122,9 +119,13 @@ def bind_agent(
             while pending:
                 try:
                     _process_all(pending)
+                    _send_packs()
                     output.poll()
                     waits.stages.discard(stage.name)
                 except RegistryUnavailableError as exc:
+                    # What the records before the waiting one packed goes now, before the
+                    # await (stream/engine/packing.py: a pack is sent within its batch).
+                    _send_packs()
                     waits.stages.add(stage.name)
                     # The one await point: a registry outage blocks the partition.
                     log.warning(
@@ -158,6 +159,10 @@ def bind_agent(
                         f"stage {stage.name} failed on {msg.topic}[{msg.partition}]@{msg.offset}"
                         f": {type(exc).__name__}"
                     )
+
+    def _send_packs() -> None:
+        for out, ts_ms in packer.drain():
+            output.send(out.topic, out.key, out.value, timestamp_ms=ts_ms)
 
     def _process_all(pending: list[Any]) -> None:
         """Process events in order, removing each one once its outputs are buffered."""
@@ -205,10 +210,8 @@ def bind_agent(
         # Raises RegistryUnavailableError before any state write if decoding needs the
         # registry; after the step (encoding) a retry is a harmless duplicate.
         outs = runner.process(stage, state, rec)
-        # Outputs carry the source record's timestamp, so downstream stages run on the
-        # same processing clock as in ``replay`` (parking windows, dedupe expiry, audit).
-        ts_ms = rec.timestamp
-        for out in outs:
+        # Packed outputs wait for the end of the batch (_send_packs).
+        for out, ts_ms in packing.sends(packer, stage, rec, outs):
             output.send(out.topic, out.key, out.value, timestamp_ms=ts_ms)
 
     run_stage.__name__ = stage.name

@@ -20,6 +20,7 @@ from typing import Any
 
 from stream.engine.metric_labels import E2E_TOPICS
 from stream.engine.metrics import Metrics
+from stream.local.topics import TOPICS
 from stream.serde.codec import Codec, DecodeError, EncodeError
 from topologies.context import CatalogLookup, Context, no_catalog
 from topologies.pipeline import Stage
@@ -33,6 +34,8 @@ DLQ_TOPIC = "deadletters"
 MAX_ERROR_CHARS = 500
 # Inputs whose records carry a purchase time (their own or their receipt's).
 RECEIPT_TOPICS = frozenset({"pos.receipts", "receipts.identified", "receipts.totals"})
+PACKED_TOPICS = frozenset(name for name, spec in TOPICS.items() if spec.packed)
+COMPACTED_TOPICS = frozenset(name for name, spec in TOPICS.items() if spec.compacted)
 
 
 def purchase_time_ms(value: Mapping[str, Any] | None) -> int | None:
@@ -45,6 +48,16 @@ def purchase_time_ms(value: Mapping[str, Any] | None) -> int | None:
         if isinstance(receipt, dict):
             t = receipt.get("purchased_at")
     return t if isinstance(t, int) else None
+
+
+def last_per_compacted_key(out: list[Outgoing]) -> list[Outgoing]:
+    """``out`` with only the last record of each key of a compacted topic (in its place)."""
+    last = {(o.topic, o.key): i for i, o in enumerate(out) if o.topic in COMPACTED_TOPICS}
+    return [
+        o
+        for i, o in enumerate(out)
+        if o.topic not in COMPACTED_TOPICS or last[(o.topic, o.key)] == i
+    ]
 
 
 class _Unsendable(Exception):
@@ -95,12 +108,42 @@ class Runner:
         m.inc(m.child(m.events_in, rec.topic))
         try:
             key = self.codec.decode_key(rec.key)
-            value = self.codec.decode(rec.topic, rec.value)
+            if rec.topic in PACKED_TOPICS:
+                values = self.codec.decode_pack(rec.topic, rec.value)
+            else:
+                values = [self.codec.decode(rec.topic, rec.value)]
         except DecodeError as exc:
             dl = self.dead_letter(stage.name, rec, Reject(exc.code, str(exc)))
             # Counted like every other output (records_out once read 3 with 23 written).
             m.inc(m.child(m.records_out, DLQ_TOPIC))
             return [dl]
+        if len(values) == 1:
+            out = self._step(stage, state, rec, key, values[0])
+        else:
+            # A pack (stream/engine/packing.py): each record is a step of its own, with its
+            # own staged writes committed before the next one's, exactly as if the records
+            # had come one by one; only the outputs of compacted topics are thinned to the
+            # last per key, which is what compaction keeps (a crash before they are sent
+            # re-runs the whole pack: each step's duplicate path re-sends its current value).
+            out = []
+            for value in values:
+                out.extend(self._step(stage, state, rec, key, value))
+            out = last_per_compacted_key(out)
+        for o in out:
+            m.inc(m.child(m.records_out, o.topic))
+        m.child(m.processing, stage.name).observe(time.perf_counter() - started)
+        return out
+
+    def _step(
+        self,
+        stage: Stage,
+        state: State,
+        rec: RawRecord,
+        key: str | None,
+        value: dict[str, Any] | None,
+    ) -> list[Outgoing]:
+        """One record through ``stage``'s step: staged writes, outputs, dead letters."""
+        m = self.metrics
         in_purchased_at = purchase_time_ms(value) if rec.topic in RECEIPT_TOPICS else None
         if rec.topic == "pos.receipts" and in_purchased_at is not None:
             m.event_time_lag.observe(max(0.0, (rec.timestamp - in_purchased_at) / 1000))
@@ -164,9 +207,6 @@ class Runner:
         gauge = stage.gauge
         if gauge is not None and any(result.events.get(e) for e in gauge.changed_by):
             m.child(m.state_gauges[gauge.metric], str(rec.partition)).set(gauge.read(state))
-        for o in out:
-            m.inc(m.child(m.records_out, o.topic))
-        m.child(m.processing, stage.name).observe(time.perf_counter() - started)
         return out
 
     def tick(self, stage: Stage, state: State, now_ms: int, partition: int = -1) -> list[Outgoing]:

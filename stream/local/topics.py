@@ -31,6 +31,9 @@ class TopicSpec:
     # None = broker default (7 days). Set where a short retention must really apply: the
     # broker deletes whole segments only, and only closed ones.
     segment_ms: int | None = None
+    # Internal JSON topics only: a record's value may be a JSON array of records of one key
+    # (a pack, stream/engine/packing.py), each processed as if it had come alone.
+    packed: bool = False
 
     @property
     def cleanup_policy(self) -> str:
@@ -50,6 +53,7 @@ def _t(
     internal: bool = False,
     retention_days: int | None = None,
     segment_ms: int | None = None,
+    packed: bool = False,
 ) -> TopicSpec:
     retention = (
         None if retention_days is None else (-1 if retention_days < 0 else retention_days * DAY_MS)
@@ -64,6 +68,7 @@ def _t(
         description=description,
         retention_ms=retention,
         segment_ms=segment_ms,
+        packed=packed,
     )
 
 
@@ -92,8 +97,9 @@ _SPECS = [
        "the card register's periods of one card for one person in one household",
        internal=True, retention_days=-1),
     _t("aggregates.contributions", "store id", None,
-       "anonymous per-receipt product-group contributions, repartitioned by store",
-       internal=True, retention_days=7),
+       "anonymous per-receipt product-group contributions, repartitioned by store; "
+       "a record carries one or a pack of a batch's contributions of one store",
+       internal=True, retention_days=7, packed=True),
     # outputs
     _t("receipts.totals", "household id", "ReceiptTotal",
        "receipt-total records of identified receipts (feeds the household Bonus ledger)",

@@ -221,6 +221,25 @@ class Codec:
             pass
         return f"{topic}: record does not match {schema['name']}: {exc}"
 
+    def decode_pack(
+        self, topic: str, data: bytes | bytearray | memoryview | None
+    ) -> list[dict[str, Any] | None]:
+        """The records in a value of a packed topic (``TopicSpec.packed``).
+
+        A pack is a JSON array of records of one key (stream/engine/packing.py); a value
+        that is not an array is one record, as written before packing existed.
+        """
+        if data is None or bytes(data[:1]) != b"[":
+            return [self.decode(topic, data)]
+        try:
+            items: list[Any] = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(UNDECODABLE, f"{topic}: not JSON: {exc}") from None
+        if not items or not all(isinstance(i, dict) for i in items):
+            raise DecodeError(UNDECODABLE, f"{topic}: a pack is a non-empty array of objects")
+        records: list[dict[str, Any] | None] = items
+        return records
+
     def decode(
         self, topic: str, data: bytes | bytearray | memoryview | None
     ) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import orjson
 
+from stream.engine import packing
 from stream.engine.metrics import Metrics
 from stream.engine.runner import DLQ_TOPIC, Outgoing, RawRecord, Runner
 from stream.engine.state import CachedCatalog, RocksState
@@ -86,6 +87,7 @@ class Driver:
         self.metrics = metrics or Metrics()
         self.catalog = CachedCatalog(self.states[catalog_topology.STAGE], catalog_topology.key)
         self.runner = Runner(codec, rules, self.metrics, catalog=self.catalog)
+        self.packer = packing.Packer(rules.record_limit)
         self.rules = rules
         self.sink = sink
         self.summary = Summary()
@@ -101,7 +103,10 @@ class Driver:
             stage = STAGE_FOR_TOPIC[rec.topic]
             if stage.is_global and rec.key is not None:
                 self.catalog.invalidate(rec.key.decode("utf-8", "replace"))
-            for out in self.runner.process(stage, self.states[stage.name], rec):
+            outs = self.runner.process(stage, self.states[stage.name], rec)
+            # The worker's packing (stream/engine/packing.py) with a batch of one record.
+            sends = packing.sends(self.packer, stage, rec, outs) + self.packer.drain()
+            for out, _ts in sends:
                 if out.topic in STAGE_FOR_TOPIC:
                     queue.append(self._record(out.topic, out.key, out.value, timestamp))
                 if not TOPICS[out.topic].internal:

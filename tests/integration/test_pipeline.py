@@ -109,6 +109,10 @@ def test_worker_on_broker_matches_replay(
         for topic in OUTPUTS:
             for rec in read_all(own_broker.bootstrap, topic, timeout=20):
                 on_broker.append(decoded_output(codec, _outgoing(topic, rec.key, rec.value)))
+        packs = [
+            codec.decode_pack("aggregates.contributions", rec.value)
+            for rec in read_all(own_broker.bootstrap, "aggregates.contributions", timeout=20)
+        ]
     finally:
         worker.stop()
         registry.stop()
@@ -121,6 +125,17 @@ def test_worker_on_broker_matches_replay(
         codec=rcodec,
         sink=lambda o: replayed.append(decoded_output(rcodec, o)),
     )
+    replay_contributed: set[str] = set()
+    process = driver.runner.process
+
+    def capture(stage: Any, state: Any, rec: Any) -> Any:
+        if rec.topic == "aggregates.contributions":
+            replay_contributed.update(
+                c["receipt_id"] for c in rcodec.decode_pack(rec.topic, rec.value) if c
+            )
+        return process(stage, state, rec)
+
+    driver.runner.process = capture  # type: ignore[method-assign]
     for e in a + b + c:
         driver.feed(*encode_event(rcodec, e))
 
@@ -145,6 +160,12 @@ def test_worker_on_broker_matches_replay(
         }
     )
     on_broker = [r for r in on_broker if r not in api_audit]
+
+    # The worker packed a batch's contributions per store (stream/engine/packing.py): fewer
+    # records than contributions, and every receipt's contribution in one of them.
+    assert max(len(p) for p in packs) > 1
+    contributed = [c["receipt_id"] for p in packs for c in p if c is not None]
+    assert set(contributed) == replay_contributed
 
     # Something of every kind really flowed.
     counts = Counter(r["topic"] for r in on_broker)

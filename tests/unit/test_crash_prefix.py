@@ -86,14 +86,20 @@ def test_a_crash_at_any_changelog_write_counts_every_receipt_once(stage_name: st
     every = range(len(clean.log) + 1)
     cuts = every if CHAOS_FULL else sorted({0, len(clean.log), *rng.sample(every, CUTS)})
     for cut in cuts:
-        restored = MemoryState()
-        for key, value in clean.log[:cut]:
-            if value is None:
-                restored.delete(key)
-            else:
-                restored.set(key, copy.deepcopy(value))
+        restored = cut_and_restore(clean, cut)
         _run(stage_name, restored, records)
         assert _sums(restored) == _sums(clean), f"{stage_name}: crash after changelog write {cut}"
+
+
+def cut_and_restore(clean: ChangelogState, cut: int) -> MemoryState:
+    """The state a new owner restores from the first ``cut`` changelog writes of ``clean``."""
+    restored = MemoryState()
+    for key, value in clean.log[:cut]:
+        if value is None:
+            restored.delete(key)
+        else:
+            restored.set(key, copy.deepcopy(value))
+    return restored
 
 
 def _sums(state: MemoryState) -> dict[str, object]:

@@ -1,0 +1,112 @@
+"""Packs: what one batch sends to one key of a packed internal topic, as one record.
+
+Why: a record costs Faust's engine ~90 µs of CPU per hop whatever its size (BENCHMARKS.md),
+and ``aggregates.contributions`` carried one small record per receipt to its store's
+partition, where a batch of a few hundred receipts holds a few dozen stores. The worker's
+batch loop (stream/engine/agents.py) puts what a batch's receipt steps send to one store into
+one record, a JSON array (``TopicSpec.packed``), and ``Runner.process`` on the other side runs
+each element as a step of its own. The group-aggregate stage then also sends its store-day
+once per pack instead of once per receipt (``runner.last_per_compacted_key``).
+
+What may go into a pack (``Stage.packs_from``), and why that keeps every guarantee: only an
+output its input record regenerates whole. A receipt's contribution is a function of the
+receipt alone (card_join keeps no dedupe state), so if the worker dies before the pack is
+sent, the receipt's offset is not committed either (Faust commits a batch only after the
+batch loop has handed every output to the producer, and the producer has delivered them) and
+the receipt is processed again, with the same contribution. A card record that releases
+parked receipts also deletes their parking entries, so it could not regenerate them: what a
+card record sends goes at once, as before. Exactly once per receipt stays where it was: the
+group-aggregate stage's dedupe marks, per contribution, written in the same order as before.
+
+A pack never exceeds the topic's record limit (``Rules.record_limit``): a contribution that
+would push its pack over the limit sends the pack first. ``replay`` packs per fed record
+(packs of one, sent as plain records), so it runs this code too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from stream.engine.runner import PACKED_TOPICS, Outgoing, RawRecord
+from topologies.pipeline import Stage
+
+# The worker's batch (stream/engine/agents.py, take_events): up to this many events, or
+# what arrived within this many seconds.
+BATCH_MAX = 500
+# 0.01 s, not 0.05: each hop waited up to the window for a batch to fill, two hops before
+# receipts.totals; p50 at 200/s 130 -> 87 ms, throughput within noise
+# (benchmarks/results/2026-12-07-diary.md, section 5).
+BATCH_WITHIN_S = 0.01
+# A record to send and its timestamp (epoch millis).
+Send = tuple[Outgoing, int]
+# Array brackets and a separator per element: what a pack adds to its elements' bytes.
+_FRAME = 2
+
+
+@dataclass(slots=True)
+class _Pack:
+    values: list[bytes] = field(default_factory=list)
+    size: int = _FRAME
+    timestamp_ms: int = 0
+
+
+class Packer:
+    """Collects the packable outputs of a batch per (topic, key); ``drain`` sends them.
+
+    A pack carries the latest timestamp of its elements: the processing clock of the stage
+    that reads it (parking windows, dedupe expiry) only moves forward.
+    """
+
+    def __init__(self, limit_of: Callable[[str], int]) -> None:
+        self._limit_of = limit_of
+        self._packs: dict[tuple[str, bytes | None], _Pack] = {}
+
+    def __len__(self) -> int:
+        return sum(len(p.values) for p in self._packs.values())
+
+    def add(self, out: Outgoing, timestamp_ms: int) -> list[Send]:
+        """Put ``out`` in its key's pack. Returns what must be sent now: a tombstone (never
+        packed), or the key's pack when ``out`` would take it over the record limit."""
+        if out.value is None or out.topic not in PACKED_TOPICS:
+            return [(out, timestamp_ms)]
+        k = (out.topic, out.key)
+        ready: list[Send] = []
+        pack = self._packs.get(k)
+        grown = len(out.value) + 1
+        if pack is not None and (
+            len(out.key or b"") + pack.size + grown > self._limit_of(out.topic)
+        ):
+            ready.append(_record(out.topic, out.key, self._packs.pop(k)))
+            pack = None
+        if pack is None:
+            pack = self._packs[k] = _Pack()
+        pack.values.append(out.value)
+        pack.size += grown
+        pack.timestamp_ms = max(pack.timestamp_ms, timestamp_ms)
+        return ready
+
+    def drain(self) -> list[Send]:
+        """Every pack held, as records to send (in the order their keys first came)."""
+        packs, self._packs = self._packs, {}
+        return [_record(topic, key, pack) for (topic, key), pack in packs.items()]
+
+
+def _record(topic: str, key: bytes | None, pack: _Pack) -> Send:
+    # A pack of one is sent as the plain record: the bytes of before packing (within the
+    # record limit, which the runner checked), and what replay's packs of one are.
+    values = pack.values
+    value = values[0] if len(values) == 1 else b"[" + b",".join(values) + b"]"
+    return Outgoing(topic, key, value), pack.timestamp_ms
+
+
+def sends(packer: Packer, stage: Stage, rec: RawRecord, outs: list[Outgoing]) -> list[Send]:
+    """What to send now of ``stage``'s outputs for ``rec``; the rest waits in ``packer``.
+
+    Outputs carry the input's broker timestamp, so downstream stages run on the same
+    processing clock as in ``replay`` (parking windows, dedupe expiry, audit).
+    """
+    ts = rec.timestamp
+    if rec.topic not in stage.packs_from:
+        return [(out, ts) for out in outs]
+    return [s for out in outs for s in packer.add(out, ts)]

@@ -1,0 +1,180 @@
+"""Packed internal records (stream/engine/packing.py): what a batch sends to one store's
+contributions goes as one record, and the group-aggregate stage counts each element as if it
+had come alone."""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+import orjson
+import pytest
+
+from stream.engine.packing import Packer, sends
+from stream.engine.runner import Outgoing, RawRecord
+from stream.serde.codec import DecodeError
+from tests.unit.test_crash_prefix import INPUTS, RUNNER, ChangelogState, cut_and_restore
+from topologies.pipeline import STAGE_BY_NAME
+from topologies.state import MemoryState
+
+TOPIC = "aggregates.contributions"
+GROUP = STAGE_BY_NAME["group_aggregates"]
+CARD_JOIN = STAGE_BY_NAME["card_join"]
+
+
+def _limit(topic: str) -> int:
+    return 1_000
+
+
+def _out(key: bytes | None, value: bytes | None, topic: str = TOPIC) -> Outgoing:
+    return Outgoing(topic, key, value)
+
+
+def test_a_batch_packs_per_key_and_keeps_the_latest_timestamp() -> None:
+    p = Packer(_limit)
+    assert p.add(_out(b"S1", b'{"a":1}'), 10) == []
+    assert p.add(_out(b"S2", b'{"b":2}'), 12) == []
+    assert p.add(_out(b"S1", b'{"a":3}'), 11) == []
+    assert len(p) == 3
+    packs = p.drain()
+    assert [(o.key, orjson.loads(o.value or b""), ts) for o, ts in packs] == [
+        (b"S1", [{"a": 1}, {"a": 3}], 11),
+        (b"S2", {"b": 2}, 12),  # a pack of one is the plain record
+    ]
+    assert p.drain() == [] and len(p) == 0
+
+
+def test_tombstones_and_other_topics_are_never_held() -> None:
+    p = Packer(_limit)
+    tomb = _out(b"S1", None)
+    other = _out(b"C1", b"{}", topic="receipts.identified")
+    assert p.add(tomb, 5) == [(tomb, 5)]
+    assert p.add(other, 6) == [(other, 6)]
+    assert p.drain() == []
+
+
+def test_a_pack_never_exceeds_the_record_limit() -> None:
+    p = Packer(lambda _t: 100)
+    value = b'{"x":"' + b"y" * 30 + b'"}'  # 38 bytes
+    sent = [s for _ in range(7) for s in p.add(_out(b"S1", value), 1)]
+    sent += p.drain()
+    elements = 0
+    for o, _ in sent:
+        assert len(o.key or b"") + len(o.value or b"") <= 100
+        decoded = orjson.loads(o.value or b"")
+        elements += len(decoded) if isinstance(decoded, list) else 1
+    assert elements == 7
+    assert len(sent) == 4  # two per pack: 2 + 2 + 2 + 1
+
+
+def test_only_inputs_that_regenerate_their_outputs_pack() -> None:
+    """A card record releases parked receipts and deletes their parking entries: what it
+    sends cannot be regenerated, so it goes at once; a receipt's contribution may wait."""
+    assert CARD_JOIN.packs_from == frozenset({"pos.receipts"})
+    assert all(not s.packs_from for s in STAGE_BY_NAME.values() if s is not CARD_JOIN)
+    contribution = _out(b"S1", b"{}")
+    identified = _out(b"C1", b"{}", topic="receipts.identified")
+    p = Packer(_limit)
+    card = RawRecord("customer.cards", 0, 7, 100, b"card", b"x")
+    assert sends(p, CARD_JOIN, card, [contribution, identified]) == [
+        (contribution, 100),
+        (identified, 100),
+    ]
+    receipt = RawRecord("pos.receipts", 0, 8, 200, b"card", b"x")
+    assert sends(p, CARD_JOIN, receipt, [contribution, identified]) == [(identified, 200)]
+    assert p.drain() == [(contribution, 200)]
+
+
+def test_decode_pack_reads_a_pack_a_plain_record_and_refuses_the_rest() -> None:
+    codec = RUNNER.codec
+    assert codec.decode_pack(TOPIC, b'[{"a":1},{"a":2}]') == [{"a": 1}, {"a": 2}]
+    assert codec.decode_pack(TOPIC, b'{"a":1}') == [{"a": 1}]
+    assert codec.decode_pack(TOPIC, None) == [None]
+    for bad in (b"[]", b"[1,2]", b'[{"a":1},null]', b"[{"):
+        with pytest.raises(DecodeError):
+            codec.decode_pack(TOPIC, bad)
+
+
+def _packs(records: list[RawRecord], size: int) -> list[RawRecord]:
+    """The stage's input records packed as the worker would: per key, ``size`` at most."""
+    held: dict[bytes | None, list[RawRecord]] = defaultdict(list)
+    out: list[RawRecord] = []
+
+    def flush(key: bytes | None) -> None:
+        group = held.pop(key)
+        value = b"[" + b",".join(r.value or b"" for r in group) + b"]"
+        last = group[-1]
+        out.append(RawRecord(last.topic, last.partition, len(out), last.timestamp, key, value))
+
+    for r in records:
+        held[r.key].append(r)
+        if len(held[r.key]) == size:
+            flush(r.key)
+    for key in list(held):
+        flush(key)
+    return out
+
+
+def _aggregates(state: MemoryState) -> dict[str, object]:
+    """The store-day sums and which receipts are marked counted (their times differ: a pack
+    carries its latest element's timestamp)."""
+    aggs = {k: v for k, v in state.data.items() if k.startswith("agg|")}
+    for v in aggs.values():
+        v.pop("last", None)  # type: ignore[union-attr]
+    marks = sorted(k for k in state.data if k.startswith("seen|"))
+    return {"aggs": aggs, "marks": marks}
+
+
+def test_a_pack_counts_what_its_records_count_one_by_one_and_sends_each_store_day_once() -> None:
+    records = INPUTS["group_aggregates"]
+    packs = _packs(records, 5)
+    multi = [p for p in packs if (p.value or b"")[:2] == b"[{" and b"},{" in (p.value or b"")]
+    assert len(multi) >= 30  # the simulated day packs
+    single, packed = MemoryState(), MemoryState()
+    for r in records:
+        RUNNER.process(GROUP, single, r)
+    for pack in packs:
+        outs = RUNNER.process(GROUP, packed, pack)
+        group_keys = [o.key for o in outs if o.topic == "aggregates.group"]
+        assert len(group_keys) == len(set(group_keys)), "one aggregate per store-day per pack"
+        for o in outs:
+            if o.topic == "aggregates.group":
+                sent = RUNNER.codec.decode("aggregates.group", o.value)
+                assert sent is not None
+                held = packed.get(f"agg|{sent['store_id']}|{sent['date']}")
+                assert sent["receipt_count"] == held["receipt_count"]  # the latest value
+    assert _aggregates(copy.deepcopy(packed)) == _aggregates(copy.deepcopy(single))
+    # A redelivered pack counts nothing again.
+    before = copy.deepcopy(packed.data)
+    for pack in packs:
+        RUNNER.process(GROUP, packed, pack)
+    assert {k: v for k, v in packed.data.items() if k.startswith("agg|")} == {
+        k: v for k, v in before.items() if k.startswith("agg|")
+    }
+
+
+def test_a_bad_element_is_dead_lettered_and_the_rest_of_its_pack_counted() -> None:
+    good = [r.value for r in INPUTS["group_aggregates"][:2]]
+    value = b"[" + b",".join([good[0] or b"", b'{"receipt_id":"R-bad"}', good[1] or b""]) + b"]"
+    state = MemoryState()
+    outs = RUNNER.process(GROUP, state, RawRecord(TOPIC, 0, 1, 1, b"S", value))
+    dead = [o for o in outs if o.topic == "deadletters"]
+    assert len(dead) == 1
+    assert RUNNER.codec.decode("deadletters", dead[0].value)["reason"] == "processing_error"
+    counted = sorted(k for k in state.data if k.startswith("seen|"))
+    assert len(counted) == 2
+
+
+def test_a_crash_at_any_changelog_write_of_packed_input_counts_every_receipt_once() -> None:
+    """test_crash_prefix's guarantee with packs: each element's writes go to the changelog in
+    the order they would alone, so a restored prefix plus the redelivered packs end where
+    the clean run ends."""
+    packs = _packs(INPUTS["group_aggregates"], 5)
+    clean = ChangelogState()
+    for pack in packs:
+        RUNNER.process(GROUP, clean, pack)
+    for cut in range(0, len(clean.log) + 1, max(len(clean.log) // 150, 1)):
+        restored = cut_and_restore(clean, cut)
+        for pack in packs:
+            RUNNER.process(GROUP, restored, pack)
+        assert _aggregates(copy.deepcopy(restored)) == _aggregates(copy.deepcopy(clean)), cut

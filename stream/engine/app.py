@@ -24,6 +24,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
+from stream.engine import store_patches
 from stream.engine.agents import EXIT_STUCK, RegistryWaits, bind_agent, fatal_exit
 from stream.engine.catalog_feed import CatalogFeed
 from stream.engine.liveness import LivenessMonitor
@@ -93,6 +94,8 @@ def create_app(
         on_failure=lambda message: fatal_exit(f"output delivery failed: {message}"),
     )
     attach(app, output)
+    # A stop keeps the changelog offsets delivered since the last commit (store_patches).
+    store_patches.BEFORE_STOP[:] = [output.settle]
     changelogs = {name: output.changelog(table) for name, table in tables.items()}
     offsets = OffsetTracker()
     waits = RegistryWaits()

@@ -152,6 +152,13 @@ class Output:
             )
         return delivered
 
+    def settle(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued and write the delivered changelog offsets into the table
+        databases: before Faust flushes and drops them at a stop (store_patches.BEFORE_STOP).
+        Undelivered records are left to :meth:`close`, which then reports the stop unclean."""
+        if self._producer.flush(timeout) == 0 and not self._errors:
+            self._persist_changelog_offsets()
+
     def _on_delivery(self, err: Any, msg: Message) -> None:
         if err is not None:
             self._failed(err, msg)

@@ -32,6 +32,10 @@ def bind_ticks(
 
     @app.timer(interval=interval_s)
     async def tick_stages() -> None:
+        if app.should_stop:
+            # Stopping: the tables may be flushed and dropped already (a write now would
+            # reopen a database that nothing flushes again).
+            return
         try:
             tick(app, tables, changelogs, runner, output, int(time.time() * 1000))
         except Exception as exc:  # noqa: BLE001 - a crashed timer must not leave the worker up

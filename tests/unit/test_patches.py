@@ -471,7 +471,12 @@ app = faust.App("nowal-test", broker="kafka://127.0.0.1:1", store="rocksdb://", 
 table = app.Table("t", partitions=4, key_type=bytes, value_type=bytes)
 held = store_patches.partition_db(table, 2)
 held.put(b"k", b"v")
-if mode == "stop":
+if mode == "stop_hook":
+    # What Output.settle does at a stop: the delivered changelog offset into the database.
+    tp = TP(table.changelog_topic.get_topic_name(), 2)
+    store_patches.BEFORE_STOP[:] = [lambda: table.data.set_persisted_offset(tp, 41)]
+    asyncio.run(table.data.stop())
+elif mode == "stop":
     asyncio.run(table.data.stop())
 elif mode == "revoke":
     table.data.revoke_partitions(table, {TP(table.changelog_topic.get_topic_name(), 2)})
@@ -480,8 +485,9 @@ os._exit(0)
 """
 
 
-def _written_then_killed(tmp_path: Path, mode: str) -> bytes | None:
-    """Write k=v to partition 2 in a child, do ``mode``, os._exit; what the database holds."""
+def _written_then_killed(tmp_path: Path, mode: str, key: bytes = b"k") -> bytes | None:
+    """Write k=v to partition 2 in a child, do ``mode``, os._exit; what the database holds
+    under ``key``."""
     import subprocess
     import sys
 
@@ -495,11 +501,11 @@ def _written_then_killed(tmp_path: Path, mode: str) -> bytes | None:
         check=True,
     ).stdout.split()
     path, dropped = out[0], out[1]
-    if mode in ("stop", "revoke"):
+    if mode in ("stop", "revoke", "stop_hook"):
         assert dropped == "True"  # Faust let go of the database (without closing it)
     db = Rdict(path, options=Options(raw_mode=True))
     try:
-        value: bytes | None = db.get(b"k")
+        value: bytes | None = db.get(key)
         return value
     finally:
         db.close()
@@ -520,6 +526,18 @@ def test_patched_store_flushes_every_database_when_it_stops(tmp_path: Path) -> N
     # Fails if stop_flushed's flush is removed: the held database is neither closed nor
     # collected, and the process ends without a destructor.
     assert _written_then_killed(tmp_path, "stop") == b"v"
+
+
+def test_a_stop_keeps_the_changelog_offsets_its_hook_writes_before_the_flush(
+    tmp_path: Path,
+) -> None:
+    """Faust stops its tables before its last producer flush: Output.settle, run first by
+    every Store.stop, writes the offsets delivered since the last commit, and the flush
+    after it keeps them (a hook run after the flush would write into a database nothing
+    flushes again)."""
+    from stream.engine.restore import OFFSET_KEY
+
+    assert _written_then_killed(tmp_path, "stop_hook", OFFSET_KEY) == b"41"
 
 
 def test_patched_store_flushes_a_database_it_revokes(tmp_path: Path) -> None:

@@ -38,17 +38,28 @@ from topologies.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIX_VENV = Path(__file__).resolve().parent / ".venv-quix"
-QUIX_PINS = ["quixstreams==3.28.1", "fastavro>=1.9,<2", "prometheus-client>=0.20,<1", "orjson"]
+# aiokafka: its murmur2 routes packs as the worker does (stream/engine/partitioning.py).
+QUIX_PINS = [
+    "quixstreams==3.28.1",
+    "fastavro>=1.9,<2",
+    "prometheus-client>=0.20,<1",
+    "orjson",
+    "aiokafka==0.14.0",
+]
 
 
 def quix_python() -> Path:
     py = QUIX_VENV / "bin" / "python"
-    if not py.exists():
+    pins = QUIX_VENV / "pins.txt"
+    wanted = "\n".join(QUIX_PINS)
+    if not py.exists() or not pins.exists() or pins.read_text() != wanted:
         # resolve(): the venv may be a (dangling) symlink shared between worktrees.
         target = QUIX_VENV.resolve()
-        log(f"creating {target} ({' '.join(QUIX_PINS)})")
-        subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+        log(f"creating/updating {target} ({' '.join(QUIX_PINS)})")
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", *QUIX_PINS], check=True)
+        pins.write_text(wanted)
     return py
 
 

@@ -68,6 +68,7 @@ from quixstreams import Application, message_context
 
 from stream.engine import packing
 from stream.engine.packing import BATCH_MAX, BATCH_WITHIN_S
+from stream.engine.partitioning import key_bytes_partition
 from stream.engine.runner import RawRecord, Runner
 from stream.engine.state import CachedCatalog, RocksState
 from stream.kafka_config import client_config
@@ -181,10 +182,12 @@ def main() -> None:
             outputs[out.topic] += 1
 
     # The worker's packing (stream/engine/packing.py): what card_join's receipt steps send
-    # to one store waits in a pack, sent when a worker batch would end: BATCH_MAX records of
+    # to one partition waits in a pack, sent when a worker batch would end: BATCH_MAX records of
     # the stage, or BATCH_WITHIN_S after the pack's first element (checked between records:
     # Quix has no batch hook; the stop sends what is left).
-    packer = packing.Packer(runner.rules.record_limit)
+    packer = packing.Packer(
+        runner.rules.record_limit, lambda _topic, key: key_bytes_partition(key, partitions)
+    )
     batch: dict[str, float] = {"records": 0, "first": 0.0}
 
     def send_packs() -> None:

@@ -31,6 +31,7 @@ from stream.engine import packing
 from stream.engine.offsets import OffsetTracker
 from stream.engine.output import Output
 from stream.engine.packing import BATCH_MAX, BATCH_WITHIN_S
+from stream.engine.partitioning import key_bytes_partition
 from stream.engine.runner import RawRecord, Runner
 from stream.engine.state import TableState
 from stream.local.clients import AdminError
@@ -103,7 +104,10 @@ def bind_agent(
     """Make ``stage``'s agent on ``app``: its inputs through ``runner`` into ``output``."""
     source = app.topic(*stage.inputs, **RAW)
     states: dict[int, TableState] = {}
-    packer = packing.Packer(runner.rules.record_limit)
+    partitions = app.conf.topic_partitions
+    packer = packing.Packer(
+        runner.rules.record_limit, lambda _topic, key: key_bytes_partition(key, partitions)
+    )
 
     async def run_stage(stream: Any) -> None:
         # take_events, not events(): with events() a worker restored from an empty state

@@ -1,12 +1,15 @@
-"""Packs: what one batch sends to one key of a packed internal topic, as one record.
+"""Packs: what one batch sends to one partition of a packed internal topic, as one record.
 
 Why: a record costs Faust's engine ~90 µs of CPU per hop whatever its size (BENCHMARKS.md),
-and ``aggregates.contributions`` carried one small record per receipt to its store's
-partition, where a batch of a few hundred receipts holds a few dozen stores. The worker's
-batch loop (stream/engine/agents.py) puts what a batch's receipt steps send to one store into
-one record, a JSON array (``TopicSpec.packed``), and ``Runner.process`` on the other side runs
-each element as a step of its own. The group-aggregate stage then also sends its store-day
-once per pack instead of once per receipt (``runner.last_per_compacted_key``).
+and ``aggregates.contributions`` carried one small record per receipt. Packing per *key*
+(store) was tried first and bought little: a worker batch of a few hundred receipts spreads
+over hundreds of stores, so most packs held one receipt (BENCHMARKS.md, "Design changes").
+Per *partition* a batch's contributions make as many records as the topic has partitions.
+The worker's batch loop (stream/engine/agents.py) puts what a batch's receipt steps send to
+one partition into one record, a JSON array of ``[key, value]`` elements
+(``TopicSpec.packed``), and ``Runner.process`` on the other side runs each element as a step
+of its own, with its own key. The group-aggregate stage then sends each store-day once per
+pack (``runner.last_per_compacted_key``).
 
 What may go into a pack (``Stage.packs_from``), and why that keeps every guarantee: only an
 output its input record regenerates whole. A receipt's contribution is a function of the
@@ -28,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
+
 from stream.engine.runner import PACKED_TOPICS, Outgoing, RawRecord
 from topologies.pipeline import Stage
 
@@ -40,64 +45,76 @@ BATCH_MAX = 500
 BATCH_WITHIN_S = 0.01
 # A record to send and its timestamp (epoch millis).
 Send = tuple[Outgoing, int]
+# (topic, key) -> the partition the producer's partitioner gives it.
+PartitionOf = Callable[[str, bytes], int]
 # Array brackets and a separator per element: what a pack adds to its elements' bytes.
 _FRAME = 2
 
 
 @dataclass(slots=True)
 class _Pack:
-    values: list[bytes] = field(default_factory=list)
+    first: Outgoing  # its key routes the pack to the partition of every element
+    elements: list[bytes] = field(default_factory=list)
     size: int = _FRAME
     timestamp_ms: int = 0
 
 
 class Packer:
-    """Collects the packable outputs of a batch per (topic, key); ``drain`` sends them.
+    """Collects the packable outputs of a batch per destination partition; ``drain`` sends
+    them, one record per (topic, partition).
 
-    A pack carries the latest timestamp of its elements: the processing clock of the stage
-    that reads it (parking windows, dedupe expiry) only moves forward.
+    A pack is a JSON array of ``[key, value]`` elements whose keys all go to one partition
+    (``partition_of``, the producer's own partitioner); the record's key is its first
+    element's, so the producer puts the pack on that partition too. It carries the latest
+    timestamp of its elements: the processing clock of the stage that reads it (parking
+    windows, dedupe expiry) only moves forward.
     """
 
-    def __init__(self, limit_of: Callable[[str], int]) -> None:
+    def __init__(self, limit_of: Callable[[str], int], partition_of: PartitionOf) -> None:
         self._limit_of = limit_of
-        self._packs: dict[tuple[str, bytes | None], _Pack] = {}
+        self._partition_of = partition_of
+        self._packs: dict[tuple[str, int], _Pack] = {}
 
     def __len__(self) -> int:
-        return sum(len(p.values) for p in self._packs.values())
+        return sum(len(p.elements) for p in self._packs.values())
 
     def add(self, out: Outgoing, timestamp_ms: int) -> list[Send]:
-        """Put ``out`` in its key's pack. Returns what must be sent now: a tombstone (never
-        packed), or the key's pack when ``out`` would take it over the record limit."""
-        if out.value is None or out.topic not in PACKED_TOPICS:
+        """Put ``out`` in its partition's pack. Returns what must be sent now: a tombstone or
+        a record without a key (never packed), or the partition's pack when ``out`` would take
+        it over the record limit."""
+        if out.value is None or out.key is None or out.topic not in PACKED_TOPICS:
             return [(out, timestamp_ms)]
-        k = (out.topic, out.key)
+        slot = (out.topic, self._partition_of(out.topic, out.key))
+        element = b"[" + orjson.dumps(out.key.decode()) + b"," + out.value + b"]"
         ready: list[Send] = []
-        pack = self._packs.get(k)
-        grown = len(out.value) + 1
+        pack = self._packs.get(slot)
+        grown = len(element) + 1
         if pack is not None and (
-            len(out.key or b"") + pack.size + grown > self._limit_of(out.topic)
+            len(pack.first.key or b"") + pack.size + grown > self._limit_of(out.topic)
         ):
-            ready.append(_record(out.topic, out.key, self._packs.pop(k)))
+            ready.append(_record(self._packs.pop(slot)))
             pack = None
         if pack is None:
-            pack = self._packs[k] = _Pack()
-        pack.values.append(out.value)
+            pack = self._packs[slot] = _Pack(out)
+        pack.elements.append(element)
         pack.size += grown
         pack.timestamp_ms = max(pack.timestamp_ms, timestamp_ms)
         return ready
 
     def drain(self) -> list[Send]:
-        """Every pack held, as records to send (in the order their keys first came)."""
+        """Every pack held, as records to send (in the order their partitions first came)."""
         packs, self._packs = self._packs, {}
-        return [_record(topic, key, pack) for (topic, key), pack in packs.items()]
+        return [_record(pack) for pack in packs.values()]
 
 
-def _record(topic: str, key: bytes | None, pack: _Pack) -> Send:
+def _record(pack: _Pack) -> Send:
     # A pack of one is sent as the plain record: the bytes of before packing (within the
     # record limit, which the runner checked), and what replay's packs of one are.
-    values = pack.values
-    value = values[0] if len(values) == 1 else b"[" + b",".join(values) + b"]"
-    return Outgoing(topic, key, value), pack.timestamp_ms
+    first = pack.first
+    if len(pack.elements) == 1:
+        return first, pack.timestamp_ms
+    value = b"[" + b",".join(pack.elements) + b"]"
+    return Outgoing(first.topic, first.key, value), pack.timestamp_ms
 
 
 def sends(packer: Packer, stage: Stage, rec: RawRecord, outs: list[Outgoing]) -> list[Send]:

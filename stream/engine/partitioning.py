@@ -11,4 +11,9 @@ from aiokafka.partitioner import murmur2
 
 def key_partition(key: str, partitions: int) -> int:
     """The partition the Kafka default (murmur2) partitioner gives a key, as aiokafka does."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return key_bytes_partition(key.encode(), partitions)
+
+
+def key_bytes_partition(key: bytes, partitions: int) -> int:
+    """:func:`key_partition` of a key's bytes (librdkafka's ``murmur2_random`` for a key)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

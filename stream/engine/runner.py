@@ -109,25 +109,25 @@ class Runner:
         try:
             key = self.codec.decode_key(rec.key)
             if rec.topic in PACKED_TOPICS:
-                values = self.codec.decode_pack(rec.topic, rec.value)
+                elements = self.codec.decode_pack(rec.topic, rec.value, key)
             else:
-                values = [self.codec.decode(rec.topic, rec.value)]
+                elements = [(key, self.codec.decode(rec.topic, rec.value))]
         except DecodeError as exc:
             dl = self.dead_letter(stage.name, rec, Reject(exc.code, str(exc)))
             # Counted like every other output (records_out once read 3 with 23 written).
             m.inc(m.child(m.records_out, DLQ_TOPIC))
             return [dl]
-        if len(values) == 1:
-            out = self._step(stage, state, rec, key, values[0])
+        if len(elements) == 1:
+            out = self._step(stage, state, rec, *elements[0])
         else:
-            # A pack (stream/engine/packing.py): each record is a step of its own, with its
-            # own staged writes committed before the next one's, exactly as if the records
-            # had come one by one; only the outputs of compacted topics are thinned to the
+            # A pack (stream/engine/packing.py): each element is a step of its own, with its
+            # own key and staged writes committed before the next one's, exactly as if the
+            # records had come one by one; only the outputs of compacted topics are thinned to the
             # last per key, which is what compaction keeps (a crash before they are sent
             # re-runs the whole pack: each step's duplicate path re-sends its current value).
             out = []
-            for value in values:
-                out.extend(self._step(stage, state, rec, key, value))
+            for element_key, value in elements:
+                out.extend(self._step(stage, state, rec, element_key, value))
             out = last_per_compacted_key(out)
         for o in out:
             m.inc(m.child(m.records_out, o.topic))

@@ -222,23 +222,28 @@ class Codec:
         return f"{topic}: record does not match {schema['name']}: {exc}"
 
     def decode_pack(
-        self, topic: str, data: bytes | bytearray | memoryview | None
-    ) -> list[dict[str, Any] | None]:
-        """The records in a value of a packed topic (``TopicSpec.packed``).
+        self, topic: str, data: bytes | bytearray | memoryview | None, key: str | None
+    ) -> list[tuple[str | None, dict[str, Any] | None]]:
+        """The ``(key, record)`` elements of a value of a packed topic (``TopicSpec.packed``).
 
-        A pack is a JSON array of records of one key (stream/engine/packing.py); a value
-        that is not an array is one record, as written before packing existed.
+        A pack is a JSON array of ``[key, record]`` elements (stream/engine/packing.py); a
+        value that is not an array is one record with the record's own ``key``, as written
+        before packing existed and for packs of one.
         """
         if data is None or bytes(data[:1]) != b"[":
-            return [self.decode(topic, data)]
+            return [(key, self.decode(topic, data))]
         try:
             items: list[Any] = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise DecodeError(UNDECODABLE, f"{topic}: not JSON: {exc}") from None
-        if not items or not all(isinstance(i, dict) for i in items):
-            raise DecodeError(UNDECODABLE, f"{topic}: a pack is a non-empty array of objects")
-        records: list[dict[str, Any] | None] = items
-        return records
+        if not items or not all(
+            isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and isinstance(i[1], dict)
+            for i in items
+        ):
+            raise DecodeError(
+                UNDECODABLE, f"{topic}: a pack is a non-empty array of [key, object] pairs"
+            )
+        return [(k, v) for k, v in items]
 
     def decode(
         self, topic: str, data: bytes | bytearray | memoryview | None

@@ -87,7 +87,8 @@ class Driver:
         self.metrics = metrics or Metrics()
         self.catalog = CachedCatalog(self.states[catalog_topology.STAGE], catalog_topology.key)
         self.runner = Runner(codec, rules, self.metrics, catalog=self.catalog)
-        self.packer = packing.Packer(rules.record_limit)
+        # One partition per topic here, and every record is drained at once (packs of one).
+        self.packer = packing.Packer(rules.record_limit, lambda _topic, _key: 0)
         self.rules = rules
         self.sink = sink
         self.summary = Summary()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stream.engine.partitioning import key_partition
 from stream.local.broker import EmbeddedBroker
 from stream.local.offsets import read_all
 from stream.local.registry_server import EmbeddedRegistryServer
@@ -28,7 +29,7 @@ from stream.local.topics import TOPICS
 from stream.serde.codec import Codec
 from stream.serde.registry_client import ConfluentRegistryClient
 from stream.serde.registry_store import InMemoryRegistry
-from stream.settings import load_rules
+from stream.settings import load_rules, load_settings
 from stream.simulator.config import SimConfig
 from stream.simulator.generator import generate
 from stream.tools.replay import Driver, decoded_output, encode_event
@@ -109,8 +110,11 @@ def test_worker_on_broker_matches_replay(
         for topic in OUTPUTS:
             for rec in read_all(own_broker.bootstrap, topic, timeout=20):
                 on_broker.append(decoded_output(codec, _outgoing(topic, rec.key, rec.value)))
-        packs = [
-            codec.decode_pack("aggregates.contributions", rec.value)
+        packed = [
+            (
+                rec.partition,
+                codec.decode_pack("aggregates.contributions", rec.value, codec.decode_key(rec.key)),
+            )
             for rec in read_all(own_broker.bootstrap, "aggregates.contributions", timeout=20)
         ]
     finally:
@@ -131,7 +135,7 @@ def test_worker_on_broker_matches_replay(
     def capture(stage: Any, state: Any, rec: Any) -> Any:
         if rec.topic == "aggregates.contributions":
             replay_contributed.update(
-                c["receipt_id"] for c in rcodec.decode_pack(rec.topic, rec.value) if c
+                c["receipt_id"] for _k, c in rcodec.decode_pack(rec.topic, rec.value, None) if c
             )
         return process(stage, state, rec)
 
@@ -161,11 +165,15 @@ def test_worker_on_broker_matches_replay(
     )
     on_broker = [r for r in on_broker if r not in api_audit]
 
-    # The worker packed a batch's contributions per store (stream/engine/packing.py): fewer
+    # The worker packed a batch's contributions per partition (stream/engine/packing.py): fewer
     # records than contributions, and every receipt's contribution in one of them.
-    assert max(len(p) for p in packs) > 1
-    contributed = [c["receipt_id"] for p in packs for c in p if c is not None]
+    assert max(len(p) for _partition, p in packed) > 1
+    contributed = [c["receipt_id"] for _partition, p in packed for _key, c in p if c is not None]
     assert set(contributed) == replay_contributed
+    # Each element sits on the partition its own key goes to (its store's state is there).
+    partitions = load_settings().partitions  # the worker's, as the topics were created
+    for partition, p in packed:
+        assert {key_partition(k or "", partitions) for k, _c in p} == {partition}
 
     # Something of every kind really flowed.
     counts = Counter(r["topic"] for r in on_broker)

@@ -1,6 +1,6 @@
-"""Packed internal records (stream/engine/packing.py): what a batch sends to one store's
-contributions goes as one record, and the group-aggregate stage counts each element as if it
-had come alone."""
+"""Packed internal records (stream/engine/packing.py): what a batch sends to one partition of
+aggregates.contributions goes as one record, and the group-aggregate stage counts each element
+as if it had come alone."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from stream.engine.packing import Packer, sends
+from stream.engine.partitioning import key_bytes_partition
 from stream.engine.runner import Outgoing, RawRecord
 from stream.serde.codec import DecodeError
 from tests.unit.test_crash_prefix import INPUTS, RUNNER, ChangelogState, cut_and_restore
@@ -26,37 +27,55 @@ def _limit(topic: str) -> int:
     return 1_000
 
 
+def _partition(topic: str, key: bytes) -> int:
+    return key_bytes_partition(key, 4)
+
+
 def _out(key: bytes | None, value: bytes | None, topic: str = TOPIC) -> Outgoing:
     return Outgoing(topic, key, value)
 
 
-def test_a_batch_packs_per_key_and_keeps_the_latest_timestamp() -> None:
-    p = Packer(_limit)
-    assert p.add(_out(b"S1", b'{"a":1}'), 10) == []
-    assert p.add(_out(b"S2", b'{"b":2}'), 12) == []
-    assert p.add(_out(b"S1", b'{"a":3}'), 11) == []
+def _keys(partition: int, n: int) -> list[bytes]:
+    """``n`` store keys that go to ``partition`` of 4."""
+    found = [
+        f"S{i}".encode()
+        for i in range(1000)
+        if key_bytes_partition(f"S{i}".encode(), 4) == partition
+    ]
+    return found[:n]
+
+
+def test_a_batch_packs_per_partition_and_keeps_the_latest_timestamp() -> None:
+    (a, b), (c,) = _keys(0, 2), _keys(1, 1)
+    p = Packer(_limit, _partition)
+    assert p.add(_out(a, b'{"a":1}'), 10) == []
+    assert p.add(_out(c, b'{"c":2}'), 12) == []
+    assert p.add(_out(b, b'{"b":3}'), 11) == []
     assert len(p) == 3
     packs = p.drain()
     assert [(o.key, orjson.loads(o.value or b""), ts) for o, ts in packs] == [
-        (b"S1", [{"a": 1}, {"a": 3}], 11),
-        (b"S2", {"b": 2}, 12),  # a pack of one is the plain record
+        (a, [[a.decode(), {"a": 1}], [b.decode(), {"b": 3}]], 11),  # keyed by its first
+        (c, {"c": 2}, 12),  # a pack of one is the plain record
     ]
     assert p.drain() == [] and len(p) == 0
 
 
-def test_tombstones_and_other_topics_are_never_held() -> None:
-    p = Packer(_limit)
+def test_tombstones_keyless_records_and_other_topics_are_never_held() -> None:
+    p = Packer(_limit, _partition)
     tomb = _out(b"S1", None)
+    keyless = _out(None, b"{}")
     other = _out(b"C1", b"{}", topic="receipts.identified")
     assert p.add(tomb, 5) == [(tomb, 5)]
+    assert p.add(keyless, 5) == [(keyless, 5)]
     assert p.add(other, 6) == [(other, 6)]
     assert p.drain() == []
 
 
 def test_a_pack_never_exceeds_the_record_limit() -> None:
-    p = Packer(lambda _t: 100)
-    value = b'{"x":"' + b"y" * 30 + b'"}'  # 38 bytes
-    sent = [s for _ in range(7) for s in p.add(_out(b"S1", value), 1)]
+    p = Packer(lambda _t: 100, _partition)
+    value = b'{"x":"' + b"y" * 20 + b'"}'  # 28 bytes; an element with its key ~37
+    keys = _keys(2, 7)
+    sent = [s for k in keys for s in p.add(_out(k, value), 1)]
     sent += p.drain()
     elements = 0
     for o, _ in sent:
@@ -67,6 +86,20 @@ def test_a_pack_never_exceeds_the_record_limit() -> None:
     assert len(sent) == 4  # two per pack: 2 + 2 + 2 + 1
 
 
+def test_every_element_of_a_pack_goes_where_its_own_key_would() -> None:
+    """The producer routes a pack by its record key (its first element's): every element's
+    key must map to the same partition, or a store's state would be on another worker."""
+    p = Packer(lambda _t: 100_000, _partition)
+    for i in range(400):
+        p.add(_out(f"STORE-{i:03d}".encode(), b"{}"), i)
+    packs = p.drain()
+    assert len(packs) == 4
+    for o, _ in packs:
+        home = key_bytes_partition(o.key or b"", 4)
+        keys = [k for k, _v in orjson.loads(o.value or b"")]
+        assert {key_bytes_partition(k.encode(), 4) for k in keys} == {home}
+
+
 def test_only_inputs_that_regenerate_their_outputs_pack() -> None:
     """A card record releases parked receipts and deletes their parking entries: what it
     sends cannot be regenerated, so it goes at once; a receipt's contribution may wait."""
@@ -74,7 +107,7 @@ def test_only_inputs_that_regenerate_their_outputs_pack() -> None:
     assert all(not s.packs_from for s in STAGE_BY_NAME.values() if s is not CARD_JOIN)
     contribution = _out(b"S1", b"{}")
     identified = _out(b"C1", b"{}", topic="receipts.identified")
-    p = Packer(_limit)
+    p = Packer(_limit, _partition)
     card = RawRecord("customer.cards", 0, 7, 100, b"card", b"x")
     assert sends(p, CARD_JOIN, card, [contribution, identified]) == [
         (contribution, 100),
@@ -87,31 +120,44 @@ def test_only_inputs_that_regenerate_their_outputs_pack() -> None:
 
 def test_decode_pack_reads_a_pack_a_plain_record_and_refuses_the_rest() -> None:
     codec = RUNNER.codec
-    assert codec.decode_pack(TOPIC, b'[{"a":1},{"a":2}]') == [{"a": 1}, {"a": 2}]
-    assert codec.decode_pack(TOPIC, b'{"a":1}') == [{"a": 1}]
-    assert codec.decode_pack(TOPIC, None) == [None]
-    for bad in (b"[]", b"[1,2]", b'[{"a":1},null]', b"[{"):
+    assert codec.decode_pack(TOPIC, b'[["S1",{"a":1}],["S2",{"a":2}]]', "S1") == [
+        ("S1", {"a": 1}),
+        ("S2", {"a": 2}),
+    ]
+    assert codec.decode_pack(TOPIC, b'{"a":1}', "S9") == [("S9", {"a": 1})]
+    assert codec.decode_pack(TOPIC, None, "S9") == [("S9", None)]
+    for bad in (b"[]", b"[1,2]", b'[["S1",{"a":1}],null]', b'[{"a":1}]', b'[["S1"]]', b"[{"):
         with pytest.raises(DecodeError):
-            codec.decode_pack(TOPIC, bad)
+            codec.decode_pack(TOPIC, bad, "S1")
 
 
 def _packs(records: list[RawRecord], size: int) -> list[RawRecord]:
-    """The stage's input records packed as the worker would: per key, ``size`` at most."""
-    held: dict[bytes | None, list[RawRecord]] = defaultdict(list)
+    """The stage's input records packed as the worker would: per partition of 4, ``size``
+    at most."""
+    held: dict[int, list[RawRecord]] = defaultdict(list)
     out: list[RawRecord] = []
 
-    def flush(key: bytes | None) -> None:
-        group = held.pop(key)
-        value = b"[" + b",".join(r.value or b"" for r in group) + b"]"
+    def flush(partition: int) -> None:
+        group = held.pop(partition)
+        value = (
+            b"["
+            + b",".join(
+                b"[" + orjson.dumps((r.key or b"").decode()) + b"," + (r.value or b"") + b"]"
+                for r in group
+            )
+            + b"]"
+        )
         last = group[-1]
-        out.append(RawRecord(last.topic, last.partition, len(out), last.timestamp, key, value))
+        key = group[0].key
+        out.append(RawRecord(last.topic, partition, len(out), last.timestamp, key, value))
 
     for r in records:
-        held[r.key].append(r)
-        if len(held[r.key]) == size:
-            flush(r.key)
-    for key in list(held):
-        flush(key)
+        partition = key_bytes_partition(r.key or b"", 4)
+        held[partition].append(r)
+        if len(held[partition]) == size:
+            flush(partition)
+    for partition in list(held):
+        flush(partition)
     return out
 
 
@@ -127,9 +173,8 @@ def _aggregates(state: MemoryState) -> dict[str, object]:
 
 def test_a_pack_counts_what_its_records_count_one_by_one_and_sends_each_store_day_once() -> None:
     records = INPUTS["group_aggregates"]
-    packs = _packs(records, 5)
-    multi = [p for p in packs if (p.value or b"")[:2] == b"[{" and b"},{" in (p.value or b"")]
-    assert len(multi) >= 30  # the simulated day packs
+    packs = _packs(records, 8)
+    assert len(packs) <= len(records) / 4  # the simulated day packs
     single, packed = MemoryState(), MemoryState()
     for r in records:
         RUNNER.process(GROUP, single, r)
@@ -154,8 +199,8 @@ def test_a_pack_counts_what_its_records_count_one_by_one_and_sends_each_store_da
 
 
 def test_a_bad_element_is_dead_lettered_and_the_rest_of_its_pack_counted() -> None:
-    good = [r.value for r in INPUTS["group_aggregates"][:2]]
-    value = b"[" + b",".join([good[0] or b"", b'{"receipt_id":"R-bad"}', good[1] or b""]) + b"]"
+    good = [b'["S",' + (r.value or b"") + b"]" for r in INPUTS["group_aggregates"][:2]]
+    value = b"[" + b",".join([good[0], b'["S",{"receipt_id":"R-bad"}]', good[1]]) + b"]"
     state = MemoryState()
     outs = RUNNER.process(GROUP, state, RawRecord(TOPIC, 0, 1, 1, b"S", value))
     dead = [o for o in outs if o.topic == "deadletters"]
@@ -169,7 +214,7 @@ def test_a_crash_at_any_changelog_write_of_packed_input_counts_every_receipt_onc
     """test_crash_prefix's guarantee with packs: each element's writes go to the changelog in
     the order they would alone, so a restored prefix plus the redelivered packs end where
     the clean run ends."""
-    packs = _packs(INPUTS["group_aggregates"], 5)
+    packs = _packs(INPUTS["group_aggregates"], 8)
     clean = ChangelogState()
     for pack in packs:
         RUNNER.process(GROUP, clean, pack)

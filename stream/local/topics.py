@@ -98,7 +98,7 @@ _SPECS = [
        internal=True, retention_days=-1),
     _t("aggregates.contributions", "store id", None,
        "anonymous per-receipt product-group contributions, repartitioned by store; "
-       "a record carries one or a pack of a batch's contributions of one store",
+       "a record carries one, or a pack of a batch's contributions to one partition",
        internal=True, retention_days=7, packed=True),
     # outputs
     _t("receipts.totals", "household id", "ReceiptTotal",

@@ -196,16 +196,21 @@ def read_records(
 def render(codec: Codec, masker: Masker, msg: Any) -> dict[str, Any]:
     """One record as a JSON-ready dict, ids masked unless revealing."""
     topic = msg.topic()
-    try:
-        value: Any = codec.decode(topic, msg.value())
-        error = None
-    except DecodeError as exc:
-        value, error = None, exc.code  # the code only: the bytes may hold an id
     key = msg.key()
     try:
         key_out: Any = None if key is None else key.decode("utf-8")
     except UnicodeDecodeError:
         key_out = key
+    try:
+        if TOPICS[topic].packed:
+            # A pack (stream/engine/packing.py): its elements, each with its own key.
+            pairs = codec.decode_pack(topic, msg.value(), key_out)
+            value: Any = [{"key": masker.token(k), "value": masker.record(v)} for k, v in pairs]
+        else:
+            value = masker.record(codec.decode(topic, msg.value()))
+        error = None
+    except DecodeError as exc:
+        value, error = None, exc.code  # the code only: the bytes may hold an id
     _ts_type, ts = msg.timestamp()
     out: dict[str, Any] = {
         "topic": topic,
@@ -213,7 +218,7 @@ def render(codec: Codec, masker: Masker, msg: Any) -> dict[str, Any]:
         "offset": msg.offset(),
         "timestamp": ts,
         "key": masker.token(key_out),
-        "value": masker.record(value),
+        "value": value,
     }
     if error is not None:
         out["error"] = error

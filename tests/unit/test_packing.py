@@ -223,3 +223,40 @@ def test_a_crash_at_any_changelog_write_of_packed_input_counts_every_receipt_onc
         for pack in packs:
             RUNNER.process(GROUP, restored, pack)
         assert _aggregates(copy.deepcopy(restored)) == _aggregates(copy.deepcopy(clean)), cut
+
+
+class _Msg:
+    """A consumed record as confluent-kafka hands it to ``inspect``'s renderer."""
+
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self._key, self._value = key, value
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 5)
+
+
+def test_inspect_shows_a_packs_elements_each_with_its_masked_key() -> None:
+    from stream.tools.topic_view import Masker, render
+
+    value = b'[["S1",{"receipt_id":"R1","total_cents":5}],["S2",{"receipt_id":"R2"}]]'
+    line = render(RUNNER.codec, Masker(), _Msg(b"S1", value))
+    assert "error" not in line
+    assert [e["value"]["total_cents"] for e in line["value"][:1]] == [5]
+    assert all(e["key"].startswith("~") for e in line["value"])  # keys masked like any key
+    plain = render(RUNNER.codec, Masker(), _Msg(b"S1", b'{"receipt_id":"R1"}'))
+    assert len(plain["value"]) == 1 and plain["value"][0]["key"].startswith("~")

@@ -155,6 +155,10 @@ class CrawlWatch:
                 worst = (tp, seconds, advanced)
         return worst
 
+    def reset(self) -> None:
+        """Forget every partition's history: what follows is judged on its own."""
+        self._looks = {}
+
 
 class LivenessMonitor:
     """Reads the group's offsets periodically and keeps the worker's :class:`Health`.
@@ -258,8 +262,16 @@ class LivenessMonitor:
         for reason in STALL_REASONS:
             self.metrics.stalled.labels(reason).set(1 if health.stalled == reason else 0)
         if self.restart_stuck_after_s > 0 and self.on_stuck is not None:
+            if not self.may_restart():
+                # Restoring, rebalancing or waiting for the registry: no partition advances
+                # meanwhile, and those looks are no evidence afterwards. Kept, they made a
+                # worker that had just finished a two-minute table recovery stop as stuck
+                # two seconds later (make bench, the national state), and the next start
+                # would have recovered again.
+                self.crawl.reset()
+                return
             worst = self.crawl.observe(self._clock(), offsets, owned)
-            if worst is not None and self.may_restart():
+            if worst is not None:
                 (topic, partition), seconds, advanced = worst
                 self.on_stuck(
                     f"{topic}[{partition}] committed {advanced} records in {seconds:.0f} s "

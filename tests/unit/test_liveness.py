@@ -138,3 +138,50 @@ def test_a_partition_that_stops_after_a_spell_of_progress_is_stuck() -> None:
     assert watch.observe(30.0, {tp: _o(461, 560)}, {tp}) is None  # the window had progress
     # The last 25 s and more (since the look at 10 s) without a record committed.
     assert watch.observe(50.0, {tp: _o(461, 590)}, {tp}) == (tp, 40.0, 0)
+
+
+def test_a_worker_is_not_judged_stuck_on_what_it_saw_while_it_was_recovering() -> None:
+    """make bench (the national state): a worker ended a two-minute table recovery and was
+    stopped as stuck two seconds later, on looks taken while it recovered; the next start
+    would have recovered again. Only what follows the recovery counts."""
+    import asyncio
+
+    from stream.engine.liveness import LivenessMonitor
+    from stream.engine.metrics import Metrics
+
+    tp = ("customer.cards", 0)
+    now = [0.0]
+    recovering = [True]
+    stopped: list[str] = []
+
+    class _Monitor(LivenessMonitor):
+        def _read(self) -> dict[tuple[str, int], PartitionOffsets]:
+            return {tp: _o(0, 50)}  # lag, nothing committed
+
+        def _owned(self) -> set[tuple[str, int]]:
+            return {tp}
+
+    monitor = _Monitor(
+        None,
+        Metrics(),
+        "unused:9092",
+        "group",
+        ("customer.cards",),
+        1,
+        stall_after_s=1000.0,
+        clock=lambda: now[0],
+        restart_stuck_after_s=25.0,
+        on_stuck=stopped.append,
+        may_restart=lambda: not recovering[0],
+    )
+    for t in range(0, 120, 5):  # two minutes of recovery
+        now[0] = float(t)
+        asyncio.run(monitor.check())
+    recovering[0] = False
+    for t in range(120, 145, 5):  # recovered: under the window since
+        now[0] = float(t)
+        asyncio.run(monitor.check())
+    assert stopped == []
+    now[0] = 150.0  # 30 s after the recovery, still nothing committed: stuck
+    asyncio.run(monitor.check())
+    assert len(stopped) == 1 and "customer.cards[0] committed 0 records" in stopped[0]

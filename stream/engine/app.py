@@ -255,6 +255,7 @@ def _bind_liveness(
         restart_stuck_after_s=settings.restart_stuck_after_s,
         on_stuck=lambda reason: fatal_exit(f"a partition does not advance: {reason}", EXIT_STUCK),
         may_restart=lambda: not (app.in_recovery or app.rebalancing or waits),
+        recovering=lambda: app.in_recovery,
     )
     _run_from_start(app, lambda: liveness.run(COLLECT_INTERVAL_S))
 

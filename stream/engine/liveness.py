@@ -182,6 +182,7 @@ class LivenessMonitor:
         restart_stuck_after_s: float = 0.0,
         on_stuck: Any = None,
         may_restart: Any = None,
+        recovering: Any = None,
     ) -> None:
         import time
 
@@ -201,6 +202,7 @@ class LivenessMonitor:
         self.crawl = CrawlWatch(restart_stuck_after_s)
         self.on_stuck = on_stuck
         self.may_restart = may_restart or (lambda: True)
+        self.recovering = recovering or (lambda: False)
         self._clock = clock or time.monotonic
         for reason in STALL_REASONS:
             metrics.stalled.labels(reason).set(0)
@@ -262,16 +264,17 @@ class LivenessMonitor:
         for reason in STALL_REASONS:
             self.metrics.stalled.labels(reason).set(1 if health.stalled == reason else 0)
         if self.restart_stuck_after_s > 0 and self.on_stuck is not None:
-            if not self.may_restart():
-                # Restoring, rebalancing or waiting for the registry: no partition advances
-                # meanwhile, and those looks are no evidence afterwards. Kept, they made a
-                # worker that had just finished a two-minute table recovery stop as stuck
-                # two seconds later (make bench, the national state), and the next start
-                # would have recovered again.
+            if self.recovering():
+                # Restoring tables: no partition advances meanwhile, and those looks are no
+                # evidence afterwards. Kept, they made a worker that had just finished a
+                # two-minute table recovery stop as stuck two seconds later (make bench,
+                # the national state), and the next start would have recovered again.
+                # Only recovery: across rebalances and registry waits the history is kept,
+                # as the restart after a broker restart relies on (docs/reliability.md).
                 self.crawl.reset()
                 return
             worst = self.crawl.observe(self._clock(), offsets, owned)
-            if worst is not None:
+            if worst is not None and self.may_restart():
                 (topic, partition), seconds, advanced = worst
                 self.on_stuck(
                     f"{topic}[{partition}] committed {advanced} records in {seconds:.0f} s "

@@ -173,6 +173,7 @@ def test_a_worker_is_not_judged_stuck_on_what_it_saw_while_it_was_recovering() -
         restart_stuck_after_s=25.0,
         on_stuck=stopped.append,
         may_restart=lambda: not recovering[0],
+        recovering=lambda: recovering[0],
     )
     for t in range(0, 120, 5):  # two minutes of recovery
         now[0] = float(t)

@@ -13,7 +13,6 @@ late receipts, returns, card and consent changes.
 
 from __future__ import annotations
 
-import copy
 import random
 
 import pytest
@@ -24,28 +23,13 @@ from stream.simulator.config import SimConfig
 from stream.simulator.generator import generate
 from stream.tools.replay import Driver, encode_event
 from tests.conftest import CHAOS_FULL
+from tests.unit.topo_helpers import ChangelogState, cut_and_restore
 from topologies.pipeline import STAGE_BY_NAME, STAGES
 from topologies.state import MemoryState
 
 RULES = load_rules()
 # Cut points per stage: a sample under `make test`, every write under `make chaos`.
 CUTS = 100
-
-
-class ChangelogState(MemoryState):
-    """A stage's state that also keeps its changelog: every write, in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: list[tuple[str, object]] = []
-
-    def set(self, key: str, value: object) -> None:
-        super().set(key, copy.deepcopy(value))
-        self.log.append((key, copy.deepcopy(value)))
-
-    def delete(self, key: str) -> None:
-        super().delete(key)
-        self.log.append((key, None))
 
 
 def _stage_inputs() -> tuple[dict[str, list[RawRecord]], Runner]:
@@ -89,17 +73,6 @@ def test_a_crash_at_any_changelog_write_counts_every_receipt_once(stage_name: st
         restored = cut_and_restore(clean, cut)
         _run(stage_name, restored, records)
         assert _sums(restored) == _sums(clean), f"{stage_name}: crash after changelog write {cut}"
-
-
-def cut_and_restore(clean: ChangelogState, cut: int) -> MemoryState:
-    """The state a new owner restores from the first ``cut`` changelog writes of ``clean``."""
-    restored = MemoryState()
-    for key, value in clean.log[:cut]:
-        if value is None:
-            restored.delete(key)
-        else:
-            restored.set(key, copy.deepcopy(value))
-    return restored
 
 
 def _sums(state: MemoryState) -> dict[str, object]:

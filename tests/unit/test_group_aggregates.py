@@ -15,7 +15,9 @@ from tests.unit.topo_helpers import (
     HOUR_MS,
     RULES,
     T0,
+    ChangelogState,
     card,
+    cut_and_restore,
     line,
     receipt,
     run,
@@ -252,22 +254,6 @@ def test_no_person_identifiers_anywhere_in_aggregates() -> None:
     assert final["total_cents"] == 833 * 3 + 189 + 5000
 
 
-class ChangelogState(MemoryState):
-    """MemoryState that also records every write in order, as the changelog receives them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: list[tuple[str, object]] = []
-
-    def set(self, key: str, value) -> None:
-        super().set(key, copy.deepcopy(value))
-        self.log.append((key, copy.deepcopy(value)))
-
-    def delete(self, key: str) -> None:
-        super().delete(key)
-        self.log.append((key, None))
-
-
 def test_exactly_once_after_a_crash_at_every_changelog_write() -> None:
     """A crash keeps any prefix of the changelog (idempotent producer); a restore from it,
     then the redelivery of every uncommitted record, counts each receipt exactly once.
@@ -278,12 +264,7 @@ def test_exactly_once_after_a_crash_at_every_changelog_write() -> None:
     for i, r in enumerate(receipts):
         feed(full, r, T0 + i)
     for cut in range(len(full.log) + 1):
-        restored = MemoryState()
-        for key, value in full.log[:cut]:
-            if value is None:
-                restored.delete(key)
-            else:
-                restored.set(key, copy.deepcopy(value))
+        restored = cut_and_restore(full, cut)
         # Nothing was committed: every record is delivered again, in order.
         for i, r in enumerate(receipts):
             feed(restored, r, T0 + 10 + i)

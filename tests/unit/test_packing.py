@@ -14,7 +14,8 @@ from stream.engine.packing import Packer, sends
 from stream.engine.partitioning import key_bytes_partition
 from stream.engine.runner import Outgoing, RawRecord
 from stream.serde.codec import DecodeError
-from tests.unit.test_crash_prefix import INPUTS, RUNNER, ChangelogState, cut_and_restore
+from tests.unit.test_crash_prefix import INPUTS, RUNNER
+from tests.unit.topo_helpers import ChangelogState, cut_and_restore
 from topologies.pipeline import STAGE_BY_NAME
 from topologies.state import MemoryState
 

@@ -7,6 +7,7 @@ only spells out what it is about.
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -243,3 +244,31 @@ def stored(state: MemoryState, prefix: str = "") -> dict[str, Any]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+class ChangelogState(MemoryState):
+    """A stage's state that also keeps its changelog: every write, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, object]] = []
+
+    def set(self, key: str, value: object) -> None:
+        super().set(key, copy.deepcopy(value))
+        self.log.append((key, copy.deepcopy(value)))
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self.log.append((key, None))
+
+
+def cut_and_restore(clean: ChangelogState, cut: int) -> MemoryState:
+    """The state a new owner restores from the first ``cut`` changelog writes of ``clean``
+    (a crash keeps a prefix of a changelog partition's writes)."""
+    restored = MemoryState()
+    for key, value in clean.log[:cut]:
+        if value is None:
+            restored.delete(key)
+        else:
+            restored.set(key, copy.deepcopy(value))
+    return restored

@@ -8,6 +8,9 @@ Figures (``--only`` picks some; the default runs all, in this order):
   record per key per batch, on the stage code's own writes);
 - ``worker``: one and two Faust workers on the embedded broker, sustained receipts/s, and
   end-to-end latency at 400 and 4 000 receipts/s offered (figure 3);
+- ``design``: the issue's design changes kept as switches (no RocksDB WAL on the replay core,
+  packed contributions on one worker), before and after in interleaved pairs
+  (``benchmarks/design.py``);
 - ``peer``: the plain confluent-kafka consume->produce loop (the transport ceiling) and a
   Quix Streams application running the same topology steps (figure 4);
 - ``state``: cards, consents and households loaded into a worker's tables: RSS, RocksDB
@@ -26,7 +29,7 @@ import time
 
 from benchmarks.common import LATEST, Results, log, workload
 
-FIGURES = ("core", "worker", "peer", "state", "growth")
+FIGURES = ("core", "worker", "design", "peer", "state", "growth")
 
 # (full, --quick) sizes
 SIZES = {
@@ -37,6 +40,10 @@ SIZES = {
     "state_cards": (20_000, 5_000),  # noida-db loads ~300 register records/s here
     # the national register, written into the worker's tables in place (benchmarks/state.py)
     "state_full_cards": (4_000_000, 100_000),
+    # design changes, before and after (benchmarks/design.py): interleaved pairs and sizes
+    "design_pairs": (3, 1),
+    "design_core_receipts": (20_000, 3_000),
+    "design_worker_receipts": (10_000, 1_000),
     "growth": ([10_000, 100_000, 200_000], [2_000, 10_000, 30_000]),
     # population of the broker figures (its register is loaded before the clock starts)
     "broker_households": (5_000, 2_000),
@@ -116,6 +123,19 @@ def main(argv: list[str] | None = None) -> int:
                         two=not args.no_two_workers,
                     ),
                 )
+            elif fig == "design":
+                from benchmarks import design
+
+                results.put(
+                    "design",
+                    design.run(
+                        workload(size("design_core_receipts"), args.households, args.seed),
+                        size("design_worker_receipts"),
+                        size("broker_households"),
+                        args.seed,
+                        size("design_pairs"),
+                    ),
+                )
             elif fig == "peer":
                 from benchmarks import peer
 
@@ -144,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"--- figure {fig} took {time.monotonic() - t0:.0f}s")
     results.data["total_seconds"] = round(time.monotonic() - t_all, 1)
     # The targets, from the figures of this run (and, with --merge, the kept ones).
-    from benchmarks.report import target_rows, targets
+    from benchmarks.report import design, target_rows, targets
 
     results.data["targets"] = target_rows(results.data["figures"])
     results.save()
+    print("\nDesign changes, before and after in this run (BENCHMARKS.md):\n")
+    print(design(results.data["figures"]))
     print("\nTargets (BENCHMARKS.md):\n")
     print(targets(results.data["figures"]))
     print(f"\nwrote {LATEST} ({results.data['total_seconds']:.0f}s)")

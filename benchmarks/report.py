@@ -306,6 +306,43 @@ def targets(f: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def design(f: dict[str, Any]) -> str:
+    """The design changes measured before and after in this run (benchmarks/design.py)."""
+    d = f.get("design", {})
+    if not d or "error" in d:
+        return "design changes: not measured in this run" + (f" ({d['error'][:200]})" if d else "")
+    lines = [
+        f"| change | figure | before | after | after / before (mean of {d['pairs']} "
+        "interleaved pairs; min-max) |",
+        "|---|---|---:|---:|---|",
+    ]
+
+    def line(change: str, figure: str, c: dict[str, Any], digits: int = 0) -> None:
+        lines.append(
+            f"| {change} | {figure} | {_n(c['before_mean'], digits)} | "
+            f"{_n(c['after_mean'], digits)} | {c['ratio_mean']} ({c['ratio_min']}-"
+            f"{c['ratio_max']}) |"
+        )
+
+    if "no_wal_core" in d:
+        w = d["no_wal_core"]
+        line(
+            "no RocksDB write-ahead log",
+            f"replay core, receipts per CPU-s ({w['receipts']:,} receipts)",
+            w,
+        )
+    if "packed_contributions" in d:
+        pk = d["packed_contributions"]
+        n = f"{pk['receipts']:,}-receipt backlog"
+        line("packed contributions", f"one worker, receipts per worker CPU-s, {n}", pk["drain"])
+        line("packed contributions", "same, steady state", pk["steady"])
+        line("packed contributions", "broker CPU-s per run", pk["broker_cpu_s"], 1)
+        line(
+            "packed contributions", "`aggregates.contributions` records", pk["contribution_records"]
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     data = json.loads(LATEST.read_text())
     f = data["figures"]
@@ -315,6 +352,8 @@ def main() -> int:
         f"{data.get('total_seconds', '?')} s in all.\n"
     )
     print(figures(f))
+    print("\n---DESIGN CHANGES---\n")
+    print(design(f))
     print("\n---TARGETS---\n")
     print(targets(f))
     return 0

@@ -100,8 +100,13 @@ def bind_agent(
     bootstrap: str,
     offsets: OffsetTracker,
     waits: RegistryWaits,
+    *,
+    pack: bool = True,
 ) -> None:
-    """Make ``stage``'s agent on ``app``: its inputs through ``runner`` into ``output``."""
+    """Make ``stage``'s agent on ``app``: its inputs through ``runner`` into ``output``.
+
+    ``pack``: packable outputs wait for the batch's end and go as packs (settings
+    ``pack_internal_topics``); off, every output is sent as it is made."""
     source = app.topic(*stage.inputs, **RAW)
     states: dict[int, TableState] = {}
     partitions = app.conf.topic_partitions
@@ -214,6 +219,10 @@ def bind_agent(
         # Raises RegistryUnavailableError before any state write if decoding needs the
         # registry; after the step (encoding) a retry is a harmless duplicate.
         outs = runner.process(stage, state, rec)
+        if not pack:
+            for out in outs:
+                output.send(out.topic, out.key, out.value, timestamp_ms=rec.timestamp)
+            return
         # Packed outputs wait for the end of the batch (_send_packs).
         for out, ts_ms in packing.sends(packer, stage, rec, outs):
             output.send(out.topic, out.key, out.value, timestamp_ms=ts_ms)

@@ -111,6 +111,7 @@ def create_app(
                 settings.broker,
                 offsets,
                 waits,
+                pack=settings.pack_internal_topics,
             )
     _bind_catalog_feed(app, feed, runner, output)
     faust_sensors(app, registry)

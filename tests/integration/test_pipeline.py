@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from stream.engine.partitioning import key_partition
 from stream.local.broker import EmbeddedBroker
 from stream.local.offsets import read_all
@@ -77,11 +79,14 @@ def _canon(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["topic"], r["key"], repr(sorted(value.items())) if value is not None else None)
 
 
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "unpacked"])
 def test_worker_on_broker_matches_replay(
-    broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path
+    broker_factory: Callable[..., EmbeddedBroker], tmp_path: Path, pack: bool
 ) -> None:
+    """``pack``: settings ``pack_internal_topics`` (the design before packing is kept as a
+    setting, which ``make bench`` measures against packing: it must be as correct)."""
     # A broker of this test's own: the comparison needs topics no other test writes to.
-    own_broker = broker_factory("pipeline", topics=True)
+    own_broker = broker_factory(f"pipeline-{'packed' if pack else 'unpacked'}", topics=True)
     now = int(time.time() * 1000)
     cfg = SimConfig(
         seed=5, households=120, receipts=1200, start_ms=now - 900_000, receipts_per_second=2.0
@@ -97,7 +102,10 @@ def test_worker_on_broker_matches_replay(
         registry.url,
         tmp_path / "worker",
         app_id=f"it-{uuid.uuid4().hex[:8]}",
-        extra_env={"PURCHASE_STREAM_API_JWT_SECRET": API_SECRET},
+        extra_env={
+            "PURCHASE_STREAM_API_JWT_SECRET": API_SECRET,
+            "PURCHASE_STREAM_PACK_INTERNAL_TOPICS": "true" if pack else "false",
+        },
     ).start()
     try:
         codec = Codec(ConfluentRegistryClient(registry.url))
@@ -110,13 +118,16 @@ def test_worker_on_broker_matches_replay(
         for topic in OUTPUTS:
             for rec in read_all(own_broker.bootstrap, topic, timeout=20):
                 on_broker.append(decoded_output(codec, _outgoing(topic, rec.key, rec.value)))
+        contributions = read_all(own_broker.bootstrap, "aggregates.contributions", timeout=20)
         packed = [
             (
                 rec.partition,
                 codec.decode_pack("aggregates.contributions", rec.value, codec.decode_key(rec.key)),
             )
-            for rec in read_all(own_broker.bootstrap, "aggregates.contributions", timeout=20)
+            for rec in contributions
         ]
+        # A pack is a JSON array; a plain record is one contribution, a JSON object.
+        plain = [rec.value is not None and rec.value.startswith(b"{") for rec in contributions]
     finally:
         worker.stop()
         registry.stop()
@@ -166,8 +177,13 @@ def test_worker_on_broker_matches_replay(
     on_broker = [r for r in on_broker if r not in api_audit]
 
     # The worker packed a batch's contributions per partition (stream/engine/packing.py): fewer
-    # records than contributions, and every receipt's contribution in one of them.
-    assert max(len(p) for _partition, p in packed) > 1
+    # records than contributions, and every receipt's contribution in one of them. Unpacked,
+    # every record is one contribution.
+    if pack:
+        assert max(len(p) for _partition, p in packed) > 1
+    else:
+        assert {len(p) for _partition, p in packed} == {1}
+        assert all(plain)
     contributed = [c["receipt_id"] for _partition, p in packed for _key, c in p if c is not None]
     assert set(contributed) == replay_contributed
     # Each element sits on the partition its own key goes to (its store's state is there).

@@ -44,3 +44,20 @@ def test_the_table_marks_missed_and_unmeasured_targets() -> None:
     assert table.count("**missed**") == 2
     assert "| not measured | — |" in table
     assert len(table.splitlines()) == 2 + 6
+
+
+def test_design_changes_are_compared_pair_by_pair_in_the_order_a_b_b_a() -> None:
+    from benchmarks.design import _compare, _order
+    from benchmarks.report import design
+
+    # A B B A: a drift of the machine's speed over the run falls on both sides alike.
+    assert _order(3) == [False, True, True, False, False, True]
+    c = _compare([100.0, 200.0], [150.0, 200.0])
+    # The ratio of each pair, then their mean: not the ratio of the means (175/150).
+    assert c["ratio_mean"] == 1.25 and (c["ratio_min"], c["ratio_max"]) == (1.0, 1.5)
+    table = design({"design": {"pairs": 2, "no_wal_core": {**c, "receipts": 20_000}}})
+    assert "| no RocksDB write-ahead log | replay core, receipts per CPU-s (20,000 receipts) |" in (
+        table
+    )
+    assert "| 150 | 175 | 1.25 (1.0-1.5) |" in table
+    assert design({}).startswith("design changes: not measured")

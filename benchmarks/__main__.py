@@ -11,6 +11,8 @@ Figures (``--only`` picks some; the default runs all, in this order):
 - ``design``: the issue's design changes kept as switches (no RocksDB WAL on the replay core,
   packed contributions on one worker), before and after in interleaved pairs
   (``benchmarks/design.py``);
+- ``profile``: a py-spy profile of one worker draining a backlog, by thread and call path
+  (``benchmarks/profile_worker.py``);
 - ``peer``: the plain confluent-kafka consume->produce loop (the transport ceiling) and a
   Quix Streams application running the same topology steps (figure 4);
 - ``state``: cards, consents and households loaded into a worker's tables: RSS, RocksDB
@@ -29,7 +31,7 @@ import time
 
 from benchmarks.common import LATEST, Results, log, workload
 
-FIGURES = ("core", "worker", "design", "peer", "state", "growth")
+FIGURES = ("core", "worker", "design", "profile", "peer", "state", "growth")
 
 # (full, --quick) sizes
 SIZES = {
@@ -44,6 +46,7 @@ SIZES = {
     "design_pairs": (3, 1),
     "design_core_receipts": (20_000, 3_000),
     "design_worker_receipts": (10_000, 1_000),
+    "profile_receipts": (15_000, 2_000),
     "growth": ([10_000, 100_000, 200_000], [2_000, 10_000, 30_000]),
     # population of the broker figures (its register is loaded before the clock starts)
     "broker_households": (5_000, 2_000),
@@ -134,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
                         size("broker_households"),
                         args.seed,
                         size("design_pairs"),
+                    ),
+                )
+            elif fig == "profile":
+                from benchmarks import profile_worker
+
+                results.put(
+                    "profile",
+                    profile_worker.run(
+                        size("profile_receipts"), size("broker_households"), args.seed
                     ),
                 )
             elif fig == "peer":

@@ -343,6 +343,26 @@ def design(f: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def profile(f: dict[str, Any]) -> str:
+    """The worker's py-spy profile of this run (benchmarks/profile_worker.py)."""
+    p = f.get("profile", {})
+    if not p or "error" in p:
+        return "profile: not measured in this run" + (f" ({p['error'][:200]})" if p else "")
+    lines = [
+        f"One worker draining a {p['receipts']:,}-receipt backlog ({p['seconds']} s, "
+        f"{_n(p['receipts_per_worker_cpu_s'])} receipts per worker CPU-s; {p['samples']} "
+        f"samples at {p['rate_hz']} Hz, {p['mode']}):\n",
+        "| where | share |",
+        "|---|---:|",
+    ]
+    for r in p["shares"]:
+        name = r["class"]
+        if name.startswith("stage code: "):
+            name = "— " + name.removeprefix("stage code: ")
+        lines.append(f"| {name} | {r['percent']:.1f} % |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     data = json.loads(LATEST.read_text())
     f = data["figures"]
@@ -352,6 +372,8 @@ def main() -> int:
         f"{data.get('total_seconds', '?')} s in all.\n"
     )
     print(figures(f))
+    print("\n---PROFILE---\n")
+    print(profile(f))
     print("\n---DESIGN CHANGES---\n")
     print(design(f))
     print("\n---TARGETS---\n")

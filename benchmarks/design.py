@@ -6,10 +6,11 @@ Two changes are kept as switches, so that before and after run side by side, int
 - **no RocksDB write-ahead log** (the changelogs are the durability; stream/engine/state.py,
   stream/engine/store_patches.py): the replay core over the same records with the WAL back
   on (the default ``WriteOptions``) and off, as the worker and ``replay`` run;
-- **packed contributions** (stream/engine/packing.py): one Faust worker draining the same
-  backlog on a fresh broker with ``pack_internal_topics`` off and on. The run also counts
-  the records on ``aggregates.contributions``: one per contributing receipt unpacked, one per
-  partition and batch packed.
+- **packed internal records** (identified receipts and contributions,
+  stream/engine/packing.py): one Faust worker draining the same backlog on a fresh broker
+  with ``pack_internal_topics`` off and on. The run also counts the records on
+  ``receipts.identified`` and ``aggregates.contributions``: one per receipt unpacked, one
+  per partition and batch packed.
 
 The rest of the issue's design changes are measured elsewhere in the same ``make bench``:
 batched state in ``benchmarks/batched_state.py``, the internal topics' JSON against the
@@ -28,6 +29,7 @@ from rocksdict import WriteOptions
 
 from benchmarks import broker_bench
 from benchmarks.common import Workload, fmt, header, log, rates, row, timed
+from stream.engine.runner import PACKED_TOPICS
 from stream.local.offsets import end_offsets
 from stream.settings import load_rules
 from stream.tools.replay import Driver
@@ -91,7 +93,7 @@ def core_wal(w: Workload, pairs: int) -> dict[str, Any]:
 
 
 def worker_packing(receipts: int, households: int, seed: int, pairs: int) -> dict[str, Any]:
-    """One worker per CPU-second with contributions unpacked (before) and packed (after)."""
+    """One worker per CPU-second with internal records unpacked (before) and packed (after)."""
     register, rcpts = broker_bench.sim_events(receipts, households, seed)
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for i, after in enumerate(_order(pairs)):
@@ -106,8 +108,8 @@ def worker_packing(receipts: int, households: int, seed: int, pairs: int) -> dic
                 label,
                 extra_env={"PURCHASE_STREAM_PACK_INTERNAL_TOPICS": "true" if after else "false"},
             )
-            r["contribution_records"] = sum(
-                end_offsets(env.bootstrap, "aggregates.contributions").values()
+            r["packed_topic_records"] = sum(
+                sum(end_offsets(env.bootstrap, topic).values()) for topic in PACKED_TOPICS
             )
         finally:
             env.close()
@@ -115,7 +117,7 @@ def worker_packing(receipts: int, households: int, seed: int, pairs: int) -> dic
         log(
             f"design: one worker, {'packed' if after else 'unpacked'}: "
             f"{r['receipts_per_worker_cpu_s']:,.0f} per worker CPU-s, "
-            f"{r['contribution_records']:,} contribution records"
+            f"{r['packed_topic_records']:,} records on the packed topics"
         )
 
     def figure(rs: list[dict[str, Any]], *path: str) -> list[float]:
@@ -140,9 +142,9 @@ def worker_packing(receipts: int, households: int, seed: int, pairs: int) -> dic
         "broker_cpu_s": _compare(
             figure(runs[False], "broker_cpu_s"), figure(runs[True], "broker_cpu_s")
         ),
-        "contribution_records": _compare(
-            figure(runs[False], "contribution_records"),
-            figure(runs[True], "contribution_records"),
+        "packed_topic_records": _compare(
+            figure(runs[False], "packed_topic_records"),
+            figure(runs[True], "packed_topic_records"),
         ),
     }
 
@@ -159,12 +161,12 @@ def run(
         fmt(wal["after_mean"]),
         f"{wal['ratio_mean']:.3f}",
     )
-    pk = out["packed_contributions"] = worker_packing(worker_receipts, households, seed, pairs)
+    pk = out["packed_internal"] = worker_packing(worker_receipts, households, seed, pairs)
     for label, key, digits in (
-        ("packed contributions: one worker, rcpt/worker CPU-s, drain", "drain", 0),
+        ("packed internal records: one worker, rcpt/worker CPU-s, drain", "drain", 0),
         ("  same, steady state", "steady", 0),
         ("  broker CPU-s per run", "broker_cpu_s", 1),
-        ("  aggregates.contributions records", "contribution_records", 0),
+        ("  records on the packed topics", "packed_topic_records", 0),
     ):
         c = pk[key]
         row(

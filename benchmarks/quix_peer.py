@@ -36,7 +36,8 @@ by one Quix Streams ``Application``:
   ``load_settings()`` as in the worker) on every partition, as the worker's timer does; Quix
   has no timers, so it is checked between records (it does not run while the app is idle).
 
-card_join's packing of contributions per store (stream/engine/packing.py) as the worker's
+card_join's packing of identified receipts and contributions per partition
+(stream/engine/packing.py) as the worker's
 batch loop does it, with the same code: a pack goes when BATCH_MAX of the stage's records
 have been handled or BATCH_WITHIN_S after its first element, checked between records (Quix
 has no batch hook), and at the stop. Not crash-safe as the worker is (Quix may commit a

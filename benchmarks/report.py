@@ -331,14 +331,17 @@ def design(f: dict[str, Any]) -> str:
             f"replay core, receipts per CPU-s ({w['receipts']:,} receipts)",
             w,
         )
-    if "packed_contributions" in d:
-        pk = d["packed_contributions"]
+    if "packed_internal" in d:
+        pk = d["packed_internal"]
         n = f"{pk['receipts']:,}-receipt backlog"
-        line("packed contributions", f"one worker, receipts per worker CPU-s, {n}", pk["drain"])
-        line("packed contributions", "same, steady state", pk["steady"])
-        line("packed contributions", "broker CPU-s per run", pk["broker_cpu_s"], 1)
+        name = "packed internal records (identified receipts, contributions)"
+        line(name, f"one worker, receipts per worker CPU-s, {n}", pk["drain"])
+        line(name, "same, steady state", pk["steady"])
+        line(name, "broker CPU-s per run", pk["broker_cpu_s"], 1)
         line(
-            "packed contributions", "`aggregates.contributions` records", pk["contribution_records"]
+            name,
+            "records on `receipts.identified` and `aggregates.contributions`",
+            pk["packed_topic_records"],
         )
     return "\n".join(lines)
 

@@ -124,10 +124,11 @@ class Settings(BaseSettings):
     bulk_restore: bool = True
     # asyncio event loop of the worker: "uvloop" (libuv) or "asyncio" (the standard one).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    # Send what a worker batch contributes to one partition of aggregates.contributions as
-    # one record, a pack (stream/engine/packing.py); off = one record per contribution, the
-    # design before packing. The reader takes both, so it may change between restarts;
-    # `make bench` measures one against the other (BENCHMARKS.md, "Design changes").
+    # Send what a worker batch's receipts send to one partition of receipts.identified or
+    # aggregates.contributions as one record, a pack (stream/engine/packing.py); off = one
+    # record each, the design before packing. The reader takes both, so it may change
+    # between restarts; `make bench` measures one against the other (BENCHMARKS.md, "Design
+    # changes").
     pack_internal_topics: bool = True
 
     # -- how every Kafka client connects (stream/kafka_config.py builds the client configs) --

@@ -62,8 +62,10 @@ STAGES: tuple[Stage, ...] = (
         card_join.INPUTS,
         card_join.step,
         tick=card_join.tick,
-        # A receipt's contribution is the receipt's alone. Not customer.cards: a card
-        # record deletes the parking entries of the receipts it releases.
+        # A receipt's identified record and its contribution are the receipt's alone (and
+        # the card state it read, which only a later record of this partition changes).
+        # Not customer.cards: a card record deletes the parking entries of the receipts it
+        # releases.
         packs_from=frozenset({"pos.receipts"}),
     ),
     Stage(

@@ -1,25 +1,28 @@
 """Packs: what one batch sends to one partition of a packed internal topic, as one record.
 
 Why: a record costs Faust's engine ~90 µs of CPU per hop whatever its size (BENCHMARKS.md),
-and ``aggregates.contributions`` carried one small record per receipt. Packing per *key*
+and ``receipts.identified`` and ``aggregates.contributions`` each carried one record per
+receipt. Packing per *key*
 (store) was tried first and bought little: a worker batch of a few hundred receipts spreads
 over hundreds of stores, so most packs held one receipt (BENCHMARKS.md, "Design changes").
 Per *partition* a batch's contributions make as many records as the topic has partitions.
 The worker's batch loop (stream/engine/agents.py) puts what a batch's receipt steps send to
 one partition into one record, a JSON array of ``[key, value]`` elements
 (``TopicSpec.packed``), and ``Runner.process`` on the other side runs each element as a step
-of its own, with its own key. The group-aggregate stage then sends each store-day once per
-pack (``runner.last_per_compacted_key``).
+of its own, with its own key. A pack's outputs to compacted topics are thinned to the last
+per key (``runner.last_per_compacted_key``): the group-aggregate stage sends each store-day
+once per pack.
 
 What may go into a pack (``Stage.packs_from``), and why that keeps every guarantee: only an
-output its input record regenerates whole. A receipt's contribution is a function of the
-receipt alone (card_join keeps no dedupe state), so if the worker dies before the pack is
+output its input record regenerates whole. A receipt's identified record and contribution
+are functions of the receipt and the card state it read, which only a later record of the
+same partition changes (card_join keeps no dedupe state), so if the worker dies before the pack is
 sent, the receipt's offset is not committed either (Faust commits a batch only after the
 batch loop has handed every output to the producer, and the producer has delivered them) and
 the receipt is processed again, with the same contribution. A card record that releases
 parked receipts also deletes their parking entries, so it could not regenerate them: what a
 card record sends goes at once, as before. Exactly once per receipt stays where it was: the
-group-aggregate stage's dedupe marks, per contribution, written in the same order as before.
+reading stages' dedupe marks, per element, written in the same order as before.
 
 A pack never exceeds the topic's record limit (``Rules.record_limit``): a contribution that
 would push its pack over the limit sends the pack first. ``replay`` packs per fed record

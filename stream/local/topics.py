@@ -85,8 +85,9 @@ _SPECS = [
        "product catalogue: food/vegetable flags, origin, weight, CO2e factor", compacted=True),
     # internal repartitions
     _t("receipts.identified", "customer id", None,
-       "receipts joined with their card, repartitioned by customer for the consent join",
-       internal=True, retention_days=7),
+       "receipts joined with their card, repartitioned by customer for the consent join; "
+       "a record carries one, or a pack of a batch's receipts to one partition",
+       internal=True, retention_days=7, packed=True),
     # The register's propagations carry the broker time of their card record, which may be
     # older than any time retention (a backfilled register): kept, as Kafka Streams keeps
     # its repartition topics; they grow with card changes only.

@@ -65,12 +65,13 @@ def scenario(
         broker.stop()
 
 
-def _receipt_id(codec: Codec, topic: str, value: bytes) -> str:
+def _receipt_ids(codec: Codec, topic: str, value: bytes) -> list[str]:
+    """The receipts in a record: one, or a pack's (receipts.identified is packed)."""
+    if topic == "receipts.identified":
+        return [r["receipt"]["receipt_id"] for _k, r in codec.decode_pack(topic, value, None) if r]
     record = codec.decode(topic, value)
     assert record is not None
-    return (
-        record["receipt"]["receipt_id"] if topic == "receipts.identified" else record["receipt_id"]
-    )
+    return [record["receipt_id"]]
 
 
 def _final_tallies(codec: Codec, records: list[tuple[bytes | None, bytes | None]]) -> dict:
@@ -174,9 +175,10 @@ def test_tallies_after_two_stops_mid_stream_equal_replay(
         # Which receipts reached which stage, for a precise failure message.
         seen_on = {
             topic: {
-                _receipt_id(codec, topic, r.value)
+                rid
                 for r in read_all(broker.bootstrap, topic)
                 if r.value is not None
+                for rid in _receipt_ids(codec, topic, r.value)
             }
             for topic in ("receipts.identified", "receipts.totals")
         }

@@ -128,6 +128,13 @@ def test_worker_on_broker_matches_replay(
         ]
         # A pack is a JSON array; a plain record is one contribution, a JSON object.
         plain = [rec.value is not None and rec.value.startswith(b"{") for rec in contributions]
+        identified = [
+            (
+                rec.partition,
+                codec.decode_pack("receipts.identified", rec.value, codec.decode_key(rec.key)),
+            )
+            for rec in read_all(own_broker.bootstrap, "receipts.identified", timeout=20)
+        ]
     finally:
         worker.stop()
         registry.stop()
@@ -141,12 +148,19 @@ def test_worker_on_broker_matches_replay(
         sink=lambda o: replayed.append(decoded_output(rcodec, o)),
     )
     replay_contributed: set[str] = set()
+    replay_identified: set[str] = set()
     process = driver.runner.process
 
     def capture(stage: Any, state: Any, rec: Any) -> Any:
         if rec.topic == "aggregates.contributions":
             replay_contributed.update(
                 c["receipt_id"] for _k, c in rcodec.decode_pack(rec.topic, rec.value, None) if c
+            )
+        if rec.topic == "receipts.identified":
+            replay_identified.update(
+                r["receipt"]["receipt_id"]
+                for _k, r in rcodec.decode_pack(rec.topic, rec.value, None)
+                if r
             )
         return process(stage, state, rec)
 
@@ -181,14 +195,20 @@ def test_worker_on_broker_matches_replay(
     # every record is one contribution.
     if pack:
         assert max(len(p) for _partition, p in packed) > 1
+        assert max(len(p) for _partition, p in identified) > 1
     else:
         assert {len(p) for _partition, p in packed} == {1}
+        assert {len(p) for _partition, p in identified} == {1}
         assert all(plain)
+    # Every identified receipt of replay went through the broker, each exactly where its
+    # customer's key goes (the consent join's state is there).
+    identified_ids = {r["receipt"]["receipt_id"] for _p, p in identified for _k, r in p if r}
+    assert identified_ids == replay_identified
     contributed = [c["receipt_id"] for _partition, p in packed for _key, c in p if c is not None]
     assert set(contributed) == replay_contributed
     # Each element sits on the partition its own key goes to (its store's state is there).
     partitions = load_settings().partitions  # the worker's, as the topics were created
-    for partition, p in packed:
+    for partition, p in packed + identified:
         assert {key_partition(k or "", partitions) for k, _c in p} == {partition}
 
     # Something of every kind really flowed.

@@ -65,7 +65,7 @@ def test_tombstones_keyless_records_and_other_topics_are_never_held() -> None:
     p = Packer(_limit, _partition)
     tomb = _out(b"S1", None)
     keyless = _out(None, b"{}")
-    other = _out(b"C1", b"{}", topic="receipts.identified")
+    other = _out(b"C1", b"{}", topic="register.people")
     assert p.add(tomb, 5) == [(tomb, 5)]
     assert p.add(keyless, 5) == [(keyless, 5)]
     assert p.add(other, 6) == [(other, 6)]
@@ -103,20 +103,26 @@ def test_every_element_of_a_pack_goes_where_its_own_key_would() -> None:
 
 def test_only_inputs_that_regenerate_their_outputs_pack() -> None:
     """A card record releases parked receipts and deletes their parking entries: what it
-    sends cannot be regenerated, so it goes at once; a receipt's contribution may wait."""
+    sends cannot be regenerated, so it goes at once; a receipt's identified record and
+    contribution may wait. The card register's propagations are never packed."""
     assert CARD_JOIN.packs_from == frozenset({"pos.receipts"})
     assert all(not s.packs_from for s in STAGE_BY_NAME.values() if s is not CARD_JOIN)
     contribution = _out(b"S1", b"{}")
     identified = _out(b"C1", b"{}", topic="receipts.identified")
+    people = _out(b"C1", b"{}", topic="register.people")
     p = Packer(_limit, _partition)
     card = RawRecord("customer.cards", 0, 7, 100, b"card", b"x")
-    assert sends(p, CARD_JOIN, card, [contribution, identified]) == [
+    assert sends(p, CARD_JOIN, card, [contribution, identified, people]) == [
         (contribution, 100),
         (identified, 100),
+        (people, 100),
     ]
     receipt = RawRecord("pos.receipts", 0, 8, 200, b"card", b"x")
-    assert sends(p, CARD_JOIN, receipt, [contribution, identified]) == [(identified, 200)]
-    assert p.drain() == [(contribution, 200)]
+    assert sends(p, CARD_JOIN, receipt, [contribution, identified, people]) == [(people, 200)]
+    assert sorted(p.drain(), key=lambda s: s[0].topic) == [
+        (contribution, 200),
+        (identified, 200),
+    ]
 
 
 def test_decode_pack_reads_a_pack_a_plain_record_and_refuses_the_rest() -> None:
@@ -132,9 +138,10 @@ def test_decode_pack_reads_a_pack_a_plain_record_and_refuses_the_rest() -> None:
             codec.decode_pack(TOPIC, bad, "S1")
 
 
-def _packs(records: list[RawRecord], size: int) -> list[RawRecord]:
+def _packs(records: list[RawRecord], size: int, topic: str | None = None) -> list[RawRecord]:
     """The stage's input records packed as the worker would: per partition of 4, ``size``
-    at most."""
+    at most. With ``topic``, only that topic's records are packed (each pack where its
+    last element was); the stage's other inputs stay in place."""
     held: dict[int, list[RawRecord]] = defaultdict(list)
     out: list[RawRecord] = []
 
@@ -153,6 +160,9 @@ def _packs(records: list[RawRecord], size: int) -> list[RawRecord]:
         out.append(RawRecord(last.topic, partition, len(out), last.timestamp, key, value))
 
     for r in records:
+        if topic is not None and r.topic != topic:
+            out.append(r)
+            continue
         partition = key_bytes_partition(r.key or b"", 4)
         held[partition].append(r)
         if len(held[partition]) == size:
@@ -224,6 +234,62 @@ def test_a_crash_at_any_changelog_write_of_packed_input_counts_every_receipt_onc
         for pack in packs:
             RUNNER.process(GROUP, restored, pack)
         assert _aggregates(copy.deepcopy(restored)) == _aggregates(copy.deepcopy(clean)), cut
+
+
+ROUTING = STAGE_BY_NAME["personal_routing"]
+IDENTIFIED = "receipts.identified"
+
+
+def _routing_state(state: MemoryState) -> dict[str, object]:
+    """personal_routing's state but the sweeps' schedule and the processing-clock stamps (a
+    pack carries its latest element's timestamp, as contributions do)."""
+    data = copy.deepcopy(state.data)
+    for v in data.values():
+        if isinstance(v, dict):
+            v.pop("updated_at", None)
+    return {k: v for k, v in data.items() if not k.startswith("meta|")}
+
+
+def test_packed_identified_receipts_route_and_count_as_one_by_one() -> None:
+    """receipts.identified is packed too: personal_routing runs each element as its own
+    step, so consent routing, the S-mobiili counters and the audit trail end as with the
+    records one by one; a redelivered pack changes nothing."""
+    records = INPUTS["personal_routing"]
+    packed_input = _packs(records, 8, IDENTIFIED)
+    packs = [r for r in packed_input if r.topic == IDENTIFIED and (r.value or b"")[:1] == b"["]
+    assert len(packs) > 10
+    single, packed = MemoryState(), MemoryState()
+    single_out = [o for r in records for o in RUNNER.process(ROUTING, single, r)]
+    packed_out = [o for r in packed_input for o in RUNNER.process(ROUTING, packed, r)]
+    assert _routing_state(packed) == _routing_state(single)
+
+    def final(outs: list[Outgoing], topic: str) -> dict[bytes | None, bytes]:
+        """What compaction keeps: the last value per key, a tombstone as no key. (A packed
+        receipt may reach routing after a revocation it preceded one by one: it is then never
+        stored, where one by one it was stored and deleted.)"""
+        last = {o.key: o.value for o in outs if o.topic == topic}
+        return {k: v for k, v in last.items() if v is not None}
+
+    for topic in ("personal.line_items", "marketing.signals", "ereceipts.archive"):
+        assert final(packed_out, topic) == final(single_out, topic), topic
+    totals = sorted(o.value or b"" for o in single_out if o.topic == "receipts.totals")
+    assert sorted(o.value or b"" for o in packed_out if o.topic == "receipts.totals") == totals
+    before = _routing_state(packed)
+    for pack in packs:
+        RUNNER.process(ROUTING, packed, pack)
+    assert _routing_state(packed) == before
+
+
+def test_a_crash_at_any_changelog_write_of_packed_identified_receipts_counts_once() -> None:
+    packed_input = _packs(INPUTS["personal_routing"], 8, IDENTIFIED)
+    clean = ChangelogState()
+    for r in packed_input:
+        RUNNER.process(ROUTING, clean, r)
+    for cut in range(0, len(clean.log) + 1, max(len(clean.log) // 150, 1)):
+        restored = cut_and_restore(clean, cut)
+        for r in packed_input:
+            RUNNER.process(ROUTING, restored, r)
+        assert _routing_state(restored) == _routing_state(clean), cut
 
 
 class _Msg:

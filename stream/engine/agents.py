@@ -134,7 +134,10 @@ def bind_agent(
                 except RegistryUnavailableError as exc:
                     # What the records before the waiting one packed goes now, before the
                     # await (stream/engine/packing.py: a pack is sent within its batch).
-                    _send_packs()
+                    try:
+                        _send_packs()
+                    except Exception as send_exc:  # noqa: BLE001 - see _fail
+                        _fail(pending, send_exc)
                     waits.stages.add(stage.name)
                     # The one await point: a registry outage blocks the partition.
                     log.warning(
@@ -159,15 +162,22 @@ def bind_agent(
                         )
                         os._exit(EXIT_UNPROCESSED)
                     delay = min(delay * 2, 30.0)
-                except Exception as exc:  # noqa: BLE001 - see fatal_exit
-                    # Every failure a dead letter can cover became one in the runner; what
-                    # reaches here (a produce the client refused, a state or adapter error)
-                    # must not be acked: Faust would commit the batch and keep going.
-                    msg = pending[0].message
-                    fatal_exit(
-                        f"stage {stage.name} failed on {msg.topic}[{msg.partition}]@{msg.offset}"
-                        f": {type(exc).__name__}"
-                    )
+                except Exception as exc:  # noqa: BLE001 - see _fail
+                    _fail(pending, exc)
+
+    def _fail(pending: list[Any], exc: Exception) -> NoReturn:
+        """Every failure a dead letter can cover became one in the runner; what reaches here
+        (a produce the client refused, a state or adapter error) must not be acked: Faust
+        would commit the batch and keep going. Nothing here may raise: an exception out of
+        the batch loop crashes the agent, and Faust keeps the worker up and acks the batch
+        (docs/reliability.md, finding 11: a pack's send failed after every record of the
+        batch was processed, and indexing the empty ``pending`` did exactly that)."""
+        if pending:
+            msg = pending[0].message
+            where = f"on {msg.topic}[{msg.partition}]@{msg.offset}"
+        else:
+            where = "sending its batch's packs"
+        fatal_exit(f"stage {stage.name} failed {where}: {type(exc).__name__}")
 
     def _send_packs() -> None:
         for out, ts_ms in packer.drain():

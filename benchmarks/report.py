@@ -306,11 +306,15 @@ def targets(f: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _not_measured(what: str, fig: dict[str, Any]) -> str:
+    return f"{what}: not measured in this run" + (f" ({fig['error'][:200]})" if fig else "")
+
+
 def design(f: dict[str, Any]) -> str:
     """The design changes measured before and after in this run (benchmarks/design.py)."""
     d = f.get("design", {})
     if not d or "error" in d:
-        return "design changes: not measured in this run" + (f" ({d['error'][:200]})" if d else "")
+        return _not_measured("design changes", d)
     lines = [
         f"| change | figure | before | after | after / before (mean of {d['pairs']} "
         "interleaved pairs; min-max) |",
@@ -350,7 +354,7 @@ def profile(f: dict[str, Any]) -> str:
     """The worker's py-spy profile of this run (benchmarks/profile_worker.py)."""
     p = f.get("profile", {})
     if not p or "error" in p:
-        return "profile: not measured in this run" + (f" ({p['error'][:200]})" if p else "")
+        return _not_measured("profile", p)
     lines = [
         f"One worker draining a {p['receipts']:,}-receipt backlog ({p['seconds']} s, "
         f"{_n(p['receipts_per_worker_cpu_s'])} receipts per worker CPU-s; {p['samples']} "

@@ -103,7 +103,7 @@ chaos: venv apt ## The chaos suite at full scale: long fault schedule, 10,000 fu
 demo: venv ## Run the local end-to-end demo; options: DEMO_ARGS="--duration 60 --rate 100"
 	$(BIN)/purchase-stream demo $(DEMO_ARGS)
 
-bench: venv ## Benchmarks, ~30 min (python -m benchmarks); quick: BENCH_ARGS="--quick", one figure: BENCH_ARGS="--only core --receipts 20000"
+bench: venv ## Benchmarks, ~35 min (python -m benchmarks); quick: BENCH_ARGS="--quick", one figure: BENCH_ARGS="--only core --receipts 20000"
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 fmt: venv ## Format and auto-fix (ruff format, ruff check --fix)

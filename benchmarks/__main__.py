@@ -9,7 +9,7 @@ Figures (``--only`` picks some; the default runs all, in this order):
 - ``worker``: one and two Faust workers on the embedded broker, sustained receipts/s, and
   end-to-end latency at 400 and 4 000 receipts/s offered (figure 3);
 - ``design``: the issue's design changes kept as switches (no RocksDB WAL on the replay core,
-  packed contributions on one worker), before and after in interleaved pairs
+  packed internal records on one worker), before and after in interleaved pairs
   (``benchmarks/design.py``);
 - ``profile``: a py-spy profile of one worker draining a backlog, by thread and call path
   (``benchmarks/profile_worker.py``);

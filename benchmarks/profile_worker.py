@@ -29,6 +29,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -128,9 +129,9 @@ def shares(counts: dict[str, int]) -> list[tuple[str, int, float]]:
 
 
 def run(receipts: int, households: int, seed: int) -> dict[str, Any]:
-    spy_bin = shutil.which("py-spy") or str(
-        Path(broker_bench.__file__).parents[1] / ".venv/bin/py-spy"
-    )
+    # The dev dependency beside this interpreter (make venv installs it), else one on PATH.
+    beside = Path(sys.executable).parent / "py-spy"
+    spy_bin = str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
     register, rcpts = broker_bench.sim_events(receipts, households, seed)
     env = broker_bench.Env("profile")
     out_dir = Path(tempfile.mkdtemp(prefix="bench-profile-"))

@@ -32,7 +32,7 @@ from stream.engine.offsets import OffsetTracker
 from stream.engine.output import Output
 from stream.engine.packing import BATCH_MAX, BATCH_WITHIN_S
 from stream.engine.partitioning import key_bytes_partition
-from stream.engine.runner import RawRecord, Runner
+from stream.engine.runner import PACKED_TOPICS, RawRecord, Runner
 from stream.engine.state import TableState
 from stream.local.clients import AdminError
 from stream.local.offsets import read_range
@@ -106,12 +106,15 @@ def bind_agent(
     """Make ``stage``'s agent on ``app``: its inputs through ``runner`` into ``output``.
 
     ``pack``: packable outputs wait for the batch's end and go as packs (settings
-    ``pack_internal_topics``); off, every output is sent as it is made."""
+    ``pack_internal_topics``); off, the packer holds nothing and every output is sent as it
+    is made."""
     source = app.topic(*stage.inputs, **RAW)
     states: dict[int, TableState] = {}
     partitions = app.conf.topic_partitions
     packer = packing.Packer(
-        runner.rules.record_limit, lambda _topic, key: key_bytes_partition(key, partitions)
+        runner.rules.record_limit,
+        lambda _topic, key: key_bytes_partition(key, partitions),
+        PACKED_TOPICS if pack else frozenset(),
     )
 
     async def run_stage(stream: Any) -> None:
@@ -229,10 +232,6 @@ def bind_agent(
         # Raises RegistryUnavailableError before any state write if decoding needs the
         # registry; after the step (encoding) a retry is a harmless duplicate.
         outs = runner.process(stage, state, rec)
-        if not pack:
-            for out in outs:
-                output.send(out.topic, out.key, out.value, timestamp_ms=rec.timestamp)
-            return
         # Packed outputs wait for the end of the batch (_send_packs).
         for out, ts_ms in packing.sends(packer, stage, rec, outs):
             output.send(out.topic, out.key, out.value, timestamp_ms=ts_ms)

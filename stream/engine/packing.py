@@ -24,7 +24,7 @@ parked receipts also deletes their parking entries, so it could not regenerate t
 card record sends goes at once, as before. Exactly once per receipt stays where it was: the
 reading stages' dedupe marks, per element, written in the same order as before.
 
-A pack never exceeds the topic's record limit (``Rules.record_limit``): a contribution that
+A pack never exceeds the topic's record limit (``Rules.record_limit``): an element that
 would push its pack over the limit sends the pack first. ``replay`` packs per fed record
 (packs of one, sent as plain records), so it runs this code too.
 """
@@ -73,9 +73,17 @@ class Packer:
     windows, dedupe expiry) only moves forward.
     """
 
-    def __init__(self, limit_of: Callable[[str], int], partition_of: PartitionOf) -> None:
+    def __init__(
+        self,
+        limit_of: Callable[[str], int],
+        partition_of: PartitionOf,
+        topics: frozenset[str] = PACKED_TOPICS,
+    ) -> None:
+        """``topics``: the topics it packs; empty = none (settings ``pack_internal_topics``
+        off: every output goes as it is made, the design before packing)."""
         self._limit_of = limit_of
         self._partition_of = partition_of
+        self._topics = topics
         self._packs: dict[tuple[str, int], _Pack] = {}
 
     def __len__(self) -> int:
@@ -85,7 +93,7 @@ class Packer:
         """Put ``out`` in its partition's pack. Returns what must be sent now: a tombstone or
         a record without a key (never packed), or the partition's pack when ``out`` would take
         it over the record limit."""
-        if out.value is None or out.key is None or out.topic not in PACKED_TOPICS:
+        if out.value is None or out.key is None or out.topic not in self._topics:
             return [(out, timestamp_ms)]
         slot = (out.topic, self._partition_of(out.topic, out.key))
         element = b"[" + orjson.dumps(out.key.decode()) + b"," + out.value + b"]"

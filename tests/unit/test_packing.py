@@ -71,6 +71,10 @@ def test_tombstones_keyless_records_and_other_topics_are_never_held() -> None:
     assert p.add(keyless, 5) == [(keyless, 5)]
     assert p.add(other, 6) == [(other, 6)]
     assert p.drain() == []
+    # pack_internal_topics off: a packer of no topics holds nothing.
+    off = Packer(_limit, _partition, frozenset())
+    plain = _out(b"S1", b"{}")
+    assert off.add(plain, 7) == [(plain, 7)] and off.drain() == []
 
 
 def test_a_pack_never_exceeds_the_record_limit() -> None:
@@ -242,8 +246,9 @@ def _routing_state(state: MemoryState) -> dict[str, object]:
 
 def test_packed_identified_receipts_route_and_count_as_one_by_one() -> None:
     """receipts.identified is packed too: personal_routing runs each element as its own
-    step, so consent routing, the S-mobiili counters and the audit trail end as with the
-    records one by one; a redelivered pack changes nothing."""
+    step, so the consent routing's state and S-mobiili counters, the personal stores as
+    compaction keeps them and the receipt totals end as with the records one by one; a
+    redelivered pack changes nothing."""
     records = INPUTS["personal_routing"]
     packed_input = _packs(records, 8, IDENTIFIED)
     packs = [r for r in packed_input if r.topic == IDENTIFIED and (r.value or b"")[:1] == b"["]
